@@ -1,0 +1,68 @@
+/*
+ * Fixed-size element arena addressed by 32-bit references.
+ *
+ * Why: every map carries the links of two intrusive search trees.  With 64-bit pointers those
+ * links alone would cost 48 bytes a map; as 32-bit references into an arena they cost 24.  The
+ * arena grows by whole blocks that never move, so a pointer to an element (the GTree key) stays
+ * valid for the element's life.  Reference 0 is never handed out: it means "none".
+ */
+#ifndef IOVA_ARENA_H
+#define IOVA_ARENA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint32_t IOVARef;
+
+#define IOVA_REF_NONE 0u
+#define IOVA_ARENA_SHIFT 12
+#define IOVA_ARENA_BLOCK (1u << IOVA_ARENA_SHIFT)
+#define IOVA_ARENA_MASK (IOVA_ARENA_BLOCK - 1)
+
+typedef struct IOVAArena {
+    char **blocks;        /* each holds IOVA_ARENA_BLOCK elements */
+    uint32_t nblocks;
+    uint32_t cap_blocks;
+    uint32_t elem_size;   /* bytes; at least sizeof(IOVARef) */
+    IOVARef next_fresh;   /* lowest reference never handed out */
+    IOVARef free_head;    /* released elements, threaded through their first 4 bytes */
+    uint32_t live;        /* elements handed out and not released */
+} IOVAArena;
+
+/**
+ * iova_arena_init: prepare an empty arena of @elem_size-byte elements.
+ */
+void iova_arena_init(IOVAArena *arena, uint32_t elem_size);
+
+/**
+ * iova_arena_alloc: hand out one zeroed element.
+ *
+ * Returns: its reference, or IOVA_REF_NONE when memory or the 32-bit reference space ran out.
+ */
+IOVARef iova_arena_alloc(IOVAArena *arena);
+
+/**
+ * iova_arena_release: give element @ref back; its contents are lost.
+ */
+void iova_arena_release(IOVAArena *arena, IOVARef ref);
+
+/**
+ * iova_arena_reset: release every element and every block.
+ */
+void iova_arena_reset(IOVAArena *arena);
+
+/**
+ * iova_arena_bytes: bytes the arena holds from the allocator (blocks and block table).
+ */
+size_t iova_arena_bytes(const IOVAArena *arena);
+
+/**
+ * iova_arena_ptr: the element behind @ref (which must have been handed out).
+ */
+static inline void *iova_arena_ptr(const IOVAArena *arena, IOVARef ref)
+{
+    return arena->blocks[ref >> IOVA_ARENA_SHIFT] +
+           (size_t)(ref & IOVA_ARENA_MASK) * arena->elem_size;
+}
+
+#endif /* IOVA_ARENA_H */

@@ -1,0 +1,356 @@
+/*
+ * The layer Python calls through cffi (see iova-binding.h for why it exists).
+ */
+#include "iova-binding.h"
+
+#include <malloc.h>
+
+#include "iova-guard.h"
+
+/* ---------------------------------------------------------------- shared with vhost-binding.c */
+
+void ib_guard_init(IBGuard *g, void *object)
+{
+    g_mutex_init(&g->lock);
+    g->object = object;
+    g->generation = 0;
+}
+
+void *ib_guard_enter(IBGuard *g)
+{
+    g_mutex_lock(&g->lock);
+    if (!g->object) {
+        g_mutex_unlock(&g->lock);
+    }
+    return g->object;
+}
+
+void ib_guard_leave(IBGuard *g, gboolean changed)
+{
+    if (changed) {
+        g->generation++;
+    }
+    g_mutex_unlock(&g->lock);
+}
+
+void *ib_guard_close(IBGuard *g)
+{
+    g_mutex_lock(&g->lock);
+    void *object = g->object;
+    g->object = NULL;
+    g->generation++;
+    g_mutex_unlock(&g->lock);
+    return object;
+}
+
+void ib_map_out(const DMAMap *m, uint64_t *out)
+{
+    out[0] = m->iova;
+    out[1] = m->translated_addr;
+    out[2] = m->size;
+    out[3] = (uint64_t)m->perm;
+    out[4] = m->id;
+}
+
+size_t ib_copy_maps(const IOVATree *tree, gboolean by_translated, uint64_t key,
+                    gboolean inclusive, uint64_t *out, size_t cap)
+{
+    size_t n = 0;
+    const DMAMap *m = iova_tree_next(tree, key, inclusive);
+
+    for (; m && n < cap; n++) {
+        ib_map_out(m, out + n * IB_MAP_WORDS);
+        m = iova_tree_next(tree, by_translated ? m->translated_addr : m->iova, FALSE);
+    }
+    return n;
+}
+
+static const DMAMap *batch_lookup(const IOVATree *tree, IBLookup lookup, DMAMap *needle,
+                                  uint64_t addr)
+{
+    switch (lookup) {
+    case IB_LOOKUP_KEY:
+        return iova_tree_find_address(tree, addr);
+    case IB_LOOKUP_REVERSE:
+        needle->translated_addr = addr;
+        return iova_tree_find_iova_any(tree, needle);
+    default:
+        needle->translated_addr = addr;
+        return iova_tree_find_iova(tree, needle);
+    }
+}
+
+int ib_batch(const IOVATree *tree, IBLookup lookup, gboolean key_is_translated, uint64_t id,
+             const uint64_t *in, size_t n, uint64_t *out, int has_missing, uint64_t missing,
+             size_t *miss)
+{
+    DMAMap needle = { 0 };
+    needle.id = id;
+    /* IOVA in, translated out; or translated in, IOVA out. */
+    gboolean in_is_iova = lookup == IB_LOOKUP_KEY && !key_is_translated;
+
+    for (size_t i = 0; i < n; i++) {
+        const DMAMap *m = batch_lookup(tree, lookup, &needle, in[i]);
+        if (m) {
+            out[i] = in_is_iova ? m->translated_addr + (in[i] - m->iova)
+                                : m->iova + (in[i] - m->translated_addr);
+        } else if (has_missing) {
+            out[i] = missing;
+        } else {
+            *miss = i;
+            return IOVA_ERR_TRANSLATION;
+        }
+    }
+    return IOVA_OK;
+}
+
+/* ---------------------------------------------------------------- IOVATree and GPATree */
+
+struct IBTree {
+    IBGuard guard;
+    int kind; /* 0 IOVATree, 1 GPATree */
+};
+
+IBTree *ib_tree_new(int kind)
+{
+    IOVATree *tree = kind == 1 ? gpa_tree_new() : iova_tree_new();
+    if (!tree) {
+        return NULL;
+    }
+    IBTree *t = g_new0(IBTree, 1);
+    ib_guard_init(&t->guard, tree);
+    t->kind = kind;
+    return t;
+}
+
+void ib_tree_free(IBTree *t)
+{
+    if (!t) {
+        return;
+    }
+    iova_tree_destroy(t->guard.object);
+    g_mutex_clear(&t->guard.lock);
+    g_free(t);
+}
+
+int ib_tree_close(IBTree *t)
+{
+    iova_tree_destroy(ib_guard_close(&t->guard));
+    return IOVA_OK;
+}
+
+int ib_tree_closed(IBTree *t)
+{
+    if (!ib_guard_enter(&t->guard)) {
+        return 1;
+    }
+    ib_guard_leave(&t->guard, FALSE);
+    return 0;
+}
+
+int ib_tree_clear(IBTree *t)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    iova_tree_clear(tree);
+    ib_guard_leave(&t->guard, TRUE);
+    return IOVA_OK;
+}
+
+int64_t ib_tree_len(IBTree *t)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int64_t n = (int64_t)iova_tree_nnodes(tree);
+    ib_guard_leave(&t->guard, FALSE);
+    return n;
+}
+
+int64_t ib_tree_generation(IBTree *t)
+{
+    if (!ib_guard_enter(&t->guard)) {
+        return IB_CLOSED;
+    }
+    int64_t g = t->guard.generation;
+    ib_guard_leave(&t->guard, FALSE);
+    return g;
+}
+
+/* A needle for the tree's own key (IOVA, or GPA in a GPA tree). */
+static DMAMap key_needle(uint64_t key, uint64_t size)
+{
+    DMAMap needle = { 0 };
+    needle.iova = needle.translated_addr = key;
+    needle.size = size;
+    return needle;
+}
+
+int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                   uint64_t perm, uint64_t id, uint64_t *existing)
+{
+    DMAMap map = { iova, translated_addr, size, id, (IOMMUAccessFlags)perm };
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID : iova_tree_insert(tree, &map);
+    if (rc == IOVA_ERR_OVERLAP) {
+        ib_map_out(iova_tree_find(tree, &map), existing);
+    }
+    ib_guard_leave(&t->guard, rc == IOVA_OK);
+    return rc;
+}
+
+int ib_tree_find(IBTree *t, uint64_t key, uint64_t size, uint64_t *out)
+{
+    DMAMap needle = key_needle(key, size);
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (key + size < key) {
+        ib_guard_leave(&t->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    const DMAMap *m = iova_tree_find(tree, &needle);
+    if (m) {
+        ib_map_out(m, out);
+    }
+    ib_guard_leave(&t->guard, FALSE);
+    return m != NULL;
+}
+
+int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
+                      uint64_t *out)
+{
+    DMAMap needle = key_needle(addr, size);
+    needle.id = id;
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (addr + size < addr) {
+        ib_guard_leave(&t->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    const DMAMap *m = has_id ? iova_tree_find_iova(tree, &needle)
+                             : iova_tree_find_iova_any(tree, &needle);
+    if (m) {
+        ib_map_out(m, out);
+    }
+    ib_guard_leave(&t->guard, FALSE);
+    return m != NULL;
+}
+
+int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uint64_t id,
+                      uint64_t *segs, size_t cap, size_t *nsegs, uint64_t *fault)
+{
+    G_STATIC_ASSERT(sizeof(IOVASegment) == 2 * sizeof(uint64_t));
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = iova_tree_translate(tree, addr, length, has_id ? &id : NULL, (IOVASegment *)segs,
+                                 cap, nsegs, fault);
+    ib_guard_leave(&t->guard, FALSE);
+    return rc;
+}
+
+int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
+                  uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
+                  int top_down, uint64_t *out)
+{
+    DMAMap map = { 0, translated_addr, size, id, (IOMMUAccessFlags)perm };
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID
+                             : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last, align,
+                                                        top_down ? IOVA_ALLOC_LAST
+                                                                 : IOVA_ALLOC_FIRST);
+    if (rc == IOVA_OK) {
+        ib_map_out(&map, out);
+    }
+    ib_guard_leave(&t->guard, rc == IOVA_OK);
+    return rc == IOVA_OK ? 1 : rc;
+}
+
+int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (key + size < key) {
+        ib_guard_leave(&t->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    size_t n = iova_tree_remove(tree, key_needle(key, size));
+    ib_guard_leave(&t->guard, n > 0);
+    return (int64_t)n;
+}
+
+int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive, uint64_t *out,
+                     size_t cap)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int64_t n = generation != t->guard.generation
+                    ? IB_CHANGED
+                    : (int64_t)ib_copy_maps(tree, t->kind == 1, key, inclusive, out, cap);
+    ib_guard_leave(&t->guard, FALSE);
+    return n;
+}
+
+int ib_tree_check(IBTree *t, char *err, size_t errlen)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = iova_tree_check(tree, err, errlen);
+    ib_guard_leave(&t->guard, FALSE);
+    return rc;
+}
+
+int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out,
+                               int has_missing, uint64_t missing, size_t *miss)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = ib_batch(tree, IB_LOOKUP_KEY, t->kind == 1, 0, in, n, out, has_missing, missing,
+                      miss);
+    ib_guard_leave(&t->guard, FALSE);
+    return rc;
+}
+
+int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
+                         uint64_t id, int has_missing, uint64_t missing, size_t *miss)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    /* A GPA tree's key is the translated address: its own look-up is the answer. */
+    IBLookup lookup = t->kind == 1 ? IB_LOOKUP_KEY
+                      : has_id     ? IB_LOOKUP_REVERSE_ID
+                                   : IB_LOOKUP_REVERSE;
+    int rc = ib_batch(tree, lookup, t->kind == 1, id, in, n, out, has_missing, missing, miss);
+    ib_guard_leave(&t->guard, FALSE);
+    return rc;
+}
+
+size_t ib_heap_in_use(void)
+{
+    struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
+}

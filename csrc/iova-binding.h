@@ -1,0 +1,82 @@
+/*
+ * The layer Python calls through cffi: one lock per tree, a closed flag, a change counter,
+ * and results written into caller buffers so that one C call returns one whole answer.
+ *
+ * Why a lock: cffi releases the GIL during every call, so two Python threads can be inside one
+ * tree at once; QEMU's IOVATree (and ours) is not thread-safe by itself.  Why a closed flag
+ * rather than freeing on close(): a thread may still hold the handle when another closes it;
+ * the handle itself lives until Python's finalizer calls ib_tree_free(), so no call can ever
+ * see freed memory, and a call on a closed tree returns IB_CLOSED.
+ *
+ * A map crosses as five uint64_t in DMAMap order of the Python type:
+ * iova, translated_addr, size, perm, id.
+ */
+#ifndef IOVA_BINDING_H
+#define IOVA_BINDING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define IB_CLOSED (-100)  /* the tree was closed */
+#define IB_CHANGED (-101) /* the tree changed since the caller's snapshot (iteration) */
+#define IB_MAP_WORDS 5
+
+typedef struct IBTree IBTree;
+
+/* Constructors: kind 0 = IOVATree, 1 = GPATree.  NULL when memory ran out. */
+IBTree *ib_tree_new(int kind);
+/* The finalizer: frees everything, closed or not. */
+void ib_tree_free(IBTree *t);
+int ib_tree_close(IBTree *t);
+int ib_tree_closed(IBTree *t);
+int ib_tree_clear(IBTree *t);
+/* Number of maps, or IB_CLOSED. */
+int64_t ib_tree_len(IBTree *t);
+/* Change counter, or IB_CLOSED. */
+int64_t ib_tree_generation(IBTree *t);
+
+/* IOVA_OK, or an IOVA_ERR_* code; on IOVA_ERR_OVERLAP the lowest map hit is in @existing. */
+int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                   uint64_t perm, uint64_t id, uint64_t *existing);
+/* 1 with the map in @out, 0 when none, IOVA_ERR_INVALID when the range wraps; keyed by the
+ * tree's own key.  Every call answers IB_CLOSED on a closed tree, before anything else. */
+int ib_tree_find(IBTree *t, uint64_t key, uint64_t size, uint64_t *out);
+/* 1 with the map in @out, 0 when none. */
+int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
+                      uint64_t *out);
+/*
+ * IOVA_OK with *@nsegs segments as (iova, len) pairs in @segs (only the first @cap are written:
+ * call again with a larger buffer when *@nsegs > @cap), IOVA_ERR_TRANSLATION with *@fault.
+ */
+int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uint64_t id,
+                      uint64_t *segs, size_t cap, size_t *nsegs, uint64_t *fault);
+/* 1 with the stored map in @out (as the look-ups answer), or an IOVA_ERR_* code. */
+int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
+                  uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
+                  int top_down, uint64_t *out);
+/* Number removed, IOVA_ERR_INVALID when the range wraps, or IB_CLOSED. */
+int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size);
+/*
+ * Copy up to @cap maps whose key is above @key (at or above it when @inclusive) into @out.
+ * Returns the count, IB_CHANGED when @generation is no longer current, or IB_CLOSED.
+ */
+int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive, uint64_t *out,
+                     size_t cap);
+/* 0, -1 with a message in @err, or IB_CLOSED. */
+int ib_tree_check(IBTree *t, char *err, size_t errlen);
+
+/*
+ * Batch forms: @n addresses in, @n out.  IOVA_OK, or IOVA_ERR_TRANSLATION with the index of
+ * the first miss in *@miss (only when !@has_missing; otherwise @missing is written).
+ * to_translated: IOVA -> translated (an IOVATree).  to_iova: translated -> IOVA (through the
+ * reverse tree, with the id when @has_id; a GPATree looks up its own key).
+ */
+int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out,
+                               int has_missing, uint64_t missing, size_t *miss);
+int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
+                         uint64_t id, int has_missing, uint64_t missing, size_t *miss);
+
+/* Bytes the C allocator has handed out and not taken back (mallinfo2), for memory figures. */
+size_t ib_heap_in_use(void);
+
+#endif /* IOVA_BINDING_H */

@@ -1,0 +1,67 @@
+/*
+ * What both binding layers share: the lock, closed flag and change counter around one C
+ * object, the five-word form of a map, and the batch translation loops.
+ */
+#ifndef IOVA_GUARD_H
+#define IOVA_GUARD_H
+
+#include <glib.h>
+
+#include "iova-tree.h"
+
+typedef struct IBGuard {
+    GMutex lock;
+    void *object;        /* NULL once closed */
+    int64_t generation;  /* bumped by every successful change */
+} IBGuard;
+
+/**
+ * ib_guard_init: guard @object.
+ */
+void ib_guard_init(IBGuard *g, void *object);
+
+/**
+ * ib_guard_enter: lock and return the object, or return NULL (unlocked) when closed.
+ */
+void *ib_guard_enter(IBGuard *g);
+
+/**
+ * ib_guard_leave: unlock; count a change when @changed.
+ */
+void ib_guard_leave(IBGuard *g, gboolean changed);
+
+/**
+ * ib_guard_close: take the object away (returned, for the caller to free) and count a change.
+ * Later entries find the guard closed.
+ */
+void *ib_guard_close(IBGuard *g);
+
+/**
+ * ib_map_out: @m as five words: iova, translated_addr, size, perm, id.
+ */
+void ib_map_out(const DMAMap *m, uint64_t *out);
+
+/**
+ * ib_copy_maps: up to @cap maps of @tree whose key is above @key (or at or above it when
+ * @inclusive), as five words each.  Returns the count.
+ */
+size_t ib_copy_maps(const IOVATree *tree, gboolean by_translated, uint64_t key,
+                    gboolean inclusive, uint64_t *out, size_t cap);
+
+/* How the batch loops look an address up. */
+typedef enum {
+    IB_LOOKUP_KEY,        /* the tree's own key (IOVA, or GPA in a GPA tree) */
+    IB_LOOKUP_REVERSE,    /* the translated side, any id */
+    IB_LOOKUP_REVERSE_ID, /* the translated side, one id */
+} IBLookup;
+
+/**
+ * ib_batch: translate @n addresses of @in into @out through @tree.  A hit gives the address's
+ * offset in the map added to the other side's start.  A miss writes @missing when
+ * @has_missing; otherwise it stops with IOVA_ERR_TRANSLATION and its index in *@miss.
+ */
+int ib_batch(const IOVATree *tree, IBLookup lookup, gboolean key_is_translated, uint64_t id,
+             const uint64_t *in, size_t n, uint64_t *out, int has_missing, uint64_t missing,
+             size_t *miss);
+
+#endif /* IOVA_GUARD_H */

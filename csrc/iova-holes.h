@@ -1,0 +1,90 @@
+/*
+ * The holes of an IOVA space: the free-space bookkeeping behind O(log n) allocation.
+ *
+ * Why a tree of holes: QEMU's iova_tree_alloc_map() walks the maps from the lowest until a gap
+ * fits, which is linear.  The free space is kept here as its own set of disjoint, maximal holes
+ * (ranges no map covers), ordered by first address in an augmented AVL tree whose every subtree
+ * remembers its longest hole.  "The lowest (or highest) hole in [begin, last] that fits" then
+ * descends only into subtrees that can hold the size.  A dense layout has few holes, so this
+ * costs memory only where the space is fragmented.  The owner keeps it the exact complement of
+ * its maps (iova_holes_take on insert, iova_holes_give on remove) and checks it in check().
+ */
+#ifndef IOVA_HOLES_H
+#define IOVA_HOLES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "iova-arena.h"
+#include "iova-map.h"
+
+typedef struct IOVAHole {
+    hwaddr first;
+    hwaddr last;       /* inclusive */
+    IOVARef link[3];   /* AVL left, right, longest hole of the subtree */
+    uint8_t height;
+} IOVAHole;
+
+typedef struct IOVAHoles {
+    IOVAArena arena;
+    IOVARef root;
+} IOVAHoles;
+
+typedef struct IOVAFitRequest {
+    hwaddr size;       /* inclusive, as DMAMap's */
+    hwaddr begin;      /* lowest usable address */
+    hwaddr last;       /* highest usable address */
+    hwaddr align;      /* a power of two */
+    bool top_down;     /* highest fit instead of lowest */
+} IOVAFitRequest;
+
+/**
+ * iova_holes_init: one hole covering the whole 64-bit space.  Returns IOVA_OK or IOVA_ERR_OOM.
+ */
+int iova_holes_init(IOVAHoles *holes);
+
+/**
+ * iova_holes_destroy: free everything.
+ */
+void iova_holes_destroy(IOVAHoles *holes);
+
+/**
+ * iova_holes_take: [first, last] is now covered by a map; it must lie inside one hole.
+ *
+ * Returns: IOVA_OK, IOVA_ERR_OVERLAP if no single hole holds the range, or IOVA_ERR_OOM;
+ * on error nothing changed.
+ */
+int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last);
+
+/**
+ * iova_holes_give: [first, last] is free again; it is merged with the holes beside it.
+ *
+ * Returns: IOVA_OK or IOVA_ERR_OOM; on error nothing changed.
+ */
+int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last);
+
+/**
+ * iova_holes_fit: where a map of @req->size fits, per @req.
+ *
+ * Returns: true with the IOVA in @iova, or false if no hole fits.
+ */
+bool iova_holes_fit(const IOVAHoles *holes, const IOVAFitRequest *req, hwaddr *iova);
+
+/**
+ * iova_holes_foreach: call @fn on every hole in address order until it returns false.
+ */
+void iova_holes_foreach(const IOVAHoles *holes,
+                        bool (*fn)(const IOVAHole *hole, void *opaque), void *opaque);
+
+/**
+ * iova_holes_check: verify the tree itself (order, balance, longest-hole links, holes disjoint
+ * and not touching).  Returns 0, or -1 with a message in @err.
+ */
+int iova_holes_check(const IOVAHoles *holes, char *err, size_t errlen);
+
+/**
+ * iova_holes_count: number of holes.
+ */
+size_t iova_holes_count(const IOVAHoles *holes);
+
+#endif /* IOVA_HOLES_H */

@@ -1,0 +1,253 @@
+/*
+ * The reverse tree (see iova-reverse.h for why).
+ */
+#include "iova-reverse.h"
+
+#include <stdio.h>
+
+#include "iova-avl.h"
+
+static const IOVAEntry *entry_at(const IOVAArena *arena, IOVARef ref)
+{
+    return iova_arena_ptr(arena, ref);
+}
+
+static hwaddr t_last(const IOVAEntry *e)
+{
+    return e->map.translated_addr + e->map.size;
+}
+
+#define CMP(x, y) ((x) < (y) ? -1 : (x) > (y))
+
+static int by_addr_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
+{
+    const DMAMap *ma = &entry_at(arena, a)->map, *mb = &entry_at(arena, b)->map;
+    int c = CMP(ma->translated_addr, mb->translated_addr);
+    return c ? c : CMP(ma->iova, mb->iova);
+}
+
+static int by_id_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
+{
+    int c = CMP(entry_at(arena, a)->map.id, entry_at(arena, b)->map.id);
+    return c ? c : by_addr_cmp(arena, a, b);
+}
+
+/* Reaching further wins; then the lower IOVA (IOVAs are unique, so the order is total). */
+static bool reach_better(const IOVAEntry *ea, const IOVAEntry *eb)
+{
+    hwaddr la = t_last(ea), lb = t_last(eb);
+    return la != lb ? la > lb : ea->map.iova < eb->map.iova;
+}
+
+static bool by_addr_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+{
+    return reach_better(entry_at(arena, a), entry_at(arena, b));
+}
+
+/*
+ * Within one id this is reach_better.  Across ids any total order will do: look-ups only
+ * read the best of subtrees that lie wholly inside one id's group.
+ */
+static bool by_id_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+{
+    const IOVAEntry *ea = entry_at(arena, a), *eb = entry_at(arena, b);
+    return ea->map.id != eb->map.id ? ea->map.id > eb->map.id : reach_better(ea, eb);
+}
+
+static const AvlOps by_addr_ops = {
+    .link_off = offsetof(IOVAEntry, by_addr),
+    .height_off = offsetof(IOVAEntry, h_addr),
+    .cmp = by_addr_cmp,
+    .better = by_addr_better,
+    .name = "reverse tree",
+};
+
+static const AvlOps by_id_ops = {
+    .link_off = offsetof(IOVAEntry, by_id),
+    .height_off = offsetof(IOVAEntry, h_id),
+    .cmp = by_id_cmp,
+    .better = by_id_better,
+    .name = "id tree",
+};
+
+void iova_reverse_add(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
+{
+    rev->by_addr_root = avl_insert(arena, &by_addr_ops, rev->by_addr_root, ref);
+    rev->by_id_root = avl_insert(arena, &by_id_ops, rev->by_id_root, ref);
+}
+
+void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
+{
+    rev->by_addr_root = avl_remove(arena, &by_addr_ops, rev->by_addr_root, ref);
+    rev->by_id_root = avl_remove(arena, &by_id_ops, rev->by_id_root, ref);
+}
+
+/*
+ * A look-up: the maps of one group (one id, or all maps) whose translated_addr <= @bound.
+ * The walk hands each whole subtree inside that key range to @subtree and each single node
+ * on the boundary paths to @node.
+ */
+typedef struct RevQuery {
+    const IOVAArena *arena;
+    const AvlOps *ops;
+    bool by_id;
+    uint64_t id;
+    hwaddr bound;    /* highest translated_addr in range */
+    hwaddr reach;    /* lowest translated last byte that still counts */
+    IOVARef found;
+    void (*visit)(struct RevQuery *q, IOVARef n, bool whole_subtree);
+} RevQuery;
+
+/* -1: @n sorts below the range; 0: inside; 1: above. */
+static int rev_position(const RevQuery *q, const IOVAEntry *e)
+{
+    if (q->by_id && e->map.id != q->id) {
+        return e->map.id < q->id ? -1 : 1;
+    }
+    return e->map.translated_addr > q->bound ? 1 : 0;
+}
+
+static void rev_walk(RevQuery *q, IOVARef n, bool lo_known, bool hi_known)
+{
+    while (n != IOVA_REF_NONE) {
+        if (lo_known && hi_known) {
+            q->visit(q, n, true);
+            return;
+        }
+        const IOVAEntry *e = entry_at(q->arena, n);
+        const IOVARef *l = (const IOVARef *)((const char *)e + q->ops->link_off);
+        int pos = rev_position(q, e);
+        if (pos < 0) {
+            n = l[AVL_RIGHT];
+        } else if (pos > 0) {
+            n = l[AVL_LEFT];
+        } else {
+            rev_walk(q, l[AVL_LEFT], lo_known, true);
+            q->visit(q, n, false);
+            n = l[AVL_RIGHT];
+            lo_known = true;
+        }
+    }
+}
+
+static const IOVARef *rev_links(const RevQuery *q, IOVARef n)
+{
+    return avl_links(q->arena, q->ops, n);
+}
+
+/* find: collect the lowest IOVA among maps reaching q->reach. */
+static void find_lowest_in(RevQuery *q, IOVARef n)
+{
+    while (n != IOVA_REF_NONE) {
+        const IOVARef *l = rev_links(q, n);
+        if (t_last(entry_at(q->arena, l[AVL_BEST])) < q->reach) {
+            return; /* nothing in this subtree reaches the needle */
+        }
+        const IOVAEntry *e = entry_at(q->arena, n);
+        if (t_last(e) >= q->reach &&
+            (q->found == IOVA_REF_NONE || e->map.iova < entry_at(q->arena, q->found)->map.iova)) {
+            q->found = n;
+        }
+        find_lowest_in(q, l[AVL_LEFT]);
+        n = l[AVL_RIGHT];
+    }
+}
+
+static void find_visit(RevQuery *q, IOVARef n, bool whole_subtree)
+{
+    if (whole_subtree) {
+        find_lowest_in(q, n);
+        return;
+    }
+    const IOVAEntry *e = entry_at(q->arena, n);
+    if (t_last(e) >= q->reach &&
+        (q->found == IOVA_REF_NONE || e->map.iova < entry_at(q->arena, q->found)->map.iova)) {
+        q->found = n;
+    }
+}
+
+/* cover: keep the furthest-reaching candidate; a whole subtree offers its best link. */
+static void cover_visit(RevQuery *q, IOVARef n, bool whole_subtree)
+{
+    IOVARef cand = whole_subtree ? rev_links(q, n)[AVL_BEST] : n;
+    if (q->found == IOVA_REF_NONE ||
+        reach_better(entry_at(q->arena, cand), entry_at(q->arena, q->found))) {
+        q->found = cand;
+    }
+}
+
+static RevQuery rev_query(const IOVAReverse *rev, const IOVAArena *arena, const uint64_t *id,
+                          hwaddr bound, hwaddr reach,
+                          void (*visit)(RevQuery *q, IOVARef n, bool whole_subtree))
+{
+    RevQuery q = {
+        .arena = arena,
+        .ops = id ? &by_id_ops : &by_addr_ops,
+        .by_id = id != NULL,
+        .id = id ? *id : 0,
+        .bound = bound,
+        .reach = reach,
+        .found = IOVA_REF_NONE,
+        .visit = visit,
+    };
+    /* Without an id every map is in the group, so the range is bounded above only. */
+    rev_walk(&q, id ? rev->by_id_root : rev->by_addr_root, id == NULL, false);
+    return q;
+}
+
+IOVARef iova_reverse_find(const IOVAReverse *rev, const IOVAArena *arena, hwaddr first,
+                          hwaddr last, const uint64_t *id)
+{
+    return rev_query(rev, arena, id, last, first, find_visit).found;
+}
+
+IOVARef iova_reverse_cover(const IOVAReverse *rev, const IOVAArena *arena, hwaddr addr,
+                           const uint64_t *id)
+{
+    IOVARef best = rev_query(rev, arena, id, addr, addr, cover_visit).found;
+    if (best != IOVA_REF_NONE && t_last(entry_at(arena, best)) < addr) {
+        return IOVA_REF_NONE; /* the furthest reach among starts <= addr stops short */
+    }
+    return best;
+}
+
+static bool tree_contains(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVARef ref)
+{
+    IOVARef n = root;
+    while (n != IOVA_REF_NONE) {
+        if (n == ref) {
+            return true;
+        }
+        n = avl_links(arena, ops, n)[ops->cmp(arena, ref, n) < 0 ? AVL_LEFT : AVL_RIGHT];
+    }
+    return false;
+}
+
+bool iova_reverse_contains(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
+{
+    return tree_contains(arena, &by_addr_ops, rev->by_addr_root, ref) &&
+           tree_contains(arena, &by_id_ops, rev->by_id_root, ref);
+}
+
+int iova_reverse_check(const IOVAReverse *rev, const IOVAArena *arena, size_t expected,
+                       char *err, size_t errlen)
+{
+    size_t count;
+    if (avl_check(arena, &by_addr_ops, rev->by_addr_root, &count, err, errlen) < 0) {
+        return -1;
+    }
+    if (count != expected) {
+        snprintf(err, errlen, "reverse tree: links %zu maps, forward tree holds %zu", count,
+                 expected);
+        return -1;
+    }
+    if (avl_check(arena, &by_id_ops, rev->by_id_root, &count, err, errlen) < 0) {
+        return -1;
+    }
+    if (count != expected) {
+        snprintf(err, errlen, "id tree: links %zu maps, forward tree holds %zu", count,
+                 expected);
+        return -1;
+    }
+    return 0;
+}

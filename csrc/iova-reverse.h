@@ -1,0 +1,80 @@
+/*
+ * The reverse tree: O(log n) translated-address -> map look-ups beside QEMU's forward GTree.
+ *
+ * Why this shape: translated ranges may overlap (two GPAs aliasing one HVA), so a tree keyed
+ * by translated range with an overlap comparator, as QEMU's GPA tree is, cannot hold them.
+ * The question "which maps overlap [a, b]" is answered by an interval tree: maps ordered by
+ * translated_addr, each subtree remembering its map that reaches furthest (highest
+ * translated_addr + size, ties to the lowest IOVA).  Every map sits in two such trees, both
+ * intrusive in its IOVAEntry:
+ *   - by_addr, ordered by (translated_addr, iova): look-ups without an id;
+ *   - by_id, ordered by (id, translated_addr, iova): look-ups with an id, which only ever look
+ *     inside one id's group, so however many aliases other ids add, they cost nothing.
+ * A look-up splits the key range "start <= b" into O(log n) whole subtrees plus the nodes on
+ * two paths.  For translate(), the furthest-reaching map covering an address is the best of
+ * those subtrees: O(log n) a segment.  For find_iova(), the lowest IOVA among the k maps that
+ * overlap needs them all: O(log n + k), with subtrees that end below a pruned.
+ */
+#ifndef IOVA_REVERSE_H
+#define IOVA_REVERSE_H
+
+#include <stddef.h>
+
+#include "iova-arena.h"
+#include "iova-map.h"
+
+typedef struct IOVAEntry {
+    DMAMap map;           /* first: the forward GTree's key and value point here */
+    IOVARef by_addr[3];   /* AVL left, right, best: the reverse tree */
+    IOVARef by_id[3];     /* AVL left, right, best: the id tree */
+    IOVARef self;         /* this entry's own reference, to go from a GTree key to the arena */
+    uint8_t h_addr;
+    uint8_t h_id;
+} IOVAEntry;
+
+typedef struct IOVAReverse {
+    IOVARef by_addr_root;
+    IOVARef by_id_root;
+} IOVAReverse;
+
+/**
+ * iova_reverse_add: link entry @ref into both trees.
+ */
+void iova_reverse_add(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
+
+/**
+ * iova_reverse_del: unlink entry @ref from both trees.
+ */
+void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
+
+/**
+ * iova_reverse_find: among maps whose translated range overlaps [first, last] (and whose id
+ * is *@id unless @id is NULL), the one with the lowest IOVA.
+ *
+ * Returns: its reference, or IOVA_REF_NONE.
+ */
+IOVARef iova_reverse_find(const IOVAReverse *rev, const IOVAArena *arena, hwaddr first,
+                          hwaddr last, const uint64_t *id);
+
+/**
+ * iova_reverse_cover: among maps whose translated range contains @addr (and whose id is *@id
+ * unless @id is NULL), the one that reaches furthest, ties to the lowest IOVA.
+ *
+ * Returns: its reference, or IOVA_REF_NONE.
+ */
+IOVARef iova_reverse_cover(const IOVAReverse *rev, const IOVAArena *arena, hwaddr addr,
+                           const uint64_t *id);
+
+/**
+ * iova_reverse_check: verify both trees and that each links exactly @expected entries.
+ * Returns 0, or -1 with a message in @err.
+ */
+int iova_reverse_check(const IOVAReverse *rev, const IOVAArena *arena, size_t expected,
+                       char *err, size_t errlen);
+
+/**
+ * iova_reverse_contains: whether entry @ref is linked in both trees (found by its keys).
+ */
+bool iova_reverse_contains(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
+
+#endif /* IOVA_REVERSE_H */

@@ -1,0 +1,539 @@
+/*
+ * IOVA trees on GLib's GTree, the way QEMU's util/iova-tree.c keeps them (see iova-tree.h).
+ */
+#include "iova-tree.h"
+
+#include <stdio.h>
+
+#include "iova-arena.h"
+#include "iova-holes.h"
+#include "iova-reverse.h"
+
+struct IOVATree {
+    GTree *tree;            /* keys and values: &IOVAEntry.map, compared as ranges */
+    gboolean by_translated; /* made by gpa_tree_new() */
+    IOVAArena entries;      /* IOVAEntry storage */
+    IOVAReverse reverse;    /* IOVA-keyed trees only */
+    IOVAHoles holes;        /* IOVA-keyed trees only */
+};
+
+/* QEMU's comparator: overlapping ranges compare equal, so a look-up finds any overlap. */
+static gint iova_range_cmp(gconstpointer a, gconstpointer b, gpointer unused)
+{
+    const DMAMap *m1 = a, *m2 = b;
+
+    (void)unused;
+    if (m1->iova > m2->iova + m2->size) {
+        return 1;
+    }
+    if (m1->iova + m1->size < m2->iova) {
+        return -1;
+    }
+    return 0;
+}
+
+static gint translated_range_cmp(gconstpointer a, gconstpointer b, gpointer unused)
+{
+    const DMAMap *m1 = a, *m2 = b;
+
+    (void)unused;
+    if (m1->translated_addr > m2->translated_addr + m2->size) {
+        return 1;
+    }
+    if (m1->translated_addr + m1->size < m2->translated_addr) {
+        return -1;
+    }
+    return 0;
+}
+
+static hwaddr key_first(const IOVATree *tree, const DMAMap *map)
+{
+    return tree->by_translated ? map->translated_addr : map->iova;
+}
+
+static GTree *new_gtree(gboolean by_translated)
+{
+    return g_tree_new_full(by_translated ? translated_range_cmp : iova_range_cmp, NULL, NULL,
+                           NULL);
+}
+
+static IOVATree *tree_new(gboolean by_translated)
+{
+    IOVATree *tree = g_new0(IOVATree, 1);
+
+    tree->by_translated = by_translated;
+    tree->tree = new_gtree(by_translated);
+    iova_arena_init(&tree->entries, sizeof(IOVAEntry));
+    if (iova_holes_init(&tree->holes) != IOVA_OK) {
+        g_tree_destroy(tree->tree);
+        g_free(tree);
+        return NULL;
+    }
+    return tree;
+}
+
+IOVATree *iova_tree_new(void)
+{
+    return tree_new(FALSE);
+}
+
+IOVATree *gpa_tree_new(void)
+{
+    return tree_new(TRUE);
+}
+
+static IOVAEntry *entry_of(const DMAMap *map)
+{
+    return (IOVAEntry *)map; /* the map is the entry's first member */
+}
+
+/*
+ * The stored map with the lowest key overlapping [first, last].  g_tree_lower_bound() with the
+ * overlap comparator lands on the first map whose last byte is >= first; it overlaps when it
+ * starts at or below last.  (QEMU's g_tree_lookup() returns whichever overlapping map the
+ * search meets first, which depends on the tree's shape: SPEC section 8, item 4.)
+ */
+static const DMAMap *lowest_overlap(const IOVATree *tree, hwaddr first, hwaddr last)
+{
+    DMAMap needle = { 0 };
+    needle.iova = needle.translated_addr = first;
+    needle.size = last - first;
+
+    GTreeNode *node = g_tree_lower_bound(tree->tree, &needle);
+    if (!node) {
+        return NULL;
+    }
+    const DMAMap *map = g_tree_node_key(node);
+    return key_first(tree, map) <= last ? map : NULL;
+}
+
+static int tree_store(IOVATree *tree, const DMAMap *map)
+{
+    if (!dma_map_valid(map)) {
+        return IOVA_ERR_INVALID;
+    }
+    hwaddr first = key_first(tree, map);
+    if (lowest_overlap(tree, first, first + map->size)) {
+        return IOVA_ERR_OVERLAP;
+    }
+    IOVARef ref = iova_arena_alloc(&tree->entries);
+    if (ref == IOVA_REF_NONE) {
+        return IOVA_ERR_OOM;
+    }
+    if (!tree->by_translated) {
+        int rc = iova_holes_take(&tree->holes, first, first + map->size);
+        if (rc != IOVA_OK) {
+            iova_arena_release(&tree->entries, ref);
+            return rc;
+        }
+    }
+    IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
+    e->map = *map;
+    e->self = ref;
+    g_tree_insert(tree->tree, &e->map, &e->map);
+    if (!tree->by_translated) {
+        iova_reverse_add(&tree->reverse, &tree->entries, ref);
+    }
+    return IOVA_OK;
+}
+
+int iova_tree_insert(IOVATree *tree, const DMAMap *map)
+{
+    return tree_store(tree, map);
+}
+
+int gpa_tree_insert(IOVATree *tree, const DMAMap *map)
+{
+    return tree->by_translated ? tree_store(tree, map) : IOVA_ERR_INVALID;
+}
+
+/*
+ * Take one stored map out of every structure.  Returning the range to the holes may need one
+ * new hole element; it is reserved first so that a failure leaves the tree as it was.
+ */
+static int tree_unstore(IOVATree *tree, const DMAMap *map)
+{
+    IOVAEntry *e = entry_of(map);
+    IOVARef ref = e->self;
+
+    if (!tree->by_translated) {
+        IOVARef spare = iova_arena_alloc(&tree->holes.arena);
+        if (spare == IOVA_REF_NONE) {
+            return IOVA_ERR_OOM;
+        }
+        iova_arena_release(&tree->holes.arena, spare);
+        iova_reverse_del(&tree->reverse, &tree->entries, ref);
+        iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
+    }
+    g_tree_remove(tree->tree, map);
+    iova_arena_release(&tree->entries, ref);
+    return IOVA_OK;
+}
+
+const DMAMap *iova_tree_find(const IOVATree *tree, const DMAMap *map)
+{
+    hwaddr first = key_first(tree, map);
+    if (first + map->size < first) {
+        return NULL;
+    }
+    return lowest_overlap(tree, first, first + map->size);
+}
+
+const DMAMap *iova_tree_find_address(const IOVATree *tree, hwaddr iova)
+{
+    return lowest_overlap(tree, iova, iova);
+}
+
+static const DMAMap *reverse_find(const IOVATree *tree, const DMAMap *map, const uint64_t *id)
+{
+    hwaddr first = map->translated_addr;
+    if (first + map->size < first) {
+        return NULL;
+    }
+    if (tree->by_translated) {
+        return iova_tree_find_iova_linear(tree, map, id != NULL);
+    }
+    IOVARef ref = iova_reverse_find(&tree->reverse, &tree->entries, first, first + map->size, id);
+    return ref == IOVA_REF_NONE ? NULL : iova_arena_ptr(&tree->entries, ref);
+}
+
+const DMAMap *iova_tree_find_iova(const IOVATree *tree, const DMAMap *map)
+{
+    return reverse_find(tree, map, &map->id);
+}
+
+const DMAMap *iova_tree_find_iova_any(const IOVATree *tree, const DMAMap *map)
+{
+    return reverse_find(tree, map, NULL);
+}
+
+typedef struct LinearFind {
+    const DMAMap *needle;
+    gboolean match_id;
+    const DMAMap *found;
+} LinearFind;
+
+static gboolean linear_find_step(gpointer key, gpointer value, gpointer data)
+{
+    const DMAMap *map = key, *needle = ((LinearFind *)data)->needle;
+    LinearFind *args = data;
+
+    (void)value;
+    if (map->translated_addr + map->size < needle->translated_addr ||
+        needle->translated_addr + needle->size < map->translated_addr ||
+        (args->match_id && needle->id != map->id)) {
+        return FALSE;
+    }
+    args->found = map;
+    return TRUE; /* the walk is in IOVA order: the first hit has the lowest IOVA */
+}
+
+const DMAMap *iova_tree_find_iova_linear(const IOVATree *tree, const DMAMap *map,
+                                         gboolean match_id)
+{
+    LinearFind args = { map, match_id, NULL };
+    g_tree_foreach(tree->tree, linear_find_step, &args);
+    return args.found;
+}
+
+/* The map used for byte @addr: furthest reaching, ties to the lowest IOVA. */
+static const DMAMap *cover(const IOVATree *tree, hwaddr addr, const uint64_t *id)
+{
+    if (tree->by_translated) {
+        const DMAMap *map = lowest_overlap(tree, addr, addr);
+        return map && (!id || map->id == *id) ? map : NULL;
+    }
+    IOVARef ref = iova_reverse_cover(&tree->reverse, &tree->entries, addr, id);
+    return ref == IOVA_REF_NONE ? NULL : iova_arena_ptr(&tree->entries, ref);
+}
+
+int iova_tree_translate(const IOVATree *tree, hwaddr addr, hwaddr length, const uint64_t *id,
+                        IOVASegment *segs, size_t cap, size_t *nsegs, hwaddr *fault)
+{
+    *nsegs = 0;
+    if (length == 0) {
+        return IOVA_OK;
+    }
+    hwaddr end = addr + (length - 1);
+    if (end < addr) {
+        return IOVA_ERR_INVALID;
+    }
+    for (hwaddr pos = addr;;) {
+        const DMAMap *map = cover(tree, pos, id);
+        if (!map) {
+            *fault = pos;
+            return IOVA_ERR_TRANSLATION;
+        }
+        hwaddr map_end = map->translated_addr + map->size;
+        hwaddr stop = map_end < end ? map_end : end;
+        if (*nsegs < cap) {
+            segs[*nsegs].iova = map->iova + (pos - map->translated_addr);
+            segs[*nsegs].len = stop - pos + 1;
+        }
+        (*nsegs)++;
+        if (stop == end) {
+            return IOVA_OK;
+        }
+        pos = stop + 1;
+    }
+}
+
+static int alloc_args_valid(const IOVATree *tree, const DMAMap *map, hwaddr iova_begin,
+                            hwaddr iova_last, hwaddr align)
+{
+    DMAMap placed = *map;
+    placed.iova = 0;
+    return !tree->by_translated && dma_map_valid(&placed) && iova_begin <= iova_last &&
+           align != 0 && (align & (align - 1)) == 0;
+}
+
+int iova_tree_alloc_map_full(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwaddr iova_last,
+                             hwaddr align, IOVAAllocPolicy policy)
+{
+    if (!alloc_args_valid(tree, map, iova_begin, iova_last, align) ||
+        (policy != IOVA_ALLOC_FIRST && policy != IOVA_ALLOC_LAST)) {
+        return IOVA_ERR_INVALID;
+    }
+    IOVAFitRequest req = {
+        .size = map->size,
+        .begin = iova_begin,
+        .last = iova_last,
+        .align = align,
+        .top_down = policy == IOVA_ALLOC_LAST,
+    };
+    hwaddr iova;
+    if (!iova_holes_fit(&tree->holes, &req, &iova)) {
+        return IOVA_ERR_NOMEM;
+    }
+    DMAMap placed = *map;
+    placed.iova = iova;
+    int rc = tree_store(tree, &placed);
+    if (rc == IOVA_OK) {
+        map->iova = iova;
+    }
+    return rc;
+}
+
+int iova_tree_alloc_map(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwaddr iova_last)
+{
+    return iova_tree_alloc_map_full(tree, map, iova_begin, iova_last, 1, IOVA_ALLOC_FIRST);
+}
+
+int iova_tree_alloc_map_linear(IOVATree *tree, DMAMap *map, hwaddr iova_begin,
+                               hwaddr iova_last)
+{
+    if (!alloc_args_valid(tree, map, iova_begin, iova_last, 1)) {
+        return IOVA_ERR_INVALID;
+    }
+    hwaddr cursor = iova_begin; /* lowest IOVA still possible */
+    for (GTreeNode *node = g_tree_node_first(tree->tree); node; node = g_tree_node_next(node)) {
+        const DMAMap *m = g_tree_node_key(node);
+        hwaddr m_last = m->iova + m->size;
+        if (m_last < cursor) {
+            continue;
+        }
+        if (m->iova > cursor && m->iova - cursor > map->size) {
+            break; /* the hole [cursor, m->iova - 1] holds it */
+        }
+        if (m_last >= iova_last) {
+            return IOVA_ERR_NOMEM;
+        }
+        cursor = m_last + 1;
+    }
+    if (map->size > iova_last - cursor || cursor > iova_last) {
+        return IOVA_ERR_NOMEM;
+    }
+    DMAMap placed = *map;
+    placed.iova = cursor;
+    int rc = tree_store(tree, &placed);
+    if (rc == IOVA_OK) {
+        map->iova = cursor;
+    }
+    return rc;
+}
+
+size_t iova_tree_remove(IOVATree *tree, DMAMap map)
+{
+    hwaddr first = key_first(tree, &map);
+    size_t removed = 0;
+
+    if (first + map.size < first) {
+        return 0;
+    }
+    for (;;) {
+        const DMAMap *hit = lowest_overlap(tree, first, first + map.size);
+        if (!hit || tree_unstore(tree, hit) != IOVA_OK) {
+            return removed;
+        }
+        removed++;
+    }
+}
+
+typedef struct ForeachArgs {
+    iova_tree_iterator iterator;
+    gpointer opaque;
+} ForeachArgs;
+
+static gboolean foreach_step(gpointer key, gpointer value, gpointer data)
+{
+    ForeachArgs *args = data;
+    (void)value;
+    return args->iterator(key, args->opaque);
+}
+
+void iova_tree_foreach(IOVATree *tree, iova_tree_iterator iterator, gpointer opaque)
+{
+    ForeachArgs args = { iterator, opaque };
+    g_tree_foreach(tree->tree, foreach_step, &args);
+}
+
+const DMAMap *iova_tree_next(const IOVATree *tree, hwaddr key, gboolean inclusive)
+{
+    GTreeNode *node;
+    if (inclusive && key == 0) {
+        node = g_tree_node_first(tree->tree);
+    } else {
+        /* upper bound of the single byte below (inclusive) or at (exclusive) @key */
+        DMAMap needle = { 0 };
+        needle.iova = needle.translated_addr = inclusive ? key - 1 : key;
+        node = g_tree_upper_bound(tree->tree, &needle);
+    }
+    return node ? g_tree_node_key(node) : NULL;
+}
+
+size_t iova_tree_nnodes(const IOVATree *tree)
+{
+    return tree->entries.live;
+}
+
+void iova_tree_clear(IOVATree *tree)
+{
+    g_tree_destroy(tree->tree);
+    tree->tree = new_gtree(tree->by_translated);
+    iova_arena_reset(&tree->entries);
+    tree->reverse.by_addr_root = tree->reverse.by_id_root = IOVA_REF_NONE;
+    iova_holes_destroy(&tree->holes);
+    iova_holes_init(&tree->holes);
+}
+
+void iova_tree_destroy(IOVATree *tree)
+{
+    if (!tree) {
+        return;
+    }
+    g_tree_destroy(tree->tree);
+    iova_arena_reset(&tree->entries);
+    iova_holes_destroy(&tree->holes);
+    g_free(tree);
+}
+
+/* ---------------------------------------------------------------- check() */
+
+/* Walks maps and holes together: between them they must tile 0..HWADDR_MAX exactly. */
+typedef struct TileWalk {
+    GTreeNode *node;
+    hwaddr cursor;   /* first byte not yet accounted for */
+    gboolean done;   /* every byte up to HWADDR_MAX accounted for */
+    gboolean bad;
+} TileWalk;
+
+static void tile_advance(TileWalk *w, hwaddr last)
+{
+    if (last == HWADDR_MAX) {
+        w->done = TRUE;
+    } else {
+        w->cursor = last + 1;
+    }
+}
+
+static void tile_maps(TileWalk *w)
+{
+    while (w->node && !w->done) {
+        const DMAMap *m = g_tree_node_key(w->node);
+        if (m->iova != w->cursor) {
+            return;
+        }
+        tile_advance(w, m->iova + m->size);
+        w->node = g_tree_node_next(w->node);
+    }
+}
+
+static bool tile_hole(const IOVAHole *hole, void *opaque)
+{
+    TileWalk *w = opaque;
+    tile_maps(w);
+    if (w->done || hole->first != w->cursor) {
+        w->bad = TRUE;
+        return false;
+    }
+    tile_advance(w, hole->last);
+    return true;
+}
+
+static int check_forward(const IOVATree *tree, char *err, size_t errlen)
+{
+    const DMAMap *prev = NULL;
+    size_t count = 0;
+
+    for (GTreeNode *node = g_tree_node_first(tree->tree); node; node = g_tree_node_next(node)) {
+        const DMAMap *m = g_tree_node_key(node);
+        if (g_tree_node_value(node) != (gpointer)m) {
+            snprintf(err, errlen, "forward tree: a node's value is not its key");
+            return -1;
+        }
+        if (!dma_map_valid(m)) {
+            snprintf(err, errlen, "forward tree: invalid map at key %#" G_GINT64_MODIFIER "x",
+                     key_first(tree, m));
+            return -1;
+        }
+        if (prev && key_first(tree, prev) + prev->size >= key_first(tree, m)) {
+            snprintf(err, errlen, "forward tree: maps at %#" G_GINT64_MODIFIER "x and %#"
+                     G_GINT64_MODIFIER "x overlap or are out of order",
+                     key_first(tree, prev), key_first(tree, m));
+            return -1;
+        }
+        const IOVAEntry *e = entry_of(m);
+        if (e->self == IOVA_REF_NONE || iova_arena_ptr(&tree->entries, e->self) != e) {
+            snprintf(err, errlen, "forward tree: a map's arena reference is wrong");
+            return -1;
+        }
+        if (!tree->by_translated && !iova_reverse_contains(&tree->reverse, &tree->entries,
+                                                           e->self)) {
+            snprintf(err, errlen, "reverse tree: map at IOVA %#" G_GINT64_MODIFIER "x is "
+                     "missing", m->iova);
+            return -1;
+        }
+        prev = m;
+        count++;
+    }
+    if (count != tree->entries.live || count != (size_t)g_tree_nnodes(tree->tree)) {
+        snprintf(err, errlen, "forward tree: %zu maps walked, %d in the GTree, %u allocated",
+                 count, g_tree_nnodes(tree->tree), tree->entries.live);
+        return -1;
+    }
+    return 0;
+}
+
+int iova_tree_check(const IOVATree *tree, char *err, size_t errlen)
+{
+    if (check_forward(tree, err, errlen) < 0) {
+        return -1;
+    }
+    if (tree->by_translated) {
+        return 0;
+    }
+    if (iova_reverse_check(&tree->reverse, &tree->entries, tree->entries.live, err,
+                           errlen) < 0 ||
+        iova_holes_check(&tree->holes, err, errlen) < 0) {
+        return -1;
+    }
+    TileWalk w = { g_tree_node_first(tree->tree), 0, FALSE, FALSE };
+    iova_holes_foreach(&tree->holes, tile_hole, &w);
+    tile_maps(&w);
+    if (w.bad || !w.done || w.node) {
+        snprintf(err, errlen, "hole tree: holes are not the exact complement of the maps "
+                 "(near %#" G_GINT64_MODIFIER "x)", w.cursor);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,230 @@
+/*
+ * The cffi layer of VhostIOVATree (see vhost-binding.h).
+ */
+#include "vhost-binding.h"
+
+#include "iova-binding.h"
+#include "iova-guard.h"
+#include "vhost-iova-tree.h"
+
+struct IBVhost {
+    IBGuard guard;
+};
+
+IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last)
+{
+    VhostIOVATree *tree = vhost_iova_tree_new(iova_first, iova_last);
+    if (!tree) {
+        return NULL;
+    }
+    IBVhost *v = g_new0(IBVhost, 1);
+    ib_guard_init(&v->guard, tree);
+    return v;
+}
+
+void ib_vhost_free(IBVhost *v)
+{
+    if (!v) {
+        return;
+    }
+    vhost_iova_tree_delete(v->guard.object);
+    g_mutex_clear(&v->guard.lock);
+    g_free(v);
+}
+
+int ib_vhost_close(IBVhost *v)
+{
+    vhost_iova_tree_delete(ib_guard_close(&v->guard));
+    return IOVA_OK;
+}
+
+int ib_vhost_closed(IBVhost *v)
+{
+    if (!ib_guard_enter(&v->guard)) {
+        return 1;
+    }
+    ib_guard_leave(&v->guard, FALSE);
+    return 0;
+}
+
+int ib_vhost_clear(IBVhost *v)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    vhost_iova_tree_clear(tree);
+    ib_guard_leave(&v->guard, TRUE);
+    return IOVA_OK;
+}
+
+int64_t ib_vhost_len(IBVhost *v)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int64_t n = (int64_t)(iova_tree_nnodes(vhost_iova_tree_host(tree)) +
+                          iova_tree_nnodes(vhost_iova_tree_guest(tree)));
+    ib_guard_leave(&v->guard, FALSE);
+    return n;
+}
+
+int64_t ib_vhost_generation(IBVhost *v)
+{
+    if (!ib_guard_enter(&v->guard)) {
+        return IB_CLOSED;
+    }
+    int64_t g = v->guard.generation;
+    ib_guard_leave(&v->guard, FALSE);
+    return g;
+}
+
+static int vhost_alloc(IBVhost *v, uint64_t size, uint64_t taddr, uint64_t perm, int gpa,
+                       uint64_t *out, uint64_t *existing)
+{
+    DMAMap map = { .size = size, .perm = (IOMMUAccessFlags)perm };
+    DMAMap hit = { 0 };
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID
+             : gpa           ? vhost_iova_tree_map_alloc_gpa(tree, &map, taddr, &hit)
+                             : vhost_iova_tree_map_alloc(tree, &map, taddr);
+    if (rc == IOVA_OK) {
+        ib_map_out(&map, out);
+    } else if (rc == IOVA_ERR_OVERLAP && existing) {
+        ib_map_out(&hit, existing);
+    }
+    ib_guard_leave(&v->guard, rc == IOVA_OK);
+    return rc;
+}
+
+int ib_vhost_map_alloc(IBVhost *v, uint64_t size, uint64_t hva, uint64_t perm, uint64_t *out)
+{
+    return vhost_alloc(v, size, hva, perm, 0, out, NULL);
+}
+
+int ib_vhost_map_alloc_gpa(IBVhost *v, uint64_t size, uint64_t gpa, uint64_t perm,
+                           uint64_t *out, uint64_t *existing)
+{
+    return vhost_alloc(v, size, gpa, perm, 1, out, existing);
+}
+
+static int vhost_find(IBVhost *v, uint64_t addr, uint64_t size, int gpa, uint64_t *out)
+{
+    DMAMap needle = { .translated_addr = addr, .size = size };
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (addr + size < addr) {
+        ib_guard_leave(&v->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    const DMAMap *m = gpa ? vhost_iova_tree_find_gpa(tree, &needle)
+                          : vhost_iova_tree_find_iova(tree, &needle);
+    if (m) {
+        ib_map_out(m, out);
+    }
+    ib_guard_leave(&v->guard, FALSE);
+    return m != NULL;
+}
+
+int ib_vhost_find_iova(IBVhost *v, uint64_t hva, uint64_t size, uint64_t *out)
+{
+    return vhost_find(v, hva, size, 0, out);
+}
+
+int ib_vhost_find_gpa(IBVhost *v, uint64_t gpa, uint64_t size, uint64_t *out)
+{
+    return vhost_find(v, gpa, size, 1, out);
+}
+
+static int64_t vhost_remove(IBVhost *v, uint64_t key, uint64_t size, int gpa)
+{
+    DMAMap range = { .iova = key, .translated_addr = key, .size = size };
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (key + size < key) {
+        ib_guard_leave(&v->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    size_t n = gpa ? vhost_iova_tree_remove_gpa(tree, range) : vhost_iova_tree_remove(tree, range);
+    ib_guard_leave(&v->guard, n > 0);
+    return (int64_t)n;
+}
+
+int64_t ib_vhost_remove(IBVhost *v, uint64_t iova, uint64_t size)
+{
+    return vhost_remove(v, iova, size, 0);
+}
+
+int64_t ib_vhost_remove_gpa(IBVhost *v, uint64_t gpa, uint64_t size)
+{
+    return vhost_remove(v, gpa, size, 1);
+}
+
+int ib_vhost_translate(IBVhost *v, uint64_t addr, uint64_t length, int gpa, uint64_t *segs,
+                       size_t cap, size_t *nsegs, uint64_t *fault)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = vhost_iova_tree_translate(tree, addr, length, gpa, (IOVASegment *)segs, cap, nsegs,
+                                       fault);
+    ib_guard_leave(&v->guard, FALSE);
+    return rc;
+}
+
+static IOVATree *vhost_part(const VhostIOVATree *tree, int which)
+{
+    return which == IB_VHOST_GUEST         ? vhost_iova_tree_guest(tree)
+           : which == IB_VHOST_ALLOCATIONS ? vhost_iova_tree_allocations(tree)
+                                           : vhost_iova_tree_host(tree);
+}
+
+int64_t ib_vhost_copy(IBVhost *v, int which, int64_t generation, uint64_t key, int inclusive,
+                      uint64_t *out, size_t cap)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int64_t n = generation != v->guard.generation
+                    ? IB_CHANGED
+                    : (int64_t)ib_copy_maps(vhost_part(tree, which), which == IB_VHOST_GUEST,
+                                            key, inclusive, out, cap);
+    ib_guard_leave(&v->guard, FALSE);
+    return n;
+}
+
+int ib_vhost_check(IBVhost *v, char *err, size_t errlen)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = vhost_iova_tree_check(tree, err, errlen);
+    ib_guard_leave(&v->guard, FALSE);
+    return rc;
+}
+
+int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uint64_t *out,
+                          int has_missing, uint64_t missing, size_t *miss)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = gpa ? ib_batch(vhost_iova_tree_guest(tree), IB_LOOKUP_KEY, TRUE, 0, in, n, out,
+                            has_missing, missing, miss)
+                 : ib_batch(vhost_iova_tree_host(tree), IB_LOOKUP_REVERSE, FALSE, 0, in, n, out,
+                            has_missing, missing, miss);
+    ib_guard_leave(&v->guard, FALSE);
+    return rc;
+}

@@ -1,0 +1,63 @@
+"""iova_native: QEMU's IOVA trees on GLib's GTree, with an O(log n) reverse tree, from Python.
+
+``iova_native.IOVATree``, ``GPATree`` and ``VhostIOVATree`` are the native (C) classes; the same
+classes in plain Python are in ``iova_native.reference``, and ``iova_native.differential`` runs
+two backends side by side.  See ``SPEC.md`` for the contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._types import (
+    IOVA_ERR_INVALID,
+    IOVA_ERR_NOMEM,
+    IOVA_ERR_OVERLAP,
+    IOVA_ERR_TRANSLATION,
+    IOVA_OK,
+    MAX_U64,
+    DivergenceError,
+    DMAMap,
+    InvalidMapError,
+    IOVAError,
+    NoSpaceError,
+    OverlapError,
+    Perm,
+    TranslationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IOVA_ERR_INVALID",
+    "IOVA_ERR_NOMEM",
+    "IOVA_ERR_OVERLAP",
+    "IOVA_ERR_TRANSLATION",
+    "IOVA_OK",
+    "MAX_U64",
+    "DMAMap",
+    "DivergenceError",
+    "GPATree",
+    "IOVAError",
+    "IOVATree",
+    "InvalidMapError",
+    "NoSpaceError",
+    "OverlapError",
+    "Perm",
+    "TranslationError",
+    "VhostIOVATree",
+]
+
+_NATIVE_NAMES = ("IOVATree", "GPATree", "VhostIOVATree")
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so that ``iova_native.reference`` works even where the C
+    # extension could not be built (it is the only module that needs it).
+    if name in _NATIVE_NAMES:
+        from . import native
+
+        value = getattr(native, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'iova_native' has no attribute {name!r}")

@@ -1,0 +1,64 @@
+/* What Python sees of csrc/iova-binding.h and csrc/vhost-binding.h (cffi cdef syntax). */
+#define IB_CLOSED ...
+#define IB_CHANGED ...
+#define IB_MAP_WORDS ...
+#define IB_VHOST_HOST ...
+#define IB_VHOST_GUEST ...
+#define IB_VHOST_ALLOCATIONS ...
+#define IOVA_OK ...
+#define IOVA_ERR_INVALID ...
+#define IOVA_ERR_OVERLAP ...
+#define IOVA_ERR_NOMEM ...
+#define IOVA_ERR_TRANSLATION ...
+#define IOVA_ERR_OOM ...
+
+typedef struct IBTree IBTree;
+IBTree *ib_tree_new(int kind);
+void ib_tree_free(IBTree *t);
+int ib_tree_close(IBTree *t);
+int ib_tree_closed(IBTree *t);
+int ib_tree_clear(IBTree *t);
+int64_t ib_tree_len(IBTree *t);
+int64_t ib_tree_generation(IBTree *t);
+int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                   uint64_t perm, uint64_t id, uint64_t *existing);
+int ib_tree_find(IBTree *t, uint64_t key, uint64_t size, uint64_t *out);
+int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
+                      uint64_t *out);
+int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uint64_t id,
+                      uint64_t *segs, size_t cap, size_t *nsegs, uint64_t *fault);
+int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
+                  uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
+                  int top_down, uint64_t *out);
+int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size);
+int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive, uint64_t *out,
+                     size_t cap);
+int ib_tree_check(IBTree *t, char *err, size_t errlen);
+int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out,
+                               int has_missing, uint64_t missing, size_t *miss);
+int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
+                         uint64_t id, int has_missing, uint64_t missing, size_t *miss);
+size_t ib_heap_in_use(void);
+
+typedef struct IBVhost IBVhost;
+IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last);
+void ib_vhost_free(IBVhost *v);
+int ib_vhost_close(IBVhost *v);
+int ib_vhost_closed(IBVhost *v);
+int ib_vhost_clear(IBVhost *v);
+int64_t ib_vhost_len(IBVhost *v);
+int64_t ib_vhost_generation(IBVhost *v);
+int ib_vhost_map_alloc(IBVhost *v, uint64_t size, uint64_t hva, uint64_t perm, uint64_t *out);
+int ib_vhost_map_alloc_gpa(IBVhost *v, uint64_t size, uint64_t gpa, uint64_t perm,
+                           uint64_t *out, uint64_t *existing);
+int ib_vhost_find_iova(IBVhost *v, uint64_t hva, uint64_t size, uint64_t *out);
+int ib_vhost_find_gpa(IBVhost *v, uint64_t gpa, uint64_t size, uint64_t *out);
+int64_t ib_vhost_remove(IBVhost *v, uint64_t iova, uint64_t size);
+int64_t ib_vhost_remove_gpa(IBVhost *v, uint64_t gpa, uint64_t size);
+int ib_vhost_translate(IBVhost *v, uint64_t addr, uint64_t length, int gpa, uint64_t *segs,
+                       size_t cap, size_t *nsegs, uint64_t *fault);
+int64_t ib_vhost_copy(IBVhost *v, int which, int64_t generation, uint64_t key, int inclusive,
+                      uint64_t *out, size_t cap);
+int ib_vhost_check(IBVhost *v, char *err, size_t errlen);
+int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uint64_t *out,
+                          int has_missing, uint64_t missing, size_t *miss);

@@ -1,0 +1,293 @@
+"""Types shared by every backend: ``DMAMap``, ``Perm``, the errors, and argument checks.
+
+The checks live here, once, so that the native and reference backends reject bad input with the
+same exception for the same reason (SPEC section 3).  The native backend only calls them on its
+slow path, after cffi has refused an argument, to produce the precise error and message.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from typing import Any, SupportsIndex
+
+__all__ = [
+    "MAX_U64",
+    "IOVA_OK",
+    "IOVA_ERR_INVALID",
+    "IOVA_ERR_OVERLAP",
+    "IOVA_ERR_NOMEM",
+    "IOVA_ERR_TRANSLATION",
+    "Perm",
+    "DMAMap",
+    "IOVAError",
+    "InvalidMapError",
+    "OverlapError",
+    "NoSpaceError",
+    "TranslationError",
+    "DivergenceError",
+]
+
+MAX_U64 = (1 << 64) - 1
+
+# QEMU's return codes (include/qemu/iova-tree.h).
+IOVA_OK = 0
+IOVA_ERR_INVALID = -1
+IOVA_ERR_OVERLAP = -2
+IOVA_ERR_NOMEM = -3
+# Ours: QEMU has no number for a translation that hits a hole (SVQ just returns false).
+IOVA_ERR_TRANSLATION = -4
+
+
+class Perm(enum.IntFlag):
+    """Access permission of a map, QEMU's ``IOMMUAccessFlags``."""
+
+    NONE = 0
+    RO = 1
+    WO = 2
+    RW = 3
+
+
+# Indexed by the raw value; avoids an enum call on every map built from C.
+_PERMS = (Perm.NONE, Perm.RO, Perm.WO, Perm.RW)
+
+
+class IOVAError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: int = 0
+
+
+class InvalidMapError(IOVAError, ValueError):
+    """A value is out of range, a range wraps past 2**64-1, or a parameter is malformed."""
+
+    code = IOVA_ERR_INVALID
+
+
+class OverlapError(IOVAError):
+    """The new map overlaps a stored one; ``existing`` is the stored map hit (lowest key)."""
+
+    code = IOVA_ERR_OVERLAP
+
+    def __init__(self, message: str, existing: DMAMap | None = None) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class NoSpaceError(IOVAError):
+    """``alloc`` found no hole that fits (QEMU's ``IOVA_ERR_NOMEM``)."""
+
+    code = IOVA_ERR_NOMEM
+
+
+class TranslationError(IOVAError, LookupError):
+    """A reverse translation hit a hole; ``address`` is the first byte no map covers."""
+
+    code = IOVA_ERR_TRANSLATION
+
+    def __init__(self, message: str, address: int) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class DivergenceError(AssertionError):
+    """Raised by the differential backend when its two sides disagree."""
+
+    def __init__(
+        self, message: str, operation: str, left: Any, right: Any, reproducer: str
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.left = left
+        self.right = right
+        self.reproducer = reproducer
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def check_u64(value: Any, name: str) -> int:
+    """Return ``value`` as an int in 0..2**64-1, or raise TypeError / InvalidMapError."""
+    if type(value) is not int:
+        if isinstance(value, (float, str, bytes)) or value is None:
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    if value < 0 or value > MAX_U64:
+        raise InvalidMapError(f"{name}={value:#x} is outside 0..2**64-1")
+    return value
+
+
+def check_range(start: Any, size: Any, start_name: str, size_name: str = "size") -> tuple[int, int]:
+    """Check an inclusive range ``[start, start + size]``; it may not pass 2**64-1."""
+    start = check_u64(start, start_name)
+    size = check_u64(size, size_name)
+    if start + size > MAX_U64:
+        raise InvalidMapError(
+            f"range {start_name}={start:#x} {size_name}={size:#x} wraps past 2**64-1"
+        )
+    return start, size
+
+
+def check_length(addr: Any, length: Any, addr_name: str) -> tuple[int, int]:
+    """Check a byte count ``length`` from ``addr`` (``length`` 0 is an empty buffer)."""
+    addr = check_u64(addr, addr_name)
+    length = check_u64(length, "length")
+    if length and addr + length - 1 > MAX_U64:
+        raise InvalidMapError(f"buffer {addr_name}={addr:#x} length={length:#x} wraps past 2**64-1")
+    return addr, length
+
+
+def check_perm(perm: Any) -> Perm:
+    """Return ``perm`` as a ``Perm`` other than ``NONE``."""
+    if type(perm) is not Perm:
+        if isinstance(perm, (float, str, bytes)) or perm is None:
+            raise TypeError(f"perm must be a Perm, not {type(perm).__name__}")
+        try:
+            raw = operator.index(perm)
+        except TypeError:
+            raise TypeError(f"perm must be a Perm, not {type(perm).__name__}") from None
+        if raw < 0 or raw > 3:
+            raise InvalidMapError(f"perm={raw} is not a Perm (0..3)")
+        perm = _PERMS[raw]
+    if perm is Perm.NONE:
+        raise InvalidMapError("perm=Perm.NONE: a map must be readable or writable")
+    return perm
+
+
+def check_optional_id(id: Any) -> int | None:
+    """``None`` (no id match) or an id in 0..2**64-1."""
+    return None if id is None else check_u64(id, "id")
+
+
+def check_missing(missing: Any) -> int | None:
+    """The ``missing`` fill value of the batch forms: ``None`` or a u64."""
+    return None if missing is None else check_u64(missing, "missing")
+
+
+ALLOC_POLICIES = ("first", "last")
+
+
+def check_alloc(
+    size: Any,
+    translated_addr: Any,
+    perm: Any,
+    id: Any,
+    iova_begin: Any,
+    iova_last: Any,
+    align: Any,
+    policy: Any,
+) -> tuple[int, int, Perm, int, int, int, int, str]:
+    """Check every ``alloc`` argument, in signature order; return them normalised."""
+    translated_addr, size = check_range(translated_addr, size, "translated_addr")
+    perm = check_perm(perm)
+    id = check_u64(id, "id")
+    iova_begin = check_u64(iova_begin, "iova_begin")
+    iova_last = check_u64(iova_last, "iova_last")
+    align = check_u64(align, "align")
+    if not isinstance(policy, str):
+        raise TypeError(f"policy must be a str, not {type(policy).__name__}")
+    if iova_last < iova_begin:
+        raise InvalidMapError(f"iova_last={iova_last:#x} is below iova_begin={iova_begin:#x}")
+    if align == 0 or align & (align - 1):
+        raise InvalidMapError(f"align={align:#x} is not a power of two")
+    if policy not in ALLOC_POLICIES:
+        raise InvalidMapError(f"policy={policy!r} is not one of {ALLOC_POLICIES}")
+    return size, translated_addr, perm, id, iova_begin, iova_last, align, policy
+
+
+# --------------------------------------------------------------------------- DMAMap
+
+
+class DMAMap(tuple):  # type: ignore[type-arg]
+    """One mapping ``[iova, iova + size] -> [translated_addr, translated_addr + size]``.
+
+    ``size`` is inclusive, as in QEMU: ``size=0xfff`` covers 4096 bytes.  Immutable and
+    hashable; two maps are equal when all five fields are.  A tuple underneath so that building
+    one from C costs a single allocation.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        iova: SupportsIndex,
+        translated_addr: SupportsIndex,
+        size: SupportsIndex,
+        perm: Perm | int = Perm.RW,
+        id: SupportsIndex = 0,
+    ) -> DMAMap:
+        iova_i, size_i = check_range(iova, size, "iova")
+        translated_i, _ = check_range(translated_addr, size_i, "translated_addr")
+        return tuple.__new__(cls, (iova_i, translated_i, size_i, check_perm(perm), check_u64(id, "id")))
+
+    @classmethod
+    def _trusted(cls, fields: tuple[int, int, int, Perm, int]) -> DMAMap:
+        """Build from fields already known valid (the backends' hot path)."""
+        return tuple.__new__(cls, fields)
+
+    @property
+    def iova(self) -> int:
+        """First IOVA byte."""
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def translated_addr(self) -> int:
+        """First translated (HVA or GPA) byte."""
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def size(self) -> int:
+        """Inclusive size: the map covers ``size + 1`` bytes."""
+        return self[2]  # type: ignore[no-any-return]
+
+    @property
+    def perm(self) -> Perm:
+        """Access permission."""
+        return self[3]  # type: ignore[no-any-return]
+
+    @property
+    def id(self) -> int:
+        """Tag told apart aliases; the GPA in the SVQ use."""
+        return self[4]  # type: ignore[no-any-return]
+
+    @property
+    def last(self) -> int:
+        """Last IOVA byte, ``iova + size``."""
+        return self[0] + self[2]  # type: ignore[no-any-return]
+
+    @property
+    def translated_last(self) -> int:
+        """Last translated byte, ``translated_addr + size``."""
+        return self[1] + self[2]  # type: ignore[no-any-return]
+
+    def replace(self, **changes: Any) -> DMAMap:
+        """A copy with some fields changed (validated like the constructor)."""
+        fields = {
+            "iova": self[0],
+            "translated_addr": self[1],
+            "size": self[2],
+            "perm": self[3],
+            "id": self[4],
+        }
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"DMAMap has no field {sorted(unknown)[0]!r}")
+        fields.update(changes)
+        return DMAMap(**fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"DMAMap(iova={self[0]:#x}, translated_addr={self[1]:#x}, size={self[2]:#x}, "
+            f"perm=Perm.{Perm(self[3]).name}, id={self[4]:#x})"
+        )
+
+    def __getnewargs__(self) -> tuple[int, int, int, Perm, int]:  # pickling
+        return tuple(self)  # type: ignore[return-value]
+
+
+def perm_from_raw(raw: int) -> Perm:
+    """The ``Perm`` for a raw 0..3 value from C."""
+    return _PERMS[raw]

@@ -1,0 +1,623 @@
+"""The native backend: the C core in ``csrc/`` (GLib GTree, QEMU-style) reached through cffi.
+
+Each method is thin: one C call, which takes the tree's lock, does the work and writes the
+answer into a small buffer; Python slices the buffer once and builds the ``DMAMap``.  Arguments
+go straight to C.  Only when cffi refuses one (wrong type, out of range) or C answers "invalid"
+does the slow path run the shared checks of ``_types``, which raise exactly what the reference
+raises, or normalise the arguments (a NumPy integer, say) for one more try.
+
+Answer buffers come from a per-object pool, not one shared buffer: cffi releases the GIL during
+the call, and two threads must never read each other's answers.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+from . import _types as T
+from ._core import ffi, lib
+from ._types import (
+    MAX_U64,
+    DMAMap,
+    InvalidMapError,
+    NoSpaceError,
+    OverlapError,
+    Perm,
+    TranslationError,
+)
+
+__all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
+
+_new = tuple.__new__
+_PERMS = T._PERMS
+_CLOSED = lib.IB_CLOSED
+_CHANGED = lib.IB_CHANGED
+_OK = lib.IOVA_OK
+_ERR_INVALID = lib.IOVA_ERR_INVALID
+_ERR_OVERLAP = lib.IOVA_ERR_OVERLAP
+_ERR_NOMEM = lib.IOVA_ERR_NOMEM
+_ERR_TRANSLATION = lib.IOVA_ERR_TRANSLATION
+_ERR_OOM = lib.IOVA_ERR_OOM
+_WORDS = 5  # a map crosses as iova, translated_addr, size, perm, id
+_CHUNK = 256  # maps copied per C call when listing
+_SEGS = 64  # segments the pooled translate buffer holds
+_ARG_ERRORS = (TypeError, OverflowError)
+_POLICIES = {"first": 0, "last": 1}
+
+
+def _maps(words: list[int]) -> list[DMAMap]:
+    return [
+        _new(DMAMap, (words[i], words[i + 1], words[i + 2], _PERMS[words[i + 3]], words[i + 4]))
+        for i in range(0, len(words), _WORDS)
+    ]
+
+
+def _u64_view(values: Any) -> Any:
+    """``values`` as a cffi ``uint64_t[]``; a C-contiguous uint64 buffer is used in place."""
+    try:
+        view = memoryview(values)
+    except TypeError:
+        view = None
+    if view is not None:
+        if view.itemsize == 8 and view.format.lstrip("@=<") in ("Q", "L") and view.ndim == 1:
+            if view.c_contiguous:
+                return ffi.from_buffer("uint64_t[]", view)
+        view.release()
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(f"addresses must be a sequence of ints, not {type(values).__name__}")
+    try:
+        converted = array("Q", values)
+    except _ARG_ERRORS:
+        converted = array("Q", [T.check_u64(value, "address") for value in values])
+    return ffi.from_buffer("uint64_t[]", converted)
+
+
+def _words(count: int) -> tuple[Any, memoryview]:
+    """A C buffer of ``count`` uint64 and a memoryview on it: indexing the view is the
+    cheapest way back to Python ints."""
+    cbuf = ffi.new("uint64_t[]", count)
+    return cbuf, memoryview(ffi.buffer(cbuf)).cast("Q")
+
+
+def _map_buffer() -> tuple[Any, memoryview]:
+    return _words(2 * _WORDS)  # room for an answer and, on overlap, the map hit
+
+
+def _segments_buffer() -> tuple[Any, memoryview, Any, Any]:
+    cbuf, view = _words(2 * _SEGS)
+    return cbuf, view, ffi.new("size_t[1]"), ffi.new("uint64_t[1]")
+
+
+class _Native:
+    """What every native class shares: the C handle, the buffer pools, listing, closing."""
+
+    __slots__ = ("_h", "_maps_pool", "_segs_pool", "__weakref__")
+    _h: Any
+    _len_fn: Callable[[Any], int]
+    _generation_fn: Callable[[Any], int]
+    _copy_fn: Callable[..., int]
+    _closed_fn: Callable[[Any], int]
+    _close_fn: Callable[[Any], int]
+    _check_fn: Callable[..., int]
+    _clear_fn: Callable[[Any], int]
+
+    def _setup(self, handle: Any, free: Callable[[Any], None]) -> None:
+        if handle == ffi.NULL:
+            raise MemoryError(f"iova_native: cannot create a {type(self).__name__}")
+        self._h = ffi.gc(handle, free)
+        self._maps_pool: list[Any] = []
+        self._segs_pool: list[tuple[Any, Any, Any]] = []
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _raise_closed(self) -> NoReturn:
+        raise ValueError(f"{type(self).__name__} is closed")
+
+    def _check_open(self) -> None:
+        if self._closed_fn(self._h):
+            self._raise_closed()
+
+    def _fail(self, rc: int, recheck: Callable[[], object] | None = None) -> NoReturn:
+        """Raise the error for C's answer ``rc``; ``recheck`` gives the precise message."""
+        if rc == _CLOSED:
+            self._raise_closed()
+        if rc == _ERR_INVALID:
+            if recheck is not None:
+                recheck()
+            raise InvalidMapError("invalid map or parameters")
+        if rc == _ERR_NOMEM:
+            raise NoSpaceError("no free IOVA range fits")
+        if rc == _ERR_OOM:
+            raise MemoryError("iova_native: out of memory")
+        raise RuntimeError(f"iova_native: unexpected answer {rc} from C")
+
+    # -- whole-tree reads ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        n = self._len_fn(self._h)
+        if n == _CLOSED:
+            self._raise_closed()
+        return int(n)
+
+    def __repr__(self) -> str:
+        n = self._len_fn(self._h)
+        state = "closed" if n == _CLOSED else f"{n} maps"
+        return f"<native.{type(self).__name__}: {state}>"
+
+    def _copy_all(self, which: tuple[int, ...], key_index: int) -> list[DMAMap]:
+        """Every map of one tree in key order, as of one moment (retried if it changes)."""
+        buf, view = _words(_WORDS * _CHUNK)
+        while True:
+            gen = self._generation_fn(self._h)
+            if gen == _CLOSED:
+                self._raise_closed()
+            out: list[DMAMap] = []
+            key, inclusive = 0, 1
+            while True:
+                n = self._copy_fn(self._h, *which, gen, key, inclusive, buf, _CHUNK)
+                if n == _CLOSED:
+                    self._raise_closed()
+                if n == _CHANGED:
+                    break
+                words = view[0 : _WORDS * n].tolist()
+                out.extend(_maps(words))
+                if n < _CHUNK:
+                    return out
+                key, inclusive = words[-_WORDS + key_index], 0
+
+    def _iterate(self, which: tuple[int, ...], key_index: int) -> Iterator[DMAMap]:
+        gen = self._generation_fn(self._h)  # the snapshot is taken by iter(), not next()
+        if gen == _CLOSED:
+            self._raise_closed()
+        return self._iter_from(gen, which, key_index)
+
+    def _iter_from(self, gen: int, which: tuple[int, ...], key_index: int) -> Iterator[DMAMap]:
+        h, generation = self._h, self._generation_fn
+        buf, view = _words(_WORDS * _CHUNK)
+        key, inclusive = 0, 1
+        while True:
+            n = self._copy_fn(h, *which, gen, key, inclusive, buf, _CHUNK)
+            if n == _CLOSED:
+                self._raise_closed()
+            if n == _CHANGED:
+                raise RuntimeError(f"{type(self).__name__} changed during iteration")
+            words = view[0 : _WORDS * n].tolist()
+            for m in _maps(words):
+                yield m
+                if generation(h) != gen:  # like dict: the next step after a change raises
+                    self._check_open()
+                    raise RuntimeError(f"{type(self).__name__} changed during iteration")
+            if n < _CHUNK:
+                return
+            key, inclusive = words[-_WORDS + key_index], 0
+
+    def clear(self) -> None:
+        """Remove every map."""
+        if self._clear_fn(self._h) == _CLOSED:
+            self._raise_closed()
+
+    def check(self) -> None:
+        """Verify every internal invariant; AssertionError names the first broken one."""
+        err = ffi.new("char[]", 512)
+        rc = self._check_fn(self._h, err, 512)
+        if rc == _CLOSED:
+            self._raise_closed()
+        if rc != 0:
+            raise AssertionError(ffi.string(err).decode())
+
+    def close(self) -> None:
+        """Free the C tree now; every later call raises ValueError.  May be called again."""
+        self._close_fn(self._h)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return bool(self._closed_fn(self._h))
+
+    def __enter__(self) -> Any:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- shared call shapes -------------------------------------------------------------
+
+    def _one_map(self, call: Callable[..., int], args: tuple[Any, ...]) -> DMAMap | None:
+        """``call(h, *args, buf)`` answering 1 with a map in buf, 0 for none, or an error."""
+        pool = self._maps_pool
+        pair = pool.pop() if pool else _map_buffer()
+        try:
+            rc = call(self._h, *args, pair[0])
+            if rc == 1:
+                o = pair[1]  # read before the buffer goes back to the pool
+                return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+        finally:
+            pool.append(pair)
+        if rc == 0:
+            return None
+        self._fail(rc)
+
+    def _translate(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[tuple[int, int]]:
+        pool = self._segs_pool
+        bufs = pool.pop() if pool else _segments_buffer()
+        segs, view, count, fault = bufs
+        try:
+            rc = call(self._h, *args, segs, _SEGS, count, fault)
+            n = count[0]
+            if rc == _OK and n > _SEGS:
+                while True:  # the tree may change between the calls: grow until it fits
+                    segs, view = _words(2 * n)
+                    rc = call(self._h, *args, segs, n, count, fault)
+                    if rc != _OK or count[0] <= n:
+                        break
+                    n = count[0]
+            n = count[0]
+            words = view[0 : 2 * n].tolist() if rc == _OK else None
+            address = fault[0]
+        finally:
+            pool.append(bufs)
+        if words is not None:
+            return list(zip(words[0::2], words[1::2]))
+        if rc == _ERR_TRANSLATION:
+            raise TranslationError(f"no map covers address {address:#x}", address)
+        self._fail(rc)
+
+    def _batch(self, call: Callable[..., int], values: Any, missing: Any) -> array:
+        """``call(src, n, out, has_missing, missing, miss)`` over a whole input at once."""
+        if missing is not None and (type(missing) is not int or not 0 <= missing <= MAX_U64):
+            self._check_open()
+            missing = T.check_missing(missing)
+        src = _u64_view(values)
+        n = len(src)
+        out = array("Q", bytes(8 * n))
+        miss = ffi.new("size_t[1]")
+        has_missing = missing is not None
+        rc = call(src, n, ffi.from_buffer("uint64_t[]", out), has_missing,
+                  missing if has_missing else 0, miss)
+        if rc == _OK:
+            return out
+        if rc == _CLOSED:
+            self._raise_closed()
+        address = int(src[miss[0]])
+        raise TranslationError(f"no map covers address {address:#x}", address)
+
+
+class _Tree(_Native):
+    """IOVATree and GPATree: one C tree, keyed by IOVA (kind 0) or translated address (1)."""
+
+    __slots__ = ()
+    _kind = 0
+    _key_name = "iova"
+    _len_fn = staticmethod(lib.ib_tree_len)
+    _generation_fn = staticmethod(lib.ib_tree_generation)
+    _copy_fn = staticmethod(lib.ib_tree_copy)
+    _closed_fn = staticmethod(lib.ib_tree_closed)
+    _close_fn = staticmethod(lib.ib_tree_close)
+    _check_fn = staticmethod(lib.ib_tree_check)
+    _clear_fn = staticmethod(lib.ib_tree_clear)
+
+    def __init__(self) -> None:
+        self._setup(lib.ib_tree_new(self._kind), lib.ib_tree_free)
+
+    def __iter__(self) -> Iterator[DMAMap]:
+        return self._iterate((), self._kind)
+
+    def maps(self) -> list[DMAMap]:
+        """Every map, in key order."""
+        return self._copy_all((), self._kind)
+
+    def insert(self, map: DMAMap) -> None:
+        """Store ``map``; OverlapError (``.existing``, the lowest map hit) if its range is taken."""
+        if not isinstance(map, DMAMap):
+            self._check_open()
+            raise TypeError(f"insert() needs a DMAMap, not {type(map).__name__}")
+        pool = self._maps_pool
+        pair = pool.pop() if pool else _map_buffer()
+        rc = lib.ib_tree_insert(self._h, map[0], map[1], map[2], map[3], map[4], pair[0])
+        if rc == _OK:
+            pool.append(pair)
+            return
+        o = pair[1]
+        existing = _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+        pool.append(pair)
+        if rc == _ERR_OVERLAP:
+            raise OverlapError(f"{map!r} overlaps the stored {existing!r}", existing)
+        self._fail(rc)
+
+    def _find(self, key: int, size: int) -> DMAMap | None:
+        pool = self._maps_pool
+        pair = pool.pop() if pool else _map_buffer()
+        try:
+            rc = lib.ib_tree_find(self._h, key, size, pair[0])
+        except _ARG_ERRORS:
+            pool.append(pair)
+            self._check_open()
+            return self._find(*T.check_range(key, size, self._key_name))
+        if rc == 1:
+            o = pair[1]
+            found = _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+            pool.append(pair)
+            return found
+        pool.append(pair)
+        if rc == 0:
+            return None
+        self._fail(rc, lambda: T.check_range(key, size, self._key_name))
+
+    def _remove(self, key: int, size: int) -> int:
+        try:
+            n = lib.ib_tree_remove(self._h, key, size)
+        except _ARG_ERRORS:
+            self._check_open()
+            return self._remove(*T.check_range(key, size, self._key_name))
+        if n >= 0:
+            return int(n)
+        self._fail(n, lambda: T.check_range(key, size, self._key_name))
+
+
+class IOVATree(_Tree):
+    """QEMU's ``IOVATree`` in C, with the O(log n) reverse tree (SPEC section 4)."""
+
+    __slots__ = ()
+
+    def find(self, iova: int, size: int = 0) -> DMAMap | None:
+        """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``."""
+        return self._find(iova, size)
+
+    def remove(self, iova: int, size: int = 0) -> int:
+        """Remove every map overlapping ``[iova, iova + size]``; return how many."""
+        return self._remove(iova, size)
+
+    def find_iova(
+        self, translated_addr: int, size: int = 0, id: int | None = None
+    ) -> DMAMap | None:
+        """The lowest-IOVA map whose translated range overlaps (and whose id is ``id``)."""
+        try:
+            return self._find_iova_raw(translated_addr, size, id)
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
+            return self._find_iova_raw(translated_addr, size, T.check_optional_id(id))
+
+    def _find_iova_raw(self, addr: Any, size: Any, id: Any) -> DMAMap | None:
+        args = (addr, size, 0, 0) if id is None else (addr, size, 1, id)
+        return self._one_map(lib.ib_tree_find_iova, args)
+
+    def translate(
+        self, translated_addr: int, length: int, id: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Minimal ``(iova, nbytes)`` segments covering ``length`` bytes from the address."""
+        try:
+            return self._translate_raw(translated_addr, length, id)
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            translated_addr, length = T.check_length(translated_addr, length, "translated_addr")
+            return self._translate_raw(translated_addr, length, T.check_optional_id(id))
+
+    def _translate_raw(self, addr: Any, length: Any, id: Any) -> list[tuple[int, int]]:
+        args = (addr, length, 0, 0) if id is None else (addr, length, 1, id)
+        return self._translate(lib.ib_tree_translate, args)
+
+    def alloc(
+        self,
+        size: int,
+        translated_addr: int = 0,
+        perm: Perm = Perm.RW,
+        id: int = 0,
+        iova_begin: int = 0,
+        iova_last: int = MAX_U64,
+        align: int = 1,
+        policy: str = "first",
+    ) -> DMAMap:
+        """Place, insert and return a map of ``size``: lowest (``"first"``) or highest
+        (``"last"``) ``align``-aligned IOVA in ``[iova_begin, iova_last]`` where it fits."""
+        top_down = _POLICIES.get(policy) if type(policy) is str else None
+        if top_down is not None:
+            try:
+                return self._alloc_raw(size, translated_addr, perm, id, iova_begin, iova_last,
+                                       align, top_down)
+            except (*_ARG_ERRORS, InvalidMapError):
+                pass
+        self._check_open()
+        size, translated_addr, perm, id, iova_begin, iova_last, align, policy = T.check_alloc(
+            size, translated_addr, perm, id, iova_begin, iova_last, align, policy)
+        return self._alloc_raw(size, translated_addr, perm, id, iova_begin, iova_last, align,
+                               _POLICIES[policy])
+
+    def _alloc_raw(self, *args: Any) -> DMAMap:
+        result = self._one_map(lib.ib_tree_alloc, args)
+        assert result is not None  # alloc answers a map or an error
+        return result
+
+    def to_translated_many(self, iovas: Any, missing: int | None = None) -> array:
+        """For each IOVA, ``map.translated_addr + (iova - map.iova)``, in one C call."""
+        h = self._h
+
+        def call(src: Any, n: int, out: Any, has_missing: int, fill: int, miss: Any) -> int:
+            return int(lib.ib_tree_to_translated_many(h, src, n, out, has_missing, fill, miss))
+
+        return self._batch(call, iovas, missing)
+
+    def to_iova_many(
+        self, translated_addrs: Any, id: int | None = None, missing: int | None = None
+    ) -> array:
+        """For each translated address, the IOVA ``find_iova(addr, 0, id)`` gives."""
+        if id is not None and (type(id) is not int or not 0 <= id <= MAX_U64):
+            self._check_open()
+            id = T.check_u64(id, "id")
+        h, has_id = self._h, id is not None
+        key_id = id if id is not None else 0
+
+        def call(src: Any, n: int, out: Any, has_missing: int, fill: int, miss: Any) -> int:
+            return int(lib.ib_tree_to_iova_many(h, src, n, out, has_id, key_id, has_missing,
+                                                fill, miss))
+
+        return self._batch(call, translated_addrs, missing)
+
+
+class GPATree(_Tree):
+    """QEMU's ``gpa_tree_new()`` tree in C: keyed by translated address (SPEC section 5)."""
+
+    __slots__ = ()
+    _kind = 1
+    _key_name = "translated_addr"
+
+    def find(self, translated_addr: int, size: int = 0) -> DMAMap | None:
+        """The map with the lowest translated address overlapping the range."""
+        return self._find(translated_addr, size)
+
+    def remove(self, translated_addr: int, size: int = 0) -> int:
+        """Remove every map whose translated range overlaps; return how many."""
+        return self._remove(translated_addr, size)
+
+    def to_iova_many(self, translated_addrs: Any, missing: int | None = None) -> array:
+        """For each GPA, ``map.iova + (gpa - map.translated_addr)``, in one C call."""
+        h = self._h
+
+        def call(src: Any, n: int, out: Any, has_missing: int, fill: int, miss: Any) -> int:
+            return int(lib.ib_tree_to_iova_many(h, src, n, out, 0, 0, has_missing, fill, miss))
+
+        return self._batch(call, translated_addrs, missing)
+
+
+class VhostIOVATree(_Native):
+    """QEMU's ``VhostIOVATree`` in C: allocations, host-only and guest trees (SPEC section 6)."""
+
+    __slots__ = ()
+    _len_fn = staticmethod(lib.ib_vhost_len)
+    _generation_fn = staticmethod(lib.ib_vhost_generation)
+    _copy_fn = staticmethod(lib.ib_vhost_copy)
+    _closed_fn = staticmethod(lib.ib_vhost_closed)
+    _close_fn = staticmethod(lib.ib_vhost_close)
+    _check_fn = staticmethod(lib.ib_vhost_check)
+    _clear_fn = staticmethod(lib.ib_vhost_clear)
+
+    def __init__(self, iova_first: int, iova_last: int) -> None:
+        first = T.check_u64(iova_first, "iova_first")
+        last = T.check_u64(iova_last, "iova_last")
+        if last < max(first, 4096):
+            raise InvalidMapError(
+                f"iova_last={last:#x} is below the first usable IOVA {max(first, 4096):#x}"
+            )
+        self._setup(lib.ib_vhost_new(first, last), lib.ib_vhost_free)
+
+    def _alloc(self, size: Any, taddr: Any, perm: Any, gpa: bool) -> DMAMap:
+        try:
+            return self._alloc_raw(size, taddr, perm, gpa)
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            taddr, size = T.check_range(taddr, size, "gpa" if gpa else "hva")
+            return self._alloc_raw(size, taddr, T.check_perm(perm), gpa)
+
+    def _alloc_raw(self, size: Any, taddr: Any, perm: Any, gpa: bool) -> DMAMap:
+        pool = self._maps_pool
+        pair = pool.pop() if pool else _map_buffer()
+        buf, o = pair
+        try:
+            if gpa:
+                rc = lib.ib_vhost_map_alloc_gpa(self._h, size, taddr, perm, buf, buf + 5)
+            else:
+                rc = lib.ib_vhost_map_alloc(self._h, size, taddr, perm, buf)
+            if rc == _OK:
+                answer = _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+            elif rc == _ERR_OVERLAP:
+                answer = _new(DMAMap, (o[5], o[6], o[7], _PERMS[o[8]], o[9]))
+        finally:
+            pool.append(pair)
+        if rc == _OK:
+            return answer
+        if rc == _ERR_OVERLAP:
+            existing = answer
+            raise OverlapError(f"GPA range {taddr:#x}+{size:#x} overlaps {existing!r}", existing)
+        self._fail(rc)
+
+    def map_alloc(self, size: int, hva: int, perm: Perm = Perm.RW) -> DMAMap:
+        """Allocate the lowest free IOVA range for the host-only buffer at ``hva``."""
+        return self._alloc(size, hva, perm, False)
+
+    def map_alloc_gpa(self, size: int, gpa: int, perm: Perm = Perm.RW) -> DMAMap:
+        """Allocate an IOVA range for guest memory at ``gpa`` and record GPA->IOVA; atomic:
+        NoSpaceError first, then OverlapError (the allocation rolled back)."""
+        return self._alloc(size, gpa, perm, True)
+
+    def _find(self, call: Callable[..., int], addr: int, size: int, name: str) -> DMAMap | None:
+        try:
+            return self._one_map(call, (addr, size))
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            return self._one_map(call, T.check_range(addr, size, name))
+
+    def find_iova(self, hva: int, size: int = 0) -> DMAMap | None:
+        """The host-only map (lowest IOVA) overlapping the HVA range."""
+        return self._find(lib.ib_vhost_find_iova, hva, size, "hva")
+
+    def find_gpa(self, gpa: int, size: int = 0) -> DMAMap | None:
+        """The guest map (lowest GPA) overlapping the GPA range."""
+        return self._find(lib.ib_vhost_find_gpa, gpa, size, "gpa")
+
+    def _remove(self, call: Callable[..., int], key: int, size: int, name: str) -> int:
+        try:
+            n = call(self._h, key, size)
+        except _ARG_ERRORS:
+            n = _ERR_INVALID
+        if n == _ERR_INVALID:
+            self._check_open()
+            n = call(self._h, *T.check_range(key, size, name))
+        if n >= 0:
+            return int(n)
+        self._fail(n)
+
+    def remove(self, iova: int, size: int = 0) -> int:
+        """Remove host-only maps overlapping the IOVA range, and their allocations."""
+        return self._remove(lib.ib_vhost_remove, iova, size, "iova")
+
+    def remove_gpa(self, gpa: int, size: int = 0) -> int:
+        """Remove guest maps overlapping the GPA range, and their allocations."""
+        return self._remove(lib.ib_vhost_remove_gpa, gpa, size, "gpa")
+
+    def translate(self, hva: int, length: int, gpa: int | None = None) -> list[tuple[int, int]]:
+        """Segments of the buffer: through the host-only tree, or, given the ``gpa`` the guest
+        knows it by, through the GPA tree (``hva`` is then only checked)."""
+        try:
+            if gpa is None:
+                return self._translate(lib.ib_vhost_translate, (hva, length, 0))
+            if type(hva) is not int or not 0 <= hva <= MAX_U64 or hva + length > MAX_U64 + 1:
+                raise TypeError("hva")  # the slow path gives the precise error
+            return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            hva, length = T.check_length(hva, length, "hva")
+            if gpa is None:
+                return self._translate(lib.ib_vhost_translate, (hva, length, 0))
+            gpa = T.check_length(gpa, length, "gpa")[0]
+            return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
+
+    def to_iova_many(self, hvas: Any, missing: int | None = None) -> array:
+        """For each HVA, the IOVA through the host-only map covering it."""
+        return self._batch(self._batch_call(0), hvas, missing)
+
+    def gpa_to_iova_many(self, gpas: Any, missing: int | None = None) -> array:
+        """For each GPA, the IOVA through the guest map covering it."""
+        return self._batch(self._batch_call(1), gpas, missing)
+
+    def _batch_call(self, gpa: int) -> Callable[..., int]:
+        h = self._h
+
+        def call(src: Any, n: int, out: Any, has_missing: int, fill: int, miss: Any) -> int:
+            return int(lib.ib_vhost_to_iova_many(h, gpa, src, n, out, has_missing, fill, miss))
+
+        return call
+
+    def host_maps(self) -> list[DMAMap]:
+        """Host-only maps (IOVA -> HVA), in IOVA order."""
+        return self._copy_all((lib.IB_VHOST_HOST,), 0)
+
+    def gpa_maps(self) -> list[DMAMap]:
+        """Guest maps (GPA -> IOVA; ``translated_addr`` and ``id`` are the GPA), in GPA order."""
+        return self._copy_all((lib.IB_VHOST_GUEST,), 1)
+
+    def allocated(self) -> list[DMAMap]:
+        """The allocations (``translated_addr`` and ``id`` 0), in IOVA order."""
+        return self._copy_all((lib.IB_VHOST_ALLOCATIONS,), 0)
