@@ -1,0 +1,41 @@
+# Sourced by run.sh and test.sh: installs what a fresh Debian machine lacks, then this package
+# into a venv.  Sets VENV and PY.  Safe to run again: each step is skipped when already done.
+
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+VENV=${IOVA_NATIVE_VENV:-$ROOT/.venv}
+PY=$VENV/bin/python
+
+_say() { printf 'iova-native setup: %s\n' "$*" >&2; }
+
+_apt_missing=()
+command -v pkg-config >/dev/null 2>&1 || _apt_missing+=(pkg-config)
+pkg-config --exists glib-2.0 2>/dev/null || _apt_missing+=(libglib2.0-dev)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || _apt_missing+=(python3-venv)
+python3 - >/dev/null 2>&1 <<'PYEOF' || _apt_missing+=(python3-dev)
+import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))
+PYEOF
+if ((${#_apt_missing[@]})); then
+    _sudo=""
+    [ "$(id -u)" -eq 0 ] || _sudo=sudo
+    _say "installing ${_apt_missing[*]} with apt-get"
+    $_sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $_sudo apt-get install -y -qq "${_apt_missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$PY" ]; then
+    _say "creating the venv $VENV"
+    python3 -m venv "$VENV"
+fi
+
+# Reinstall only when the build inputs changed since the last install.
+_stamp=$VENV/.iova-native-build
+_inputs=$(cat "$ROOT"/pyproject.toml "$ROOT"/setup.py "$ROOT"/src/iova_native/_build.py \
+    "$ROOT"/src/iova_native/_cdef.h "$ROOT"/csrc/*.c "$ROOT"/csrc/*.h | cksum)
+if [ "$(cat "$_stamp" 2>/dev/null)" != "$_inputs" ] || ! "$PY" -c 'import iova_native._core' 2>/dev/null; then
+    _say "installing iova-native and its test dependencies into $VENV"
+    "$PY" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel cffi
+    "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation \
+        -e "$ROOT[testing,replay,bench,fuzz]"
+    printf '%s' "$_inputs" >"$_stamp"
+fi
