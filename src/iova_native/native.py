@@ -57,14 +57,15 @@ def _maps(words: list[int]) -> list[DMAMap]:
 def _u64_view(values: Any) -> Any:
     """``values`` as a cffi ``uint64_t[]``; a C-contiguous uint64 buffer is used in place."""
     try:
-        view = memoryview(values)
+        with memoryview(values) as view:
+            in_place = (view.itemsize == 8 and view.format.lstrip("@=<") in ("Q", "L")
+                        and view.ndim == 1 and view.c_contiguous)
     except TypeError:
-        view = None
-    if view is not None:
-        if view.itemsize == 8 and view.format.lstrip("@=<") in ("Q", "L") and view.ndim == 1:
-            if view.c_contiguous:
-                return ffi.from_buffer("uint64_t[]", view)
-        view.release()
+        in_place = False
+    if in_place:
+        # The object itself, not a memoryview of it: cffi must own the buffer export, or a
+        # garbage collection can release the view under it.
+        return ffi.from_buffer("uint64_t[]", values)
     if isinstance(values, (str, bytes, bytearray)):
         raise TypeError(f"addresses must be a sequence of ints, not {type(values).__name__}")
     try:
@@ -270,18 +271,31 @@ class _Native:
         if missing is not None and (type(missing) is not int or not 0 <= missing <= MAX_U64):
             self._check_open()
             missing = T.check_missing(missing)
-        src = _u64_view(values)
-        n = len(src)
-        out = array("Q", bytes(8 * n))
-        miss = ffi.new("size_t[1]")
-        has_missing = missing is not None
-        rc = call(src, n, ffi.from_buffer("uint64_t[]", out), has_missing,
-                  missing if has_missing else 0, miss)
+        try:
+            src = _u64_view(values)
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            raise
+        # Buffer exports are released as soon as the call returns: an exception's traceback
+        # can keep these cdata in a reference cycle, and a garbage collection that tears the
+        # cycle down in the wrong order would release the exporter's view twice.
+        try:
+            n = len(src)
+            out = array("Q", bytes(8 * n))
+            dst = ffi.from_buffer("uint64_t[]", out)
+            miss = ffi.new("size_t[1]")
+            has_missing = missing is not None
+            try:
+                rc = call(src, n, dst, has_missing, missing if has_missing else 0, miss)
+            finally:
+                ffi.release(dst)
+            address = int(src[miss[0]]) if rc == _ERR_TRANSLATION else 0
+        finally:
+            ffi.release(src)
         if rc == _OK:
             return out
         if rc == _CLOSED:
             self._raise_closed()
-        address = int(src[miss[0]])
         raise TranslationError(f"no map covers address {address:#x}", address)
 
 
