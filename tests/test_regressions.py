@@ -32,3 +32,20 @@ def test_batch_buffer_in_a_collected_cycle_does_not_crash() -> None:
     gc.collect()
     assert kept == [0x9000] * 200
     assert list(tree.to_translated_many(memoryview(array("Q", [0x1800])))) == [0x10800]
+
+
+@pytest.mark.parametrize("backend_name", ["native", "reference"])
+def test_size_first_signatures_check_size_first(backend_name: str) -> None:
+    """api.py: arguments are checked in signature order.  ``alloc(size, translated_addr)`` and
+    ``map_alloc(size, hva)`` checked the address before ``size``."""
+    import importlib
+
+    from iova_native import InvalidMapError
+
+    mod = importlib.import_module(f"iova_native.{backend_name}")
+    with pytest.raises(InvalidMapError, match="size"):
+        mod.IOVATree().alloc(-1, "not an address")
+    with pytest.raises(InvalidMapError, match="size"):
+        mod.VhostIOVATree(0, 1 << 40).map_alloc(-1, None)
+    with pytest.raises(InvalidMapError, match="size"):
+        mod.VhostIOVATree(0, 1 << 40).map_alloc_gpa(1 << 64, 1.5)

@@ -131,6 +131,13 @@ def check_range(start: Any, size: Any, start_name: str, size_name: str = "size")
     return start, size
 
 
+def check_sized(size: Any, start: Any, start_name: str) -> tuple[int, int]:
+    """``check_range`` for signatures that take ``size`` first (``alloc``, ``map_alloc``):
+    ``size`` is checked before the address, so errors follow the signature's order."""
+    check_u64(size, "size")
+    return check_range(start, size, start_name)
+
+
 def check_length(addr: Any, length: Any, addr_name: str) -> tuple[int, int]:
     """Check a byte count ``length`` from ``addr`` (``length`` 0 is an empty buffer)."""
     addr = check_u64(addr, addr_name)
@@ -181,7 +188,7 @@ def check_alloc(
     policy: Any,
 ) -> tuple[int, int, Perm, int, int, int, int, str]:
     """Check every ``alloc`` argument, in signature order; return them normalised."""
-    translated_addr, size = check_range(translated_addr, size, "translated_addr")
+    translated_addr, size = check_sized(size, translated_addr, "translated_addr")
     perm = check_perm(perm)
     id = check_u64(id, "id")
     iova_begin = check_u64(iova_begin, "iova_begin")

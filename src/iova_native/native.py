@@ -522,7 +522,7 @@ class VhostIOVATree(_Native):
             return self._alloc_raw(size, taddr, perm, gpa)
         except (*_ARG_ERRORS, InvalidMapError):
             self._check_open()
-            taddr, size = T.check_range(taddr, size, "gpa" if gpa else "hva")
+            taddr, size = T.check_sized(size, taddr, "gpa" if gpa else "hva")
             return self._alloc_raw(size, taddr, T.check_perm(perm), gpa)
 
     def _alloc_raw(self, size: Any, taddr: Any, perm: Any, gpa: bool) -> DMAMap:

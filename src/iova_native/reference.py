@@ -1,0 +1,751 @@
+"""The reference backend: SPEC sections 4 to 6 in plain Python.
+
+Written to be obviously right rather than fast.  Each tree keeps its maps in a Python list sorted
+by key (the IOVA for ``IOVATree``, the translated address for ``GPATree``) with a parallel list of
+keys for ``bisect``; everything that is not a plain ordered look-up (``find_iova``, ``translate``,
+``alloc``) is a linear scan over that list, so its result follows directly from the definition in
+SPEC.  The native backend must give exactly the same answers.
+
+Every method checks, in this order: that the object is open (``ValueError`` otherwise), then its
+arguments in signature order with the shared helpers of ``_types``; only then does it look at or
+change the tree, so a failed call changes nothing.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from typing import Any, Callable
+
+from ._types import (
+    MAX_U64,
+    DMAMap,
+    InvalidMapError,
+    NoSpaceError,
+    OverlapError,
+    Perm,
+    TranslationError,
+    check_alloc,
+    check_length,
+    check_missing,
+    check_optional_id,
+    check_perm,
+    check_range,
+    check_sized,
+    check_u64,
+)
+from .api import Segment, U64Input
+
+__all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
+
+#: The lowest IOVA a ``VhostIOVATree`` hands out (devices dislike address 0).
+VHOST_MIN_IOVA = 4096
+
+_VALID_PERMS = (Perm.RO, Perm.WO, Perm.RW)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _u64_list(values: U64Input) -> list[int]:
+    """Every element of ``values`` (an iterable of ints or a buffer of uint64), checked."""
+    try:
+        iterator = iter(values)
+    except TypeError:
+        raise TypeError(
+            f"expected a sequence of ints or a buffer of uint64, not {type(values).__name__}"
+        ) from None
+    return [check_u64(x, "address") for x in iterator]
+
+
+def _check_map_fields(m: Any, where: str) -> None:
+    """Raise ``AssertionError`` unless ``m`` is a ``DMAMap`` with valid fields."""
+    if type(m) is not DMAMap:
+        raise AssertionError(f"{where}: stored object is not a DMAMap: {m!r}")
+    if len(m) != 5:
+        raise AssertionError(f"{where}: DMAMap does not have five fields: {m!r}")
+    for name, value in zip(("iova", "translated_addr", "size", "id"), (m[0], m[1], m[2], m[4])):
+        if type(value) is not int or not 0 <= value <= MAX_U64:
+            raise AssertionError(f"{where}: field {name} is not a u64: {m!r}")
+    if m.iova + m.size > MAX_U64:
+        raise AssertionError(f"{where}: IOVA range wraps past 2**64-1: {m!r}")
+    if m.translated_addr + m.size > MAX_U64:
+        raise AssertionError(f"{where}: translated range wraps past 2**64-1: {m!r}")
+    if type(m.perm) is not Perm or m.perm not in _VALID_PERMS:
+        raise AssertionError(f"{where}: invalid perm: {m!r}")
+
+
+class _SortedMaps:
+    """Maps kept sorted by a key range that no two of them may share.
+
+    ``first(m)`` and ``last(m)`` give a map's key range (inclusive).  Used by ``IOVATree`` (keyed
+    by the IOVA range) and ``GPATree`` (keyed by the translated range).
+    """
+
+    def __init__(self, first: Callable[[DMAMap], int], last: Callable[[DMAMap], int]) -> None:
+        self.first = first
+        self.last = last
+        self.maps: list[DMAMap] = []
+        self.keys: list[int] = []  # self.first(m) for every m in self.maps, same order
+        self.mods = 0  # bumped by every successful change; iterators compare it
+
+    def _span(self, start: int, last: int) -> tuple[int, int]:
+        """``i, j`` such that ``maps[i:j]`` are the maps overlapping ``[start, last]``."""
+        # A map that starts at or before ``start`` can only be the one just before the insertion
+        # point (no overlaps); every later map overlaps while it starts at or before ``last``.
+        i = bisect_right(self.keys, start) - 1
+        if i < 0 or self.last(self.maps[i]) < start:
+            i += 1
+        return i, bisect_right(self.keys, last)
+
+    def overlapping(self, start: int, last: int) -> list[DMAMap]:
+        """Every stored map whose key range overlaps ``[start, last]``, in key order."""
+        i, j = self._span(start, last)
+        return self.maps[i:j]
+
+    def find(self, start: int, last: int) -> DMAMap | None:
+        """The stored map with the lowest key that overlaps ``[start, last]``."""
+        hits = self.overlapping(start, last)
+        return hits[0] if hits else None
+
+    def add(self, m: DMAMap) -> None:
+        """Store ``m``, which the caller has checked overlaps nothing."""
+        i = bisect_left(self.keys, self.first(m))
+        self.maps.insert(i, m)
+        self.keys.insert(i, self.first(m))
+        self.mods += 1
+
+    def discard(self, start: int, last: int) -> list[DMAMap]:
+        """Remove every map whose key range overlaps ``[start, last]``; return them."""
+        i, j = self._span(start, last)
+        hits = self.maps[i:j]
+        if hits:
+            del self.maps[i:j]
+            del self.keys[i:j]
+            self.mods += 1
+        return hits
+
+    def clear(self) -> None:
+        self.maps.clear()
+        self.keys.clear()
+        self.mods += 1
+
+    def check(self, where: str) -> None:
+        """Raise ``AssertionError`` naming the first broken invariant."""
+        if len(self.keys) != len(self.maps):
+            raise AssertionError(f"{where}: key list and map list differ in length")
+        previous: DMAMap | None = None
+        for key, m in zip(self.keys, self.maps):
+            _check_map_fields(m, where)
+            if key != self.first(m):
+                raise AssertionError(f"{where}: key {key:#x} does not match {m!r}")
+            if previous is not None:
+                if self.first(previous) >= self.first(m):
+                    raise AssertionError(f"{where}: order broken: {previous!r} before {m!r}")
+                if self.last(previous) >= self.first(m):
+                    raise AssertionError(f"{where}: overlap: {previous!r} and {m!r}")
+            previous = m
+
+
+def _iova_first(m: DMAMap) -> int:
+    return m.iova
+
+
+def _iova_last(m: DMAMap) -> int:
+    return m.last
+
+
+def _translated_first(m: DMAMap) -> int:
+    return m.translated_addr
+
+
+def _translated_last(m: DMAMap) -> int:
+    return m.translated_last
+
+
+class _TreeBase:
+    """What ``IOVATree`` and ``GPATree`` share: storage, closing, listing, iteration."""
+
+    _name = "tree"
+
+    def __init__(self, first: Callable[[DMAMap], int], last: Callable[[DMAMap], int]) -> None:
+        self._store = _SortedMaps(first, last)
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self._name} is closed")
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Free the tree; every later call except ``close()`` raises ``ValueError``."""
+        if not self._closed:
+            self._store.clear()
+            self._closed = True
+
+    def clear(self) -> None:
+        """Remove every map."""
+        self._check_open()
+        self._store.clear()
+
+    def __enter__(self) -> Any:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- listing
+
+    def __len__(self) -> int:
+        self._check_open()
+        return len(self._store.maps)
+
+    def maps(self) -> list[DMAMap]:
+        """Every stored map, in key order."""
+        self._check_open()
+        return list(self._store.maps)
+
+    def __iter__(self) -> Iterator[DMAMap]:
+        """The maps in key order; ``RuntimeError`` if the tree changes while iterating."""
+        self._check_open()
+        return self._iterate(self._store.mods)
+
+    def _iterate(self, mods: int) -> Iterator[DMAMap]:
+        i = 0
+        while True:
+            self._check_open()
+            if self._store.mods != mods:
+                raise RuntimeError(f"{self._name} changed during iteration")
+            if i >= len(self._store.maps):
+                return
+            yield self._store.maps[i]
+            i += 1
+
+    def _insert_checked(self, map: Any) -> DMAMap:
+        """Type-check and re-validate ``map``; raise ``OverlapError`` if its key is taken."""
+        if not isinstance(map, DMAMap):
+            raise TypeError(f"insert() needs a DMAMap, not {type(map).__name__}")
+        # Rebuilding through the constructor validates every field again (a DMAMap built with
+        # ``_trusted`` is not checked) and normalises it to a plain DMAMap.
+        m = DMAMap(*tuple.__iter__(map))
+        store = self._store
+        existing = store.find(store.first(m), store.last(m))
+        if existing is not None:
+            raise OverlapError(f"{m!r} overlaps stored {existing!r}", existing=existing)
+        store.add(m)
+        return m
+
+    def check(self) -> None:
+        """Verify every invariant; ``AssertionError`` naming the first broken one."""
+        self._check_open()
+        self._store.check(self._name)
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<reference.{self._name}: closed>"
+        n = len(self._store.maps)
+        return f"<reference.{self._name}: {n} map{'' if n == 1 else 's'}>"
+
+
+# --------------------------------------------------------------------------- IOVATree
+
+
+class IOVATree(_TreeBase):
+    """QEMU's ``IOVATree``: maps keyed by IOVA; translated ranges may overlap (aliasing)."""
+
+    _name = "IOVATree"
+
+    def __init__(self) -> None:
+        """An empty tree (``iova_tree_new``)."""
+        super().__init__(_iova_first, _iova_last)
+
+    def insert(self, map: DMAMap) -> None:
+        """Store ``map``.
+
+        ``TypeError`` unless a ``DMAMap``; ``OverlapError`` (``.existing`` = the stored map with
+        the lowest IOVA that overlaps it) if its IOVA range is taken.
+        """
+        self._check_open()
+        self._insert_checked(map)
+
+    def find(self, iova: int, size: int = 0) -> DMAMap | None:
+        """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``, else None."""
+        self._check_open()
+        iova, size = check_range(iova, size, "iova")
+        return self._store.find(iova, iova + size)
+
+    def _find_iova(self, addr: int, last: int, id: int | None) -> DMAMap | None:
+        for m in self._store.maps:  # IOVA order: the first hit has the lowest IOVA
+            if m.translated_addr <= last and addr <= m.translated_last:
+                if id is None or m.id == id:
+                    return m
+        return None
+
+    def find_iova(
+        self, translated_addr: int, size: int = 0, id: int | None = None
+    ) -> DMAMap | None:
+        """Reverse look-up.
+
+        Among maps whose translated range overlaps ``[translated_addr, translated_addr + size]``
+        (and whose ``id`` equals ``id`` unless it is None): the one with the lowest IOVA, else
+        None.
+        """
+        self._check_open()
+        translated_addr, size = check_range(translated_addr, size, "translated_addr")
+        id = check_optional_id(id)
+        return self._find_iova(translated_addr, translated_addr + size, id)
+
+    def _translate(self, addr: int, length: int, id: int | None) -> list[Segment]:
+        segments: list[Segment] = []
+        if length == 0:
+            return segments
+        end = addr + length - 1  # last byte of the buffer; <= MAX_U64 (checked)
+        p = addr
+        while True:
+            best: DMAMap | None = None
+            for m in self._store.maps:  # IOVA order, so ties keep the lowest IOVA
+                if (id is None or m.id == id) and m.translated_addr <= p <= m.translated_last:
+                    if best is None or m.translated_last > best.translated_last:
+                        best = m
+            if best is None:
+                raise TranslationError(f"no map covers translated address {p:#x}", address=p)
+            stop = min(best.translated_last, end)
+            segments.append((best.iova + (p - best.translated_addr), stop - p + 1))
+            if stop == end:
+                return segments
+            p = stop + 1  # stop < end <= MAX_U64, so no wrap
+
+    def translate(self, translated_addr: int, length: int, id: int | None = None) -> list[Segment]:
+        """Minimal ``(iova, nbytes)`` segments covering ``length`` bytes from ``translated_addr``.
+
+        At each position the qualifying map (``id`` matching unless None) that covers it and
+        reaches furthest is used, ties to the lowest IOVA.  ``length=0`` gives ``[]``.  The first
+        byte no qualifying map covers raises ``TranslationError`` with ``.address`` set to it.
+        """
+        self._check_open()
+        translated_addr, length = check_length(translated_addr, length, "translated_addr")
+        id = check_optional_id(id)
+        return self._translate(translated_addr, length, id)
+
+    def _holes(self) -> Iterator[tuple[int, int]]:
+        """The free IOVA ranges ``(first, last)`` in ascending order, inclusive."""
+        start = 0  # lowest IOVA not yet known to be taken
+        for m in self._store.maps:
+            if m.iova > start:
+                yield start, m.iova - 1
+            start = m.last + 1
+        if start <= MAX_U64:
+            yield start, MAX_U64
+
+    def _place(
+        self, size: int, iova_begin: int, iova_last: int, align: int, policy: str
+    ) -> int | None:
+        """The IOVA ``alloc`` would use, or None when nothing fits."""
+        found: int | None = None
+        for hole_first, hole_last in self._holes():
+            lo = max(hole_first, iova_begin)
+            hi = min(hole_last, iova_last)
+            if lo > hi or hi - lo < size:
+                continue
+            if policy == "first":
+                iova = -(-lo // align) * align  # round up
+                if iova + size <= hi:
+                    return iova
+            else:
+                iova = (hi - size) // align * align  # round down
+                if iova >= lo:
+                    found = iova  # keep the highest: later holes are higher
+        return found
+
+    def alloc(
+        self,
+        size: int,
+        translated_addr: int = 0,
+        perm: Perm = Perm.RW,
+        id: int = 0,
+        iova_begin: int = 0,
+        iova_last: int = MAX_U64,
+        align: int = 1,
+        policy: str = "first",
+    ) -> DMAMap:
+        """Place, insert and return a map of ``size`` (inclusive) in ``[iova_begin, iova_last]``.
+
+        ``policy="first"``: the lowest IOVA ``>= iova_begin``, a multiple of ``align``, where
+        ``[iova, iova + size]`` overlaps no stored map and ``iova + size <= iova_last``;
+        ``policy="last"``: the highest such IOVA.  ``InvalidMapError`` for bad arguments,
+        ``NoSpaceError`` when no hole fits.
+        """
+        self._check_open()
+        size, translated_addr, perm, id, iova_begin, iova_last, align, policy = check_alloc(
+            size, translated_addr, perm, id, iova_begin, iova_last, align, policy
+        )
+        iova = self._place(size, iova_begin, iova_last, align, policy)
+        if iova is None:
+            raise NoSpaceError(
+                f"no free IOVA range of size {size:#x} aligned to {align:#x} in "
+                f"[{iova_begin:#x}, {iova_last:#x}]"
+            )
+        m = DMAMap(iova, translated_addr, size, perm, id)
+        self._store.add(m)
+        return m
+
+    def remove(self, iova: int, size: int = 0) -> int:
+        """Remove every map whose IOVA range overlaps ``[iova, iova + size]``; return how many."""
+        self._check_open()
+        iova, size = check_range(iova, size, "iova")
+        return len(self._store.discard(iova, iova + size))
+
+    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
+        """For each IOVA, ``map.translated_addr + (iova - map.iova)`` as ``array('Q')``.
+
+        A miss raises ``TranslationError`` naming the first IOVA missed, unless ``missing`` is
+        an int, which is written in its place.
+        """
+        self._check_open()
+        missing = check_missing(missing)
+        out = array("Q")
+        for iova in _u64_list(iovas):
+            m = self._store.find(iova, iova)
+            if m is not None:
+                out.append(m.translated_addr + (iova - m.iova))
+            elif missing is not None:
+                out.append(missing)
+            else:
+                raise TranslationError(f"no map covers IOVA {iova:#x}", address=iova)
+        return out
+
+    def to_iova_many(
+        self, translated_addrs: U64Input, id: int | None = None, missing: int | None = None
+    ) -> array:
+        """For each translated address, the IOVA through ``find_iova(addr, 0, id)``.
+
+        A miss raises ``TranslationError`` naming the first address missed, unless ``missing``
+        is an int, which is written in its place.
+        """
+        self._check_open()
+        id = check_optional_id(id)
+        missing = check_missing(missing)
+        out = array("Q")
+        for addr in _u64_list(translated_addrs):
+            m = self._find_iova(addr, addr, id)
+            if m is not None:
+                out.append(m.iova + (addr - m.translated_addr))
+            elif missing is not None:
+                out.append(missing)
+            else:
+                raise TranslationError(f"no map covers translated address {addr:#x}", address=addr)
+        return out
+
+
+# --------------------------------------------------------------------------- GPATree
+
+
+class GPATree(_TreeBase):
+    """QEMU's ``gpa_tree_new``: maps keyed by the translated address (GPA), never overlapping."""
+
+    _name = "GPATree"
+
+    def __init__(self) -> None:
+        """An empty tree."""
+        super().__init__(_translated_first, _translated_last)
+
+    def insert(self, map: DMAMap) -> None:
+        """Store ``map``.
+
+        ``TypeError`` unless a ``DMAMap``; ``OverlapError`` (``.existing`` = the stored map with
+        the lowest translated address that overlaps it) if its translated range is taken.
+        """
+        self._check_open()
+        self._insert_checked(map)
+
+    def find(self, translated_addr: int, size: int = 0) -> DMAMap | None:
+        """The map with the lowest translated address overlapping the range, else None."""
+        self._check_open()
+        translated_addr, size = check_range(translated_addr, size, "translated_addr")
+        return self._store.find(translated_addr, translated_addr + size)
+
+    def remove(self, translated_addr: int, size: int = 0) -> int:
+        """Remove every map whose translated range overlaps the range; return how many."""
+        self._check_open()
+        translated_addr, size = check_range(translated_addr, size, "translated_addr")
+        return len(self._store.discard(translated_addr, translated_addr + size))
+
+    def _translate(self, addr: int, length: int) -> list[Segment]:
+        """Segments for ``length`` bytes of GPA from ``addr`` (maps never overlap here)."""
+        segments: list[Segment] = []
+        if length == 0:
+            return segments
+        end = addr + length - 1
+        p = addr
+        while True:
+            m = self._store.find(p, p)
+            if m is None:
+                raise TranslationError(f"no map covers GPA {p:#x}", address=p)
+            stop = min(m.translated_last, end)
+            segments.append((m.iova + (p - m.translated_addr), stop - p + 1))
+            if stop == end:
+                return segments
+            p = stop + 1
+
+    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> array:
+        """For each GPA, ``map.iova + (gpa - map.translated_addr)`` as ``array('Q')``.
+
+        A miss raises ``TranslationError`` naming the first GPA missed, unless ``missing`` is an
+        int, which is written in its place.
+        """
+        self._check_open()
+        missing = check_missing(missing)
+        out = array("Q")
+        for gpa in _u64_list(translated_addrs):
+            m = self._store.find(gpa, gpa)
+            if m is not None:
+                out.append(m.iova + (gpa - m.translated_addr))
+            elif missing is not None:
+                out.append(missing)
+            else:
+                raise TranslationError(f"no map covers GPA {gpa:#x}", address=gpa)
+        return out
+
+
+# --------------------------------------------------------------------------- VhostIOVATree
+
+
+class VhostIOVATree:
+    """QEMU's ``VhostIOVATree``: an IOVA allocation tree, host-only IOVA->HVA maps and
+    GPA->IOVA maps for guest memory.
+
+    Every stored map (host or guest) owns exactly one allocation with the same IOVA range, and
+    every allocation belongs to exactly one map.  Allocations are listed as
+    ``DMAMap(iova, 0, size, perm, 0)``.
+    """
+
+    def __init__(self, iova_first: int, iova_last: int) -> None:
+        """Hand out IOVAs in ``[max(iova_first, 4096), iova_last]``.
+
+        ``InvalidMapError`` if ``iova_last`` is below the effective first IOVA.
+        """
+        iova_first = check_u64(iova_first, "iova_first")
+        iova_last = check_u64(iova_last, "iova_last")
+        first = max(iova_first, VHOST_MIN_IOVA)
+        if iova_last < first:
+            raise InvalidMapError(
+                f"iova_last={iova_last:#x} is below the first usable IOVA {first:#x}"
+            )
+        self._iova_first = first
+        self._iova_last = iova_last
+        self._alloc = IOVATree()  # IOVA-only: what is taken
+        self._host = IOVATree()  # IOVA -> HVA, host-only buffers (id 0)
+        self._gpa = GPATree()  # GPA -> IOVA, guest memory (id = GPA)
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("VhostIOVATree is closed")
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Free all three trees; every later call except ``close()`` raises ``ValueError``."""
+        if not self._closed:
+            self._alloc.close()
+            self._host.close()
+            self._gpa.close()
+            self._closed = True
+
+    def clear(self) -> None:
+        """Remove every map and every allocation."""
+        self._check_open()
+        self._alloc.clear()
+        self._host.clear()
+        self._gpa.clear()
+
+    def __enter__(self) -> Any:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<reference.VhostIOVATree: closed>"
+        return (
+            f"<reference.VhostIOVATree: {len(self._host)} host maps, {len(self._gpa)} guest maps>"
+        )
+
+    # ----------------------------------------------------------------- mapping
+
+    def _allocate(self, size: int, perm: Perm) -> DMAMap:
+        """Take the lowest free IOVA range of ``size``; ``NoSpaceError`` if none."""
+        return self._alloc.alloc(size, 0, perm, 0, self._iova_first, self._iova_last, 1, "first")
+
+    def map_alloc(self, size: int, hva: int, perm: Perm = Perm.RW) -> DMAMap:
+        """Allocate the lowest free IOVA range and record IOVA->HVA (``id`` 0); return the map.
+
+        ``NoSpaceError`` if no IOVA range of ``size`` is free.
+        """
+        self._check_open()
+        hva, size = check_sized(size, hva, "hva")
+        perm = check_perm(perm)
+        a = self._allocate(size, perm)
+        m = DMAMap(a.iova, hva, size, perm, 0)
+        self._host.insert(m)  # cannot overlap: the IOVA range was just allocated
+        return m
+
+    def map_alloc_gpa(self, size: int, gpa: int, perm: Perm = Perm.RW) -> DMAMap:
+        """Allocate an IOVA range and record GPA->IOVA; the map has ``translated_addr = id =
+        gpa``.
+
+        ``NoSpaceError`` first; then ``OverlapError`` (``.existing`` = the guest map hit) if the
+        GPA range is taken, after the allocation has been rolled back.
+        """
+        self._check_open()
+        gpa, size = check_sized(size, gpa, "gpa")
+        perm = check_perm(perm)
+        a = self._allocate(size, perm)
+        m = DMAMap(a.iova, gpa, size, perm, gpa)
+        try:
+            self._gpa.insert(m)
+        except OverlapError:
+            self._alloc.remove(a.iova, a.size)  # roll back: nothing leaks (SPEC section 8.5)
+            raise
+        return m
+
+    def find_iova(self, hva: int, size: int = 0) -> DMAMap | None:
+        """The host-only map with the lowest IOVA whose HVA range overlaps ``[hva, hva +
+        size]``, else None."""
+        self._check_open()
+        hva, size = check_range(hva, size, "hva")
+        return self._host._find_iova(hva, hva + size, None)
+
+    def find_gpa(self, gpa: int, size: int = 0) -> DMAMap | None:
+        """The guest map with the lowest GPA overlapping ``[gpa, gpa + size]``, else None."""
+        self._check_open()
+        gpa, size = check_range(gpa, size, "gpa")
+        return self._gpa.find(gpa, size)
+
+    def remove(self, iova: int, size: int = 0) -> int:
+        """Remove the host-only maps overlapping the IOVA range and their allocations; return
+        how many maps."""
+        self._check_open()
+        iova, size = check_range(iova, size, "iova")
+        hits = self._host._store.overlapping(iova, iova + size)
+        for m in hits:
+            self._host.remove(m.iova, m.size)
+            self._alloc.remove(m.iova, m.size)
+        return len(hits)
+
+    def remove_gpa(self, gpa: int, size: int = 0) -> int:
+        """Remove the guest maps overlapping the GPA range and their allocations; return how
+        many maps."""
+        self._check_open()
+        gpa, size = check_range(gpa, size, "gpa")
+        hits = self._gpa._store.overlapping(gpa, gpa + size)
+        for m in hits:
+            self._gpa.remove(m.translated_addr, m.size)
+            self._alloc.remove(m.iova, m.size)
+        return len(hits)
+
+    # ----------------------------------------------------------------- translation
+
+    def translate(self, hva: int, length: int, gpa: int | None = None) -> list[Segment]:
+        """``(iova, nbytes)`` segments for the ``length`` bytes at ``hva``.
+
+        Without ``gpa``: through the host-only tree (as ``IOVATree.translate``).  With ``gpa``:
+        the buffer ``[gpa, gpa + length)`` through the GPA->IOVA tree, each position taken from
+        the guest map covering it (``hva`` is only checked, as SVQ does).  ``TranslationError``
+        (``.address`` = the first uncovered byte, an HVA or a GPA) on a hole.
+        """
+        self._check_open()
+        hva, length = check_length(hva, length, "hva")
+        if gpa is None:
+            return self._host._translate(hva, length, None)
+        gpa, length = check_length(gpa, length, "gpa")
+        return self._gpa._translate(gpa, length)
+
+    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array:
+        """Batch HVA -> IOVA through the host-only maps (lowest IOVA among aliases)."""
+        self._check_open()
+        return self._host.to_iova_many(hvas, None, missing)
+
+    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> array:
+        """Batch GPA -> IOVA through the guest maps."""
+        self._check_open()
+        return self._gpa.to_iova_many(gpas, missing)
+
+    # ----------------------------------------------------------------- listing
+
+    def __len__(self) -> int:
+        """Host-only maps plus guest maps."""
+        self._check_open()
+        return len(self._host) + len(self._gpa)
+
+    def host_maps(self) -> list[DMAMap]:
+        """The host-only maps, in IOVA order."""
+        self._check_open()
+        return self._host.maps()
+
+    def gpa_maps(self) -> list[DMAMap]:
+        """The guest maps, in GPA order."""
+        self._check_open()
+        return self._gpa.maps()
+
+    def allocated(self) -> list[DMAMap]:
+        """The allocations, ``DMAMap(iova, 0, size, perm, 0)``, in IOVA order."""
+        self._check_open()
+        return self._alloc.maps()
+
+    def check(self) -> None:
+        """Verify every invariant; ``AssertionError`` naming the first broken one."""
+        self._check_open()
+        self._alloc.check()
+        self._host.check()
+        self._gpa.check()
+        allocs = self._alloc.maps()
+        by_range: dict[tuple[int, int], list[DMAMap]] = {}
+        for a in allocs:
+            if a.translated_addr != 0 or a.id != 0:
+                raise AssertionError(f"VhostIOVATree: allocation is not IOVA-only: {a!r}")
+            if a.iova < self._iova_first:
+                raise AssertionError(
+                    f"VhostIOVATree: allocation below iova_first={self._iova_first:#x}: {a!r}"
+                )
+            if a.last > self._iova_last:
+                raise AssertionError(
+                    f"VhostIOVATree: allocation above iova_last={self._iova_last:#x}: {a!r}"
+                )
+            by_range[(a.iova, a.size)] = []
+        for m in self._host.maps():
+            if m.id != 0:
+                raise AssertionError(f"VhostIOVATree: host-only map with id != 0: {m!r}")
+        for m in self._gpa.maps():
+            if m.id != m.translated_addr:
+                raise AssertionError(f"VhostIOVATree: guest map with id != GPA: {m!r}")
+        for m in self._host.maps() + self._gpa.maps():
+            owners = by_range.get((m.iova, m.size))
+            if owners is None:
+                raise AssertionError(f"VhostIOVATree: map without an allocation: {m!r}")
+            owners.append(m)
+        for a in allocs:
+            owners = by_range[(a.iova, a.size)]
+            if len(owners) != 1:
+                raise AssertionError(
+                    f"VhostIOVATree: allocation {a!r} belongs to {len(owners)} maps: {owners!r}"
+                )
+            if owners[0].perm != a.perm:
+                raise AssertionError(
+                    f"VhostIOVATree: allocation {a!r} and its map {owners[0]!r} differ in perm"
+                )

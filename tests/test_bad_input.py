@@ -1,0 +1,392 @@
+"""Every public method against every bad-input class of SPEC section 3.
+
+For each (method, argument, bad value) the call must raise the named error -- ``TypeError`` for a
+wrong type, ``InvalidMapError`` for an out-of-range value, a wrapping range or a bad perm /
+alignment / policy, ``ValueError`` for a closed object -- and leave the tree exactly as it was
+(``maps()``, and for ``VhostIOVATree`` also ``host_maps()``, ``gpa_maps()`` and ``allocated()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from iova_native import MAX_U64, DMAMap, InvalidMapError, IOVAError, Perm
+
+# ------------------------------------------------------------------------ bad values by kind
+
+#: (value, error, label) for an argument that must be an int in 0..2**64-1.
+U64_BAD = [
+    (-1, InvalidMapError, "negative"),
+    (1 << 64, InvalidMapError, "2**64"),
+    (1.0, TypeError, "float"),
+    ("1", TypeError, "str"),
+    (None, TypeError, "None"),
+]
+#: The same for an argument where None is allowed (``id``, ``missing``, ``gpa``).
+OPT_U64_BAD = [case for case in U64_BAD if case[2] != "None"]
+PERM_BAD = [
+    (Perm.NONE, InvalidMapError, "Perm.NONE"),
+    (0, InvalidMapError, "perm0"),
+    (4, InvalidMapError, "perm4"),
+    (-1, InvalidMapError, "perm-1"),
+    (1.0, TypeError, "float"),
+    ("RW", TypeError, "str"),
+    (None, TypeError, "None"),
+]
+#: For a batch input: the container itself, or one bad element among good ones.
+BATCH_BAD = [
+    (None, TypeError, "None"),
+    (5, TypeError, "int"),
+    ([0x1000, -1], InvalidMapError, "elem-negative"),
+    ([0x1000, 1 << 64], InvalidMapError, "elem-2**64"),
+    ([0x1000, 1.0], TypeError, "elem-float"),
+    ([0x1000, "1"], TypeError, "elem-str"),
+    ([0x1000, None], TypeError, "elem-None"),
+]
+MAP_BAD = [
+    ((0x9000, 0, 0xFFF, 3, 0), TypeError, "tuple"),
+    ([0x9000, 0, 0xFFF, 3, 0], TypeError, "list"),
+    (None, TypeError, "None"),
+    (0x9000, TypeError, "int"),
+    ("map", TypeError, "str"),
+    # maps that only private constructors can build: insert must still refuse them
+    (DMAMap._trusted((MAX_U64, 0, 1, Perm.RW, 0)), InvalidMapError, "forged-iova-wrap"),
+    (DMAMap._trusted((0x9000, MAX_U64, 1, Perm.RW, 0)), InvalidMapError, "forged-xlat-wrap"),
+    (DMAMap._trusted((0x9000, 0, 0xFFF, Perm.NONE, 0)), InvalidMapError, "forged-perm-none"),
+]
+KINDS = {
+    "u64": U64_BAD,
+    "opt": OPT_U64_BAD,
+    "perm": PERM_BAD,
+    "batch": BATCH_BAD,
+    "map": MAP_BAD,
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method, its valid arguments with their kinds, and extra bad combinations."""
+
+    cls: str
+    name: str
+    params: tuple[tuple[str, str, Any], ...]  # (name, kind, good value)
+    extra: tuple[tuple[tuple[Any, ...], type[BaseException], str], ...] = ()
+
+
+W = MAX_U64
+GOOD_MAP = DMAMap(0x9000, 0x9000_0000, 0xFFF)
+
+METHODS = [
+    # ------------------------------------------------------------------ IOVATree
+    Method("IOVATree", "insert", (("map", "map", GOOD_MAP),)),
+    Method(
+        "IOVATree",
+        "find",
+        (("iova", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "iova-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "IOVATree",
+        "find_iova",
+        (("translated_addr", "u64", 0x1000), ("size", "u64", 0), ("id", "opt", None)),
+        (((W, 1, None), InvalidMapError, "xlat-wrap"), ((2, W, 0), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "IOVATree",
+        "translate",
+        (("translated_addr", "u64", 0x1000_0000), ("length", "u64", 0x10), ("id", "opt", None)),
+        (((W, 2, None), InvalidMapError, "xlat-wrap"), ((2, W, None), InvalidMapError, "len-wrap")),
+    ),
+    Method(
+        "IOVATree",
+        "alloc",
+        (
+            ("size", "u64", 0xFFF),
+            ("translated_addr", "u64", 0x5000),
+            ("perm", "perm", Perm.RW),
+            ("id", "u64", 0),
+            ("iova_begin", "u64", 0),
+            ("iova_last", "u64", W),
+            ("align", "u64", 1),
+            ("policy", "policy", "first"),
+        ),
+        (
+            ((1, W, Perm.RW, 0, 0, W, 1, "first"), InvalidMapError, "xlat-wrap"),
+            ((W, 1, Perm.RW, 0, 0, W, 1, "first"), InvalidMapError, "size-xlat-wrap"),
+            ((0xFFF, 0, Perm.RW, 0, 0x2000, 0x1FFF, 1, "first"), InvalidMapError, "last<begin"),
+            ((0xFFF, 0, Perm.RW, 0, 1, 0, 1, "last"), InvalidMapError, "last<begin-2"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 0, "first"), InvalidMapError, "align0"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 3, "first"), InvalidMapError, "align3"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 0x1800, "first"), InvalidMapError, "align0x1800"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 1, "middle"), InvalidMapError, "policy-middle"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 1, ""), InvalidMapError, "policy-empty"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 1, "FIRST"), InvalidMapError, "policy-FIRST"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 1, None), TypeError, "policy-None"),
+            ((0xFFF, 0, Perm.RW, 0, 0, W, 1, 0), TypeError, "policy-int"),
+        ),
+    ),
+    Method(
+        "IOVATree",
+        "remove",
+        (("iova", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "iova-wrap"), ((0x1000, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "IOVATree",
+        "to_translated_many",
+        (("iovas", "batch", [0x1000]), ("missing", "opt", None)),
+    ),
+    Method(
+        "IOVATree",
+        "to_iova_many",
+        (("translated_addrs", "batch", [0x1000_0000]), ("id", "opt", None), ("missing", "opt", 0)),
+    ),
+    # ------------------------------------------------------------------ GPATree
+    Method("GPATree", "insert", (("map", "map", GOOD_MAP),)),
+    Method(
+        "GPATree",
+        "find",
+        (("translated_addr", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "xlat-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "GPATree",
+        "remove",
+        (("translated_addr", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "xlat-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "GPATree",
+        "to_iova_many",
+        (("translated_addrs", "batch", [0x1000]), ("missing", "opt", None)),
+    ),
+    # ------------------------------------------------------------------ VhostIOVATree
+    Method(
+        "VhostIOVATree",
+        "map_alloc",
+        (("size", "u64", 0xFFF), ("hva", "u64", 0x7000_0000), ("perm", "perm", Perm.RW)),
+        (((0x100, W - 0x10, Perm.RW), InvalidMapError, "hva-wrap"),),
+    ),
+    Method(
+        "VhostIOVATree",
+        "map_alloc_gpa",
+        (("size", "u64", 0xFFF), ("gpa", "u64", 0x4000_0000), ("perm", "perm", Perm.RW)),
+        (((0x100, W - 0x10, Perm.RW), InvalidMapError, "gpa-wrap"),),
+    ),
+    Method(
+        "VhostIOVATree",
+        "find_iova",
+        (("hva", "u64", 0x7000_0000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "hva-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "VhostIOVATree",
+        "find_gpa",
+        (("gpa", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "gpa-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "VhostIOVATree",
+        "remove",
+        (("iova", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "iova-wrap"), ((0x1000, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "VhostIOVATree",
+        "remove_gpa",
+        (("gpa", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "gpa-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "VhostIOVATree",
+        "translate",
+        (("hva", "u64", 0x7000_0000), ("length", "u64", 0x10), ("gpa", "opt", None)),
+        (
+            ((W, 2, None), InvalidMapError, "hva-wrap"),
+            ((2, W, None), InvalidMapError, "len-wrap"),
+            ((0x7000_0000, 2, W), InvalidMapError, "gpa-wrap"),
+        ),
+    ),
+    Method(
+        "VhostIOVATree",
+        "to_iova_many",
+        (("hvas", "batch", [0x7000_0000]), ("missing", "opt", None)),
+    ),
+    Method(
+        "VhostIOVATree",
+        "gpa_to_iova_many",
+        (("gpas", "batch", [0x1000]), ("missing", "opt", None)),
+    ),
+]
+
+#: Methods without arguments; checked on closed objects only.
+NULLARY = {
+    "IOVATree": ("__len__", "__iter__", "maps", "clear", "check", "__enter__"),
+    "GPATree": ("__len__", "__iter__", "maps", "clear", "check", "__enter__"),
+    "VhostIOVATree": (
+        "__len__",
+        "host_maps",
+        "gpa_maps",
+        "allocated",
+        "clear",
+        "check",
+        "__enter__",
+    ),
+}
+
+POLICY_BAD: list[tuple[Any, type[BaseException], str]] = []  # covered by ``extra``
+
+
+def _bad_cases() -> Iterator[Any]:
+    for m in METHODS:
+        good = tuple(value for _, _, value in m.params)
+        for pos, (pname, kind, _) in enumerate(m.params):
+            for value, error, label in KINDS.get(kind, POLICY_BAD):
+                args = good[:pos] + (value,) + good[pos + 1 :]
+                yield pytest.param(
+                    m.cls, m.name, args, error, id=f"{m.cls}.{m.name}-{pname}-{label}"
+                )
+        for args, error, label in m.extra:
+            yield pytest.param(m.cls, m.name, args, error, id=f"{m.cls}.{m.name}-{label}")
+
+
+def _good_calls() -> Iterator[Any]:
+    for m in METHODS:
+        good = tuple(value for _, _, value in m.params)
+        yield pytest.param(m.cls, m.name, good, id=f"{m.cls}.{m.name}")
+    for cls, names in NULLARY.items():
+        for name in names:
+            yield pytest.param(cls, name, (), id=f"{cls}.{name}")
+
+
+def _closed_bad_calls() -> Iterator[Any]:
+    """Each method with its first bad argument: on a closed object ``ValueError`` wins."""
+    for m in METHODS:
+        good = tuple(value for _, _, value in m.params)
+        _, kind, _ = m.params[0]
+        value = KINDS[kind][0][0]
+        yield pytest.param(m.cls, m.name, (value,) + good[1:], id=f"{m.cls}.{m.name}")
+
+
+# ------------------------------------------------------------------------ populated objects
+
+
+def make(backend: Any, cls: str) -> Any:
+    """A populated object of class ``cls`` from ``backend``."""
+    if cls == "IOVATree":
+        t = backend.IOVATree()
+        t.insert(DMAMap(0x1000, 0x1000_0000, 0xFFF, Perm.RO, 1))
+        t.insert(DMAMap(0x3000, 0x1000_0000, 0x1FFF, Perm.RW, 2))
+        t.insert(DMAMap(0x8000, 0x2000_0000, 0x0, Perm.WO, 0))
+        return t
+    if cls == "GPATree":
+        t = backend.GPATree()
+        t.insert(DMAMap(0x1000, 0x0, 0x9FFFF, Perm.RW, 0x0))
+        t.insert(DMAMap(0xA1000, 0x100000, 0xFFFFF, Perm.RW, 0x100000))
+        return t
+    v = backend.VhostIOVATree(0, 0xFFFF_FFFF)
+    v.map_alloc_gpa(0x9FFFF, 0x0)
+    v.map_alloc_gpa(0xFFFF, 0x100000, Perm.RO)
+    v.map_alloc(0x3FFF, 0x7000_0000)
+    v.map_alloc(0xFFF, 0x7100_0000, Perm.WO)
+    return v
+
+
+def state(obj: Any) -> Any:
+    """Everything observable about ``obj``'s contents."""
+    if hasattr(obj, "host_maps"):
+        return (obj.host_maps(), obj.gpa_maps(), obj.allocated(), len(obj))
+    return (obj.maps(), list(obj), len(obj))
+
+
+# ------------------------------------------------------------------------ tests
+
+
+@pytest.mark.parametrize("cls, name, args, error", list(_bad_cases()))
+def test_bad_argument(backend, cls, name, args, error):
+    obj = make(backend, cls)
+    before = state(obj)
+    with pytest.raises(error):
+        getattr(obj, name)(*args)
+    assert state(obj) == before
+    obj.check()
+
+
+@pytest.mark.parametrize("cls, name, args", list(_good_calls()))
+def test_closed_raises_value_error(backend, cls, name, args):
+    obj = make(backend, cls)
+    obj.close()
+    with pytest.raises(ValueError) as info:
+        getattr(obj, name)(*args)
+    assert not isinstance(info.value, IOVAError)
+    assert obj.closed is True
+    obj.close()  # still idempotent
+    assert obj.closed is True
+
+
+@pytest.mark.parametrize("cls, name, args", list(_closed_bad_calls()))
+def test_closed_check_comes_first(backend, cls, name, args):
+    obj = make(backend, cls)
+    obj.close()
+    with pytest.raises(ValueError) as info:
+        getattr(obj, name)(*args)
+    assert not isinstance(info.value, IOVAError)
+
+
+@pytest.mark.parametrize("cls, name, args", [p for p in _good_calls() if p.values[2]])
+def test_good_arguments_are_accepted(backend, cls, name, args):
+    """The table's good values really are good: the bad-value tests change one at a time."""
+    obj = make(backend, cls)
+    getattr(obj, name)(*args)
+    obj.check()
+
+
+VHOST_CTOR_BAD = (
+    [
+        pytest.param((value, 0xFFFF), error, id=f"iova_first-{label}")
+        for value, error, label in U64_BAD
+    ]
+    + [pytest.param((0, value), error, id=f"iova_last-{label}") for value, error, label in U64_BAD]
+    + [
+        pytest.param((0, 0xFFF), InvalidMapError, id="last-below-4096"),
+        pytest.param((0x5000, 0x4FFF), InvalidMapError, id="last-below-first"),
+    ]
+)
+
+
+@pytest.mark.parametrize("args, error", VHOST_CTOR_BAD)
+def test_vhost_constructor(backend, args, error):
+    with pytest.raises(error):
+        backend.VhostIOVATree(*args)
+
+
+DMAMAP_PARAMS = (
+    ("iova", "u64", 0x1000),
+    ("translated_addr", "u64", 0x2000),
+    ("size", "u64", 0xFFF),
+    ("perm", "perm", Perm.RW),
+    ("id", "u64", 0),
+)
+
+
+def _dmamap_cases() -> Iterator[Any]:
+    good = tuple(value for _, _, value in DMAMAP_PARAMS)
+    for pos, (pname, kind, _) in enumerate(DMAMAP_PARAMS):
+        for value, error, label in KINDS[kind]:
+            args = good[:pos] + (value,) + good[pos + 1 :]
+            yield pytest.param(args, error, id=f"{pname}-{label}")
+    yield pytest.param((W, 0, 1), InvalidMapError, id="iova-wrap")
+    yield pytest.param((0, W, 1), InvalidMapError, id="xlat-wrap")
+    yield pytest.param((1, 0, W), InvalidMapError, id="size-iova-wrap")
+    yield pytest.param((0, 1, W), InvalidMapError, id="size-xlat-wrap")
+
+
+@pytest.mark.parametrize("args, error", list(_dmamap_cases()))
+def test_dmamap_constructor(args, error):
+    with pytest.raises(error):
+        DMAMap(*args)
+    DMAMap(*(value for _, _, value in DMAMAP_PARAMS))  # the good values are good
