@@ -228,7 +228,8 @@ class DMAMap(tuple):  # type: ignore[type-arg]
     ) -> DMAMap:
         iova_i, size_i = check_range(iova, size, "iova")
         translated_i, _ = check_range(translated_addr, size_i, "translated_addr")
-        return tuple.__new__(cls, (iova_i, translated_i, size_i, check_perm(perm), check_u64(id, "id")))
+        fields = (iova_i, translated_i, size_i, check_perm(perm), check_u64(id, "id"))
+        return tuple.__new__(cls, fields)
 
     @classmethod
     def _trusted(cls, fields: tuple[int, int, int, Perm, int]) -> DMAMap:

@@ -45,6 +45,11 @@ _CHUNK = 256  # maps copied per C call when listing
 _SEGS = 64  # segments the pooled translate buffer holds
 _ARG_ERRORS = (TypeError, OverflowError)
 _POLICIES = {"first": 0, "last": 1}
+# Module globals are found faster than attributes of ``lib`` on the hot paths.
+_ib_find = lib.ib_tree_find
+_ib_find_iova = lib.ib_tree_find_iova
+_ib_remove = lib.ib_tree_remove
+_ib_insert = lib.ib_tree_insert
 
 
 def _maps(words: list[int]) -> list[DMAMap]:
@@ -109,7 +114,7 @@ class _Native:
             raise MemoryError(f"iova_native: cannot create a {type(self).__name__}")
         self._h = ffi.gc(handle, free)
         self._maps_pool: list[Any] = []
-        self._segs_pool: list[tuple[Any, Any, Any]] = []
+        self._segs_pool: list[tuple[Any, memoryview, Any, Any]] = []
 
     # -- errors -------------------------------------------------------------------------
 
@@ -330,7 +335,7 @@ class _Tree(_Native):
             raise TypeError(f"insert() needs a DMAMap, not {type(map).__name__}")
         pool = self._maps_pool
         pair = pool.pop() if pool else _map_buffer()
-        rc = lib.ib_tree_insert(self._h, map[0], map[1], map[2], map[3], map[4], pair[0])
+        rc = _ib_insert(self._h, map[0], map[1], map[2], map[3], map[4], pair[0])
         if rc == _OK:
             pool.append(pair)
             return
@@ -341,34 +346,42 @@ class _Tree(_Native):
             raise OverlapError(f"{map!r} overlaps the stored {existing!r}", existing)
         self._fail(rc)
 
-    def _find(self, key: int, size: int) -> DMAMap | None:
+    # The hot paths are written out in one frame each: one C call, one read, one DMAMap.
+
+    def _find_key(self, iova: int, size: int = 0) -> DMAMap | None:
+        """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``."""
         pool = self._maps_pool
         pair = pool.pop() if pool else _map_buffer()
         try:
-            rc = lib.ib_tree_find(self._h, key, size, pair[0])
+            rc = _ib_find(self._h, iova, size, pair[0])
+            if rc == 1:
+                o = pair[1]  # read before the buffer goes back to the pool
+                return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
         except _ARG_ERRORS:
+            rc = _ERR_INVALID
+        finally:
             pool.append(pair)
-            self._check_open()
-            return self._find(*T.check_range(key, size, self._key_name))
-        if rc == 1:
-            o = pair[1]
-            found = _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
-            pool.append(pair)
-            return found
-        pool.append(pair)
         if rc == 0:
             return None
-        self._fail(rc, lambda: T.check_range(key, size, self._key_name))
+        if rc != _ERR_INVALID:
+            self._fail(rc)
+        self._check_open()
+        return self._one_map(_ib_find, T.check_range(iova, size, self._key_name))
 
-    def _remove(self, key: int, size: int) -> int:
+    def _remove_key(self, iova: int, size: int = 0) -> int:
+        """Remove every map overlapping ``[iova, iova + size]``; return how many."""
         try:
-            n = lib.ib_tree_remove(self._h, key, size)
+            n = _ib_remove(self._h, iova, size)
         except _ARG_ERRORS:
-            self._check_open()
-            return self._remove(*T.check_range(key, size, self._key_name))
+            n = _ERR_INVALID
         if n >= 0:
             return int(n)
-        self._fail(n, lambda: T.check_range(key, size, self._key_name))
+        if n == _ERR_INVALID:
+            self._check_open()
+            n = _ib_remove(self._h, *T.check_range(iova, size, self._key_name))
+            if n >= 0:
+                return int(n)
+        self._fail(n)
 
 
 class IOVATree(_Tree):
@@ -376,28 +389,36 @@ class IOVATree(_Tree):
 
     __slots__ = ()
 
-    def find(self, iova: int, size: int = 0) -> DMAMap | None:
-        """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``."""
-        return self._find(iova, size)
-
-    def remove(self, iova: int, size: int = 0) -> int:
-        """Remove every map overlapping ``[iova, iova + size]``; return how many."""
-        return self._remove(iova, size)
+    find = _Tree._find_key
+    remove = _Tree._remove_key
 
     def find_iova(
         self, translated_addr: int, size: int = 0, id: int | None = None
     ) -> DMAMap | None:
         """The lowest-IOVA map whose translated range overlaps (and whose id is ``id``)."""
+        pool = self._maps_pool
+        pair = pool.pop() if pool else _map_buffer()
         try:
-            return self._find_iova_raw(translated_addr, size, id)
-        except (*_ARG_ERRORS, InvalidMapError):
-            self._check_open()
-            translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
-            return self._find_iova_raw(translated_addr, size, T.check_optional_id(id))
-
-    def _find_iova_raw(self, addr: Any, size: Any, id: Any) -> DMAMap | None:
-        args = (addr, size, 0, 0) if id is None else (addr, size, 1, id)
-        return self._one_map(lib.ib_tree_find_iova, args)
+            if id is None:
+                rc = _ib_find_iova(self._h, translated_addr, size, 0, 0, pair[0])
+            else:
+                rc = _ib_find_iova(self._h, translated_addr, size, 1, id, pair[0])
+            if rc == 1:
+                o = pair[1]
+                return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+        except _ARG_ERRORS:
+            rc = _ERR_INVALID
+        finally:
+            pool.append(pair)
+        if rc == 0:
+            return None
+        if rc != _ERR_INVALID:
+            self._fail(rc)
+        self._check_open()
+        translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
+        id = T.check_optional_id(id)
+        args = (translated_addr, size, 0, 0) if id is None else (translated_addr, size, 1, id)
+        return self._one_map(_ib_find_iova, args)
 
     def translate(
         self, translated_addr: int, length: int, id: int | None = None
@@ -480,11 +501,11 @@ class GPATree(_Tree):
 
     def find(self, translated_addr: int, size: int = 0) -> DMAMap | None:
         """The map with the lowest translated address overlapping the range."""
-        return self._find(translated_addr, size)
+        return self._find_key(translated_addr, size)
 
     def remove(self, translated_addr: int, size: int = 0) -> int:
         """Remove every map whose translated range overlaps; return how many."""
-        return self._remove(translated_addr, size)
+        return self._remove_key(translated_addr, size)
 
     def to_iova_many(self, translated_addrs: Any, missing: int | None = None) -> array:
         """For each GPA, ``map.iova + (gpa - map.translated_addr)``, in one C call."""
