@@ -49,3 +49,18 @@ def test_size_first_signatures_check_size_first(backend_name: str) -> None:
         mod.VhostIOVATree(0, 1 << 40).map_alloc(-1, None)
     with pytest.raises(InvalidMapError, match="size"):
         mod.VhostIOVATree(0, 1 << 40).map_alloc_gpa(1 << 64, 1.5)
+
+
+@pytest.mark.parametrize("backend_name", ["native", "reference"])
+@pytest.mark.parametrize("data", [b"\0" * 8, bytearray(16), "ab"])
+def test_batch_refuses_bytes_and_text(backend_name: str, data: object) -> None:
+    """The reference read ``bytes`` as a sequence of byte values while native refused it; a
+    buffer of bytes is not a buffer of uint64, so both raise TypeError."""
+    import importlib
+
+    mod = importlib.import_module(f"iova_native.{backend_name}")
+    tree = mod.IOVATree()
+    with pytest.raises(TypeError):
+        tree.to_translated_many(data, missing=0)
+    with pytest.raises(TypeError):
+        tree.to_iova_many(data, missing=0)

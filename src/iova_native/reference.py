@@ -49,7 +49,15 @@ _VALID_PERMS = (Perm.RO, Perm.WO, Perm.RW)
 
 
 def _u64_list(values: U64Input) -> list[int]:
-    """Every element of ``values`` (an iterable of ints or a buffer of uint64), checked."""
+    """Every element of ``values`` (an iterable of ints or a buffer of uint64), checked.
+
+    ``bytes``, ``bytearray`` and ``str`` are refused: they are buffers of bytes or text, not of
+    uint64, and reading them as a sequence of small ints would hide a caller's mistake.
+    """
+    if isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(
+            f"expected a sequence of ints or a buffer of uint64, not {type(values).__name__}"
+        )
     try:
         iterator = iter(values)
     except TypeError:

@@ -1,0 +1,991 @@
+"""Two backends side by side: every call runs on both, the first disagreement is pinned down.
+
+``differential.IOVATree``, ``GPATree`` and ``VhostIOVATree`` have exactly the API of SPEC
+sections 4 to 6 (``iova_native.api``).  Each object drives two backends, ``left`` and ``right``
+(keyword-only constructor arguments taking *classes* with that API; by default the native class
+and the reference class)::
+
+    from iova_native import differential, reference
+    tree = differential.IOVATree(left=MyTree)           # MyTree against the reference
+    tree = differential.VhostIOVATree(0x1000, 0xfffff)  # native against reference
+
+Every call runs on ``left`` and then on ``right``.  Return values (maps, segment lists, counts,
+batch arrays, compared element by element), errors (same type, and the same ``.code``,
+``.address`` and ``.existing``), ``len``, iteration and the listings must agree.  When they do,
+the call returns the left side's value, or raises the left side's error, exactly as a plain tree
+would.  When they do not, it raises :class:`iova_native.DivergenceError` with
+
+* ``.operation``: the call as text, e.g. ``tree.find(0x1000)``;
+* ``.left`` / ``.right``: the two outcomes, each a value or the exception instance raised;
+* ``.reproducer``: Python source defining ``reproduce(tree)``.  It applies to a fresh ``tree``
+  the fewest operations (found by delta debugging over the recorded call log, each candidate
+  replayed on a fresh pair of backends) that still make the two sides disagree on the same
+  method, and **returns** the outcome of the last one: its value, or the exception it raised
+  (caught and returned, not raised, so that the outcomes of two classes can be compared).  Earlier
+  operations that raise (on both sides alike) are wrapped in ``try``/``except``.
+
+Shrinking is bounded by ``shrink_timeout`` seconds (constructor keyword; default
+:data:`SHRINK_TIMEOUT`); the message says when it stopped early, and the reproducer is then the
+smallest one found so far (still verified to diverge).
+
+Semantics a plain tree does not have:
+
+* ``check()`` runs ``check()`` on both sides and then compares their whole contents (``maps()``,
+  or ``host_maps()``, ``gpa_maps()`` and ``allocated()`` for ``VhostIOVATree``): a wrong map
+  stored silently is caught at the next ``check()`` even if no look-up hits it.  These listing
+  calls are recorded in the log like any other.
+* Iteration is eager: ``iter(tree)`` lists both sides, compares, and iterates over the left list.
+  It therefore never raises ``RuntimeError`` when the tree changes during the loop.
+* The call log grows with every call (it is what the reproducer is cut from); ``log`` shows it.
+
+``same_outcome(a, b)`` is the comparison used throughout; a test can use it to compare the two
+results of a reproducer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+from ._types import MAX_U64, DivergenceError, DMAMap, Perm
+from .api import Segment, U64Input
+
+__all__ = [
+    "SHRINK_TIMEOUT",
+    "GPATree",
+    "IOVATree",
+    "Operation",
+    "VhostIOVATree",
+    "same_outcome",
+]
+
+#: Seconds that shrinking a divergence may take, unless the constructor says otherwise.
+SHRINK_TIMEOUT: float = 10.0
+
+# --------------------------------------------------------------------------- operations
+
+# How an operation is applied to an object.
+_CALL = 0  # obj.method(*args, **kwargs)
+_LEN = 1  # len(obj)
+_LIST = 2  # list(obj): iteration, compared eagerly
+_ATTR = 3  # obj.method, a property (``closed``)
+
+
+class _Raised(NamedTuple):
+    """The outcome of a call that raised; keeps a raised exception apart from a returned one."""
+
+    exc: BaseException
+
+
+class _Self:
+    """Stands for "returned the object it was called on" (``__enter__``)."""
+
+    def __repr__(self) -> str:
+        return "<the tree itself>"
+
+
+_SELF = _Self()
+
+
+class Operation(NamedTuple):
+    """One recorded call: the method, and the arguments exactly as passed to both sides."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    kind: int = _CALL
+
+    def apply(self, obj: Any) -> Any:
+        """Run this operation on ``obj``; return its value (exceptions propagate)."""
+        if self.kind == _CALL:
+            result = getattr(obj, self.method)(*self.args, **dict(self.kwargs))
+            return _SELF if result is obj and self.method == "__enter__" else result
+        if self.kind == _LEN:
+            return len(obj)
+        if self.kind == _LIST:
+            return list(obj)
+        return getattr(obj, self.method)
+
+    def render(self, name: str = "tree", imports: set[str] | None = None) -> str:
+        """The call as Python source, with hex literals, applied to the variable ``name``."""
+        imports = set() if imports is None else imports
+        if self.kind == _LEN:
+            return f"len({name})"
+        if self.kind == _LIST:
+            return f"list({name})"
+        if self.kind == _ATTR:
+            return f"{name}.{self.method}"
+        parts = [_render(a, imports) for a in self.args]
+        parts += [f"{k}={_render(v, imports)}" for k, v in self.kwargs]
+        return f"{name}.{self.method}({', '.join(parts)})"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _outcome(op: Operation, obj: Any) -> Any:
+    """``op`` applied to ``obj``: the value, or ``_Raised`` holding the exception."""
+    try:
+        return op.apply(obj)
+    except Exception as exc:  # every error is an outcome to compare, not a failure here
+        return _Raised(exc)
+
+
+class _Replay(NamedTuple):
+    """A replay that diverged: the calls up to the divergence, the left outcomes of each (None
+    when the log could not be replayed at all), and the right outcome of the last."""
+
+    ops: list[Operation]
+    outcomes: list[Any] | None
+    right: Any
+
+
+class _Param(NamedTuple):
+    """One parameter of an API method, for laying out the recorded call."""
+
+    name: str
+    default: Any = None
+    required: bool = False
+    positional: bool = True
+    batch: bool = False  # a U64Input: snapshotted, iterators materialised
+
+
+_NO_DEFAULT = object()
+
+
+def _p(name: str, default: Any = _NO_DEFAULT, *, kw: bool = False, batch: bool = False) -> _Param:
+    required = default is _NO_DEFAULT
+    return _Param(name, None if required else default, required, not kw, batch)
+
+
+# Parameters per method, in signature order.  Required parameters and the leading optional ones
+# that read naturally by position (``size``) are passed positionally; the rest by keyword, and
+# only when they differ from the default, so that a reproducer reads like hand-written code.
+# Leaving a default out is the same call by the API contract.
+_IOVA_METHODS: dict[str, tuple[_Param, ...]] = {
+    "insert": (_p("map"),),
+    "find": (_p("iova"), _p("size", 0)),
+    "find_iova": (_p("translated_addr"), _p("size", 0), _p("id", None, kw=True)),
+    "translate": (_p("translated_addr"), _p("length"), _p("id", None, kw=True)),
+    "alloc": (
+        _p("size"),
+        _p("translated_addr", 0, kw=True),
+        _p("perm", Perm.RW, kw=True),
+        _p("id", 0, kw=True),
+        _p("iova_begin", 0, kw=True),
+        _p("iova_last", MAX_U64, kw=True),
+        _p("align", 1, kw=True),
+        _p("policy", "first", kw=True),
+    ),
+    "remove": (_p("iova"), _p("size", 0)),
+    "to_translated_many": (_p("iovas", batch=True), _p("missing", None, kw=True)),
+    "to_iova_many": (
+        _p("translated_addrs", batch=True),
+        _p("id", None, kw=True),
+        _p("missing", None, kw=True),
+    ),
+}
+_GPA_METHODS: dict[str, tuple[_Param, ...]] = {
+    "insert": (_p("map"),),
+    "find": (_p("translated_addr"), _p("size", 0)),
+    "remove": (_p("translated_addr"), _p("size", 0)),
+    "to_iova_many": (_p("translated_addrs", batch=True), _p("missing", None, kw=True)),
+}
+_VHOST_METHODS: dict[str, tuple[_Param, ...]] = {
+    "map_alloc": (_p("size"), _p("hva"), _p("perm", Perm.RW, kw=True)),
+    "map_alloc_gpa": (_p("size"), _p("gpa"), _p("perm", Perm.RW, kw=True)),
+    "find_iova": (_p("hva"), _p("size", 0)),
+    "find_gpa": (_p("gpa"), _p("size", 0)),
+    "remove": (_p("iova"), _p("size", 0)),
+    "remove_gpa": (_p("gpa"), _p("size", 0)),
+    "translate": (_p("hva"), _p("length"), _p("gpa", None, kw=True)),
+    "to_iova_many": (_p("hvas", batch=True), _p("missing", None, kw=True)),
+    "gpa_to_iova_many": (_p("gpas", batch=True), _p("missing", None, kw=True)),
+}
+
+# Calls that only look: a first shrinking guess drops them all (but the last).
+_QUERIES = frozenset(
+    {
+        "find",
+        "find_iova",
+        "find_gpa",
+        "translate",
+        "to_translated_many",
+        "to_iova_many",
+        "gpa_to_iova_many",
+        "__len__",
+        "__iter__",
+        "maps",
+        "host_maps",
+        "gpa_maps",
+        "allocated",
+        "check",
+        "closed",
+    }
+)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    # Same type as well as equal: ``3`` for ``Perm.RW`` or ``0.0`` for ``0`` are different calls.
+    return value is default or (type(value) is type(default) and value == default)
+
+
+def _batch_input(value: Any) -> tuple[Any, Any]:
+    """``(what both sides get, what the log keeps)`` for a batch argument.
+
+    A one-shot iterator is materialised to a list so both sides see the same values; anything
+    else goes to both sides as it is, and the log keeps a copy so a replay sees the values of the
+    time of the call even if the caller reuses the buffer.
+    """
+    try:
+        is_iterator = iter(value) is value
+    except TypeError:
+        return value, value  # not iterable: a bad-input call, both sides should refuse it
+    if is_iterator:
+        value = list(value)
+        return value, value
+    if type(value) is list:
+        return value, list(value)
+    if isinstance(value, array):
+        return value, array(value.typecode, value)
+    if isinstance(value, memoryview):
+        try:
+            shape = list(value.shape or ())
+            copy = memoryview(bytes(value)).cast("B").cast(value.format, shape)  # type: ignore[call-overload]
+            return value, copy
+        except (TypeError, ValueError):  # a format cast() cannot rebuild: keep the original
+            return value, value
+    if type(value).__module__ == "numpy" and hasattr(value, "copy"):
+        return value, value.copy()
+    return value, value
+
+
+class _Spec(NamedTuple):
+    """A method's parameters compiled for ``_layout`` (the hot path of every call)."""
+
+    n_required: int  # leading positional parameters without a default
+    pos_defaults: tuple[Any, ...]  # defaults of the optional positional ones after them
+    keywords: tuple[tuple[str, Any], ...]  # (name, default) of the keyword ones, in order
+    batch: bool  # the first parameter is a U64Input
+
+
+def _compile(params: tuple[_Param, ...]) -> _Spec:
+    positional = [p for p in params if p.positional]
+    n_required = sum(1 for p in positional if p.required)
+    # The layout the tables above follow; checked so that a new entry cannot break it quietly.
+    assert all(p.required for p in positional[:n_required])
+    assert params[: len(positional)] == tuple(positional)
+    assert not any(p.batch for p in params[1:])
+    return _Spec(
+        n_required,
+        tuple(p.default for p in positional[n_required:]),
+        tuple((p.name, p.default) for p in params[len(positional) :]),
+        params[0].batch,
+    )
+
+
+def _layout(
+    method: str, spec: _Spec, values: tuple[Any, ...]
+) -> tuple[Operation, tuple[Any, ...], dict[str, Any]]:
+    """The operation to record, and the positional/keyword arguments to pass to both sides."""
+    n_required = spec.n_required
+    n_positional = end = n_required + len(spec.pos_defaults)
+    # Trailing optional positional arguments still at their default are left out.
+    while n_positional > n_required and _is_default(
+        values[n_positional - 1], spec.pos_defaults[n_positional - 1 - n_required]
+    ):
+        n_positional -= 1
+    args = values[:n_positional]
+    kwargs: dict[str, Any] = {}
+    for (name, default), value in zip(spec.keywords, values[end:]):
+        if not (value is default or (type(value) is type(default) and value == default)):
+            kwargs[name] = value
+    logged = args
+    if spec.batch:
+        passed, kept = _batch_input(values[0])
+        args = (passed, *args[1:])
+        logged = (kept, *args[1:])
+    return Operation(method, logged, tuple(kwargs.items())), args, kwargs
+
+
+# --------------------------------------------------------------------------- comparing outcomes
+
+
+def _norm(value: Any) -> Any:
+    """A comparable form of a returned value: strict about types where the API is."""
+    if value is None or type(value) is bool or value is _SELF:
+        return value
+    if isinstance(value, DMAMap):
+        return ("DMAMap", tuple(int(x) for x in tuple.__iter__(value)))
+    if isinstance(value, int):
+        return ("int", int(value))
+    if isinstance(value, list):
+        return ("list", [_norm(x) for x in value])
+    if isinstance(value, tuple):
+        return ("tuple", tuple(_norm(x) for x in value))
+    if isinstance(value, (array, memoryview)) or type(value).__module__ == "numpy":
+        # Batch results: compared as lists of values (an ``array('Q')`` against a NumPy array
+        # with the same numbers agrees).
+        try:
+            return ("array", [int(x) for x in value.tolist()])
+        except (TypeError, ValueError, AttributeError):
+            pass
+    return ("other", type(value), value)
+
+
+def _same_error(a: BaseException, b: BaseException) -> bool:
+    if type(a) is not type(b):
+        return False
+    for attr in ("code", "address", "existing"):
+        if _norm(getattr(a, attr, None)) != _norm(getattr(b, attr, None)):
+            return False
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two internal outcomes (values or ``_Raised``) agree."""
+    if type(a) is _Raised or type(b) is _Raised:
+        return type(a) is _Raised and type(b) is _Raised and _same_error(a.exc, b.exc)
+    if type(a) is type(b) and (a is None or type(a) is int or type(a) is DMAMap):
+        return bool(a == b)  # the common cases, without building normal forms
+    try:
+        return bool(_norm(a) == _norm(b))
+    except Exception:  # an exotic value whose == raises: treat as different, and say so
+        return False
+
+
+def same_outcome(a: Any, b: Any) -> bool:
+    """Whether two outcomes agree the way the differential backend compares them.
+
+    An outcome is a returned value or an exception instance (as ``DivergenceError.left`` /
+    ``.right`` and ``reproduce()`` give them).  Exceptions agree when they have the same type,
+    ``.code``, ``.address`` and ``.existing``; values when they are equal with the same types,
+    batch arrays compared element by element.
+    """
+    a = _Raised(a) if isinstance(a, BaseException) else a
+    b = _Raised(b) if isinstance(b, BaseException) else b
+    return _same(a, b)
+
+
+def _public(outcome: Any) -> Any:
+    return outcome.exc if type(outcome) is _Raised else outcome
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _render(value: Any, imports: set[str]) -> str:
+    """``value`` as Python source with hex integers; records the imports it needs."""
+    if value is None or type(value) is bool:
+        return repr(value)
+    if isinstance(value, Perm):
+        imports.add("Perm")
+        return f"Perm.{value.name}" if value.name else f"Perm({int(value)})"
+    if isinstance(value, DMAMap):
+        imports.update(("DMAMap", "Perm"))
+        return repr(value)
+    if type(value) is int:
+        return f"{value:#x}" if value >= 0 else f"-{-value:#x}"
+    if type(value) is float:
+        return f"float({str(value)!r})" if not math.isfinite(value) else repr(value)
+    if isinstance(value, (str, bytes)):
+        return repr(value)
+    if type(value) is list:
+        return "[" + ", ".join(_render(x, imports) for x in value) + "]"
+    if type(value) is tuple:
+        inner = ", ".join(_render(x, imports) for x in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if type(value) is range:
+        bounds = [value.start, value.stop] + ([value.step] if value.step != 1 else [])
+        return f"range({', '.join(_render(x, imports) for x in bounds)})"
+    if isinstance(value, array):
+        imports.add("array")
+        items = ", ".join(_render(x, imports) for x in value.tolist())
+        return f"array({value.typecode!r}, [{items}])"
+    if isinstance(value, memoryview):
+        fmt = value.format.lstrip("@=")
+        if value.ndim == 1 and len(fmt) == 1 and fmt in "bBhHiIlLqQfd":
+            imports.add("array")
+            items = ", ".join(_render(x, imports) for x in value.tolist())
+            return f"memoryview(array({fmt!r}, [{items}]))"
+        return f"memoryview({bytes(value)!r}).cast({value.format!r})"
+    if type(value).__module__ == "numpy":
+        imports.add("numpy")
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a NumPy scalar
+            return f"numpy.{type(value).__name__}({_render(value.item(), imports)})"
+        if hasattr(value, "tolist") and hasattr(value, "dtype"):
+            items = _render(value.tolist(), imports)
+            return f"numpy.array({items}, dtype=numpy.{value.dtype.name})"
+    if isinstance(value, int):  # another int subclass
+        return f"{int(value):#x}"
+    return repr(value)  # a user's own object: its repr is the best we can do
+
+
+def _describe(outcome: Any) -> str:
+    """An outcome for the message: the value in hex, or the exception and its fields."""
+    imports: set[str] = set()
+    if type(outcome) is _Raised:
+        exc = outcome.exc
+        text = f"raised {type(exc).__module__}.{type(exc).__qualname__}({str(exc)!r})"
+        fields = [f"code={exc.code!r}"] if hasattr(exc, "code") else []  # QEMU's, in decimal
+        fields += [
+            f"{attr}={_render(getattr(exc, attr), imports)}"
+            for attr in ("address", "existing")
+            if hasattr(exc, attr)
+        ]
+        return text + (f" [{', '.join(fields)}]" if fields else "")
+    if type(outcome) is list and len(outcome) > 20:
+        shown = ", ".join(_render(x, imports) for x in outcome[:20])
+        return f"[{shown}, ...] ({len(outcome)} items)"
+    text = _render(outcome, imports)
+    return text if len(text) <= 2000 else text[:2000] + " ..."
+
+
+def _qualname(cls: Any) -> str:
+    module = getattr(cls, "__module__", None)
+    name = getattr(cls, "__qualname__", None) or repr(cls)
+    return f"{module}.{name}" if module else name
+
+
+# --------------------------------------------------------------------------- the base class
+
+
+def _default_class(module: str, name: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"differential.{name}: the default side {module}.{name} cannot be imported ({exc}); "
+            "pass left= and right= explicitly"
+        ) from exc
+
+
+class _Differential:
+    """What the three differential classes share: the two sides, the log, comparing, shrinking."""
+
+    _kind = ""  # "IOVATree", "GPATree", "VhostIOVATree"
+    _methods: dict[str, _Spec] = {}
+    _listings: tuple[str, ...] = ()  # compared by check()
+
+    left: Any
+    """The left backend object (``left=`` class, by default the native one)."""
+    right: Any
+    """The right backend object (``right=`` class, by default the reference one)."""
+
+    def __init__(
+        self,
+        ctor_args: tuple[Any, ...],
+        left: Any,
+        right: Any,
+        shrink_timeout: float | None,
+    ) -> None:
+        self._left_cls = (
+            left if left is not None else _default_class("iova_native.native", self._kind)
+        )
+        self._right_cls = (
+            right if right is not None else _default_class("iova_native.reference", self._kind)
+        )
+        self._ctor_args = ctor_args
+        self.shrink_timeout = shrink_timeout
+        self._log: list[Operation] = []
+        # Constructing is compared too (VhostIOVATree checks its arguments).
+        lo = _construct(self._left_cls, ctor_args)
+        ro = _construct(self._right_cls, ctor_args)
+        agree = (type(lo) is _Raised) == (type(ro) is _Raised) and (
+            type(lo) is not _Raised or _same_error(lo.exc, ro.exc)
+        )
+        if not agree:
+            for outcome in (lo, ro):
+                if type(outcome) is not _Raised:
+                    _close_quietly(outcome)
+            self._constructor_diverged(lo, ro)
+        if type(lo) is _Raised:
+            raise lo.exc
+        self.left = lo
+        self.right = ro
+
+    # ----------------------------------------------------------------- the one call path
+
+    def _call(self, method: str, values: tuple[Any, ...]) -> Any:
+        op, args, kwargs = _layout(method, self._methods[method], values)
+        return self._run(op, args, kwargs)
+
+    def _run(self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self._log.append(op)
+        if op.kind == _CALL:
+            # Not op.apply(): the sides get the caller's own objects, the log keeps copies.
+            lo = _invoke(self.left, op.method, args, kwargs)
+            ro = _invoke(self.right, op.method, args, kwargs)
+        else:
+            lo = _outcome(op, self.left)
+            ro = _outcome(op, self.right)
+        if not _same(lo, ro):
+            self._diverged(op, lo, ro)
+        if type(lo) is _Raised:
+            exc = lo.exc
+            del lo, ro  # the frame in exc's traceback must not hold exc: no reference cycle
+            try:
+                raise exc
+            finally:
+                del exc
+        return lo
+
+    def _plain(self, method: str, kind: int = _CALL) -> Any:
+        return self._run(Operation(method, kind=kind), (), {})
+
+    # ----------------------------------------------------------------- shared API
+
+    def __len__(self) -> int:
+        return int(self._plain("__len__", _LEN))
+
+    def clear(self) -> None:
+        """Remove everything, on both sides."""
+        self._plain("clear")
+
+    def close(self) -> None:
+        """Close both sides; every later call raises ``ValueError`` (from both)."""
+        self._plain("close")
+
+    @property
+    def closed(self) -> bool:
+        """Whether the tree is closed (both sides must say the same)."""
+        return bool(self._plain("closed", _ATTR))
+
+    def check(self) -> None:
+        """``check()`` on both sides, then compare their whole contents."""
+        self._plain("check")
+        for listing in self._listings:
+            self._plain(listing)
+
+    def __enter__(self) -> Any:
+        self._plain("__enter__")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Both sides close; the exception info is not theirs to see, and not renderable.
+        self._run(Operation("__exit__", (None, None, None)), (None, None, None), {})
+
+    @property
+    def log(self) -> list[Operation]:
+        """Every call made so far, in order (a copy); ``str(op)`` renders one."""
+        return list(self._log)
+
+    def constructor(self) -> str:
+        """How this object was built, as text with qualified class names."""
+        args = "".join(f"{_render(a, set())}, " for a in self._ctor_args)
+        return (
+            f"differential.{self._kind}({args}left={_qualname(self._left_cls)}, "
+            f"right={_qualname(self._right_cls)})"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self.constructor()}: {len(self._log)} calls>"
+
+    # ----------------------------------------------------------------- divergence
+
+    def _replay(self, ops: Sequence[Operation], method: str) -> _Replay | None:
+        """Run ``ops`` on a fresh pair.  If they first disagree on a ``method`` call, return the
+        ops up to it and the outcomes; otherwise None (they agree, or diverge elsewhere)."""
+        try:
+            left = self._left_cls(*self._ctor_args)
+        except Exception:
+            return None
+        try:
+            right = self._right_cls(*self._ctor_args)
+        except Exception:
+            _close_quietly(left)
+            return None
+        try:
+            outcomes: list[Any] = []
+            for i, op in enumerate(ops):
+                lo = _outcome(op, left)
+                ro = _outcome(op, right)
+                outcomes.append(lo)
+                if not _same(lo, ro):
+                    return (
+                        _Replay(list(ops[: i + 1]), outcomes, ro) if op.method == method else None
+                    )
+            return None
+        finally:
+            _close_quietly(left)
+            _close_quietly(right)
+
+    def _shrink(self, ops: list[Operation], lo: Any, ro: Any) -> tuple[_Replay, str]:
+        """Delta debugging (ddmin) over ``ops``, which end with the divergent call."""
+        timeout = SHRINK_TIMEOUT if self.shrink_timeout is None else self.shrink_timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        method = ops[-1].method
+        replays = 0
+        timed_out = False
+
+        def attempt(candidate: list[Operation]) -> _Replay | None:
+            nonlocal replays, timed_out
+            if time.monotonic() > deadline:
+                timed_out = True
+                return None
+            replays += 1
+            return self._replay(candidate, method)
+
+        found = attempt(ops)
+        if found is None:
+            if timed_out:
+                note = f"shrinking stopped early after {timeout:g} s, before the first replay"
+            else:
+                note = (
+                    f"could not reproduce on a fresh pair of {self._kind}s: the divergence "
+                    "depends on something the call log does not hold (time, threads, state "
+                    "shared between objects); the reproducer is the whole log, not shrunk"
+                )
+            return _Replay(ops, None, ro), note
+        best = found
+
+        # Cheap first guesses: the divergent call alone; only the calls that change the tree.
+        for guess in (
+            best.ops[-1:],
+            [op for op in best.ops[:-1] if op.method not in _QUERIES] + best.ops[-1:],
+        ):
+            if len(guess) < len(best.ops):
+                found = attempt(guess)
+                if found is not None:
+                    best = found
+                    break
+
+        # ddmin over every call but the last one (the divergence itself): try each of n pieces
+        # alone, then each complement; on success restart coarse, else split finer.
+        n = 2
+        while len(best.ops) > 1 and not timed_out:
+            prefix, last = best.ops[:-1], best.ops[-1:]
+            if len(prefix) == 1:  # the one question left: is the last call enough alone?
+                found = attempt(last)
+                if found is not None:
+                    best = found
+                break
+            n = min(n, len(prefix))
+            chunk = -(-len(prefix) // n)
+            pieces = [prefix[i : i + chunk] for i in range(0, len(prefix), chunk)]
+            reduced = False
+            for piece in pieces:
+                found = attempt(piece + last)
+                if found is not None:
+                    best, n, reduced = found, 2, True
+                    break
+            if not reduced and len(pieces) > 2:  # with two pieces the complements were tried
+                for i in range(len(pieces)):
+                    rest = [op for j, p in enumerate(pieces) if j != i for op in p]
+                    found = attempt(rest + last)
+                    if found is not None:
+                        best, n, reduced = found, max(n - 1, 2), True
+                        break
+            if not reduced:
+                if n >= len(prefix):
+                    break  # 1-minimal: removing any single call loses the divergence
+                n = min(len(prefix), 2 * n)
+        elapsed = time.monotonic() - start
+        if timed_out:
+            note = (
+                f"shrinking stopped early after {timeout:g} s ({replays} replays): "
+                f"{len(ops)} calls shrunk to {len(best.ops)}, which may not be the fewest"
+            )
+        else:
+            note = (
+                f"{len(ops)} calls shrunk to {len(best.ops)} in {elapsed:.2f} s ({replays} replays)"
+            )
+        return best, note
+
+    def _reproducer(self, found: _Replay, lo: Any) -> str:
+        imports: set[str] = set()
+        body: list[str] = []
+        for i, op in enumerate(found.ops[:-1]):
+            call = op.render("tree", imports)
+            # Calls that raised (on both sides alike) must not stop the reproducer; when the
+            # log could not be replayed, any call might.
+            if found.outcomes is None or type(found.outcomes[i]) is _Raised:
+                why = (
+                    "may raise"
+                    if found.outcomes is None
+                    else f"raises {type(found.outcomes[i].exc).__name__} on both sides"
+                )
+                body += ["    try:", f"        {call}", f"    except Exception:  # {why}"]
+                body.append("        pass")
+            else:
+                body.append(f"    {call}")
+        last_lo = lo if found.outcomes is None else found.outcomes[-1]
+        body += [
+            f"    # left  ({_qualname(self._left_cls)}): {_describe(last_lo)}",
+            f"    # right ({_qualname(self._right_cls)}): {_describe(found.right)}",
+            "    try:",
+            f"        return {found.ops[-1].render('tree', imports)}",
+            "    except Exception as exc:  # the outcome is the exception: return it",
+            "        return exc",
+        ]
+        fresh = f"{self._kind}({', '.join(_render(a, imports) for a in self._ctor_args)})"
+        header: list[str] = []
+        if "numpy" in imports:
+            header.append("import numpy")
+        if "array" in imports:
+            header.append("from array import array")
+        names = sorted(imports & {"DMAMap", "Perm"})
+        if names:
+            header.append(f"from iova_native import {', '.join(names)}")
+        doc = [
+            "def reproduce(tree):",
+            f'    """Apply to a fresh ``{fresh}`` the fewest calls that make',
+            f"    {_qualname(self._left_cls)} and {_qualname(self._right_cls)} disagree;",
+            "    return the outcome of the last call (a value, or the exception it raised).",
+            '    """',
+        ]
+        return "\n".join([*header, *([""] * (2 * bool(header))), *doc, *body]) + "\n"
+
+    def _diverged(self, op: Operation, lo: Any, ro: Any) -> None:
+        found, note = self._shrink(list(self._log), lo, ro)
+        reproducer = self._reproducer(found, lo)
+        operation = op.render()
+        message = "\n".join(
+            [
+                f"left and right disagree on {operation}",
+                f"  left  ({_qualname(self._left_cls)}): {_describe(lo)}",
+                f"  right ({_qualname(self._right_cls)}): {_describe(ro)}",
+                f"constructor: {self.constructor()}",
+                f"after {len(self._log)} calls; {note}",
+                "reproducer:",
+                reproducer,
+            ]
+        )
+        raise DivergenceError(message, operation, _public(lo), _public(ro), reproducer)
+
+    def _constructor_diverged(self, lo: Any, ro: Any) -> None:
+        imports: set[str] = set()
+        args = ", ".join(_render(a, imports) for a in self._ctor_args)
+        operation = f"{self._kind}({args})"
+        reproducer = "\n".join(
+            [
+                "def reproduce(tree):",
+                f'    """The constructor itself disagrees: build ``{operation}`` with the',
+                "    class of ``tree``; return the new object or the exception it raised.",
+                '    """',
+                "    try:",
+                f"        return type(tree)({args})",
+                "    except Exception as exc:  # the outcome is the exception: return it",
+                "        return exc",
+                "",
+            ]
+        )
+        message = "\n".join(
+            [
+                f"left and right disagree on {operation}",
+                f"  left  ({_qualname(self._left_cls)}): {_describe(lo)}",
+                f"  right ({_qualname(self._right_cls)}): {_describe(ro)}",
+                f"constructor: {self.constructor()}",
+                "reproducer:",
+                reproducer,
+            ]
+        )
+        raise DivergenceError(message, operation, _public(lo), _public(ro), reproducer)
+
+
+def _construct(cls: Any, args: tuple[Any, ...]) -> Any:
+    try:
+        return cls(*args)
+    except Exception as exc:
+        return _Raised(exc)
+
+
+def _invoke(obj: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        result = getattr(obj, method)(*args, **kwargs)
+    except Exception as exc:  # an outcome to compare
+        return _Raised(exc)
+    # ``__enter__`` returns each side itself: the same answer, though not the same object.
+    return _SELF if result is obj and method == "__enter__" else result
+
+
+def _close_quietly(obj: Any) -> None:
+    try:
+        obj.close()
+    except Exception:  # a replay's leftovers; its own errors were already compared
+        pass
+
+
+# --------------------------------------------------------------------------- the three classes
+
+
+class IOVATree(_Differential):
+    """``IOVATree`` (SPEC section 4) run on two backends side by side."""
+
+    _kind = "IOVATree"
+    _methods = {name: _compile(params) for name, params in _IOVA_METHODS.items()}
+    _listings = ("maps",)
+
+    def __init__(
+        self, *, left: Any = None, right: Any = None, shrink_timeout: float | None = None
+    ) -> None:
+        """``left``/``right``: classes with the IOVATree API (default: native, reference).
+        ``shrink_timeout``: seconds for shrinking a divergence (default ``SHRINK_TIMEOUT``)."""
+        super().__init__((), left, right, shrink_timeout)
+
+    def insert(self, map: DMAMap) -> None:
+        """Store ``map`` (``OverlapError`` if its IOVA range is taken)."""
+        self._call("insert", (map,))
+
+    def find(self, iova: int, size: int = 0) -> DMAMap | None:
+        """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``."""
+        return self._call("find", (iova, size))  # type: ignore[no-any-return]
+
+    def find_iova(
+        self, translated_addr: int, size: int = 0, id: int | None = None
+    ) -> DMAMap | None:
+        """The lowest-IOVA map whose translated range overlaps (and ``id`` matches)."""
+        return self._call("find_iova", (translated_addr, size, id))  # type: ignore[no-any-return]
+
+    def translate(self, translated_addr: int, length: int, id: int | None = None) -> list[Segment]:
+        """Minimal ``(iova, nbytes)`` segments covering the buffer."""
+        return self._call("translate", (translated_addr, length, id))  # type: ignore[no-any-return]
+
+    def alloc(
+        self,
+        size: int,
+        translated_addr: int = 0,
+        perm: Perm = Perm.RW,
+        id: int = 0,
+        iova_begin: int = 0,
+        iova_last: int = MAX_U64,
+        align: int = 1,
+        policy: str = "first",
+    ) -> DMAMap:
+        """Place, insert and return a map of ``size`` in ``[iova_begin, iova_last]``."""
+        values = (size, translated_addr, perm, id, iova_begin, iova_last, align, policy)
+        return self._call("alloc", values)  # type: ignore[no-any-return]
+
+    def remove(self, iova: int, size: int = 0) -> int:
+        """Remove every map overlapping ``[iova, iova + size]``; return how many."""
+        return self._call("remove", (iova, size))  # type: ignore[no-any-return]
+
+    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
+        """Batch IOVA -> translated address."""
+        return self._call("to_translated_many", (iovas, missing))  # type: ignore[no-any-return]
+
+    def to_iova_many(
+        self, translated_addrs: U64Input, id: int | None = None, missing: int | None = None
+    ) -> array:
+        """Batch translated address -> IOVA."""
+        values = (translated_addrs, id, missing)
+        return self._call("to_iova_many", values)  # type: ignore[no-any-return]
+
+    def maps(self) -> list[DMAMap]:
+        """Every map in IOVA order."""
+        return self._plain("maps")  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[DMAMap]:
+        # Eager: both sides listed and compared now (see the module docstring).
+        return iter(self._plain("__iter__", _LIST))
+
+
+class GPATree(_Differential):
+    """``GPATree`` (SPEC section 5) run on two backends side by side."""
+
+    _kind = "GPATree"
+    _methods = {name: _compile(params) for name, params in _GPA_METHODS.items()}
+    _listings = ("maps",)
+
+    def __init__(
+        self, *, left: Any = None, right: Any = None, shrink_timeout: float | None = None
+    ) -> None:
+        """``left``/``right``: classes with the GPATree API (default: native, reference)."""
+        super().__init__((), left, right, shrink_timeout)
+
+    def insert(self, map: DMAMap) -> None:
+        """Store ``map`` (``OverlapError`` if its translated range is taken)."""
+        self._call("insert", (map,))
+
+    def find(self, translated_addr: int, size: int = 0) -> DMAMap | None:
+        """The map with the lowest translated address overlapping the range."""
+        return self._call("find", (translated_addr, size))  # type: ignore[no-any-return]
+
+    def remove(self, translated_addr: int, size: int = 0) -> int:
+        """Remove every map whose translated range overlaps; return how many."""
+        return self._call("remove", (translated_addr, size))  # type: ignore[no-any-return]
+
+    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> array:
+        """Batch GPA -> IOVA."""
+        return self._call("to_iova_many", (translated_addrs, missing))  # type: ignore[no-any-return]
+
+    def maps(self) -> list[DMAMap]:
+        """Every map in translated-address order."""
+        return self._plain("maps")  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[DMAMap]:
+        return iter(self._plain("__iter__", _LIST))
+
+
+class VhostIOVATree(_Differential):
+    """``VhostIOVATree`` (SPEC section 6) run on two backends side by side."""
+
+    _kind = "VhostIOVATree"
+    _methods = {name: _compile(params) for name, params in _VHOST_METHODS.items()}
+    _listings = ("host_maps", "gpa_maps", "allocated")
+
+    def __init__(
+        self,
+        iova_first: int,
+        iova_last: int,
+        *,
+        left: Any = None,
+        right: Any = None,
+        shrink_timeout: float | None = None,
+    ) -> None:
+        """Both sides are built as ``cls(iova_first, iova_last)``; a constructor error they
+        agree on is raised, one they disagree on is a ``DivergenceError``."""
+        super().__init__((iova_first, iova_last), left, right, shrink_timeout)
+
+    def map_alloc(self, size: int, hva: int, perm: Perm = Perm.RW) -> DMAMap:
+        """Allocate an IOVA range and record IOVA->HVA."""
+        return self._call("map_alloc", (size, hva, perm))  # type: ignore[no-any-return]
+
+    def map_alloc_gpa(self, size: int, gpa: int, perm: Perm = Perm.RW) -> DMAMap:
+        """Allocate an IOVA range and record GPA->IOVA."""
+        return self._call("map_alloc_gpa", (size, gpa, perm))  # type: ignore[no-any-return]
+
+    def find_iova(self, hva: int, size: int = 0) -> DMAMap | None:
+        """The host-only map covering the HVA range."""
+        return self._call("find_iova", (hva, size))  # type: ignore[no-any-return]
+
+    def find_gpa(self, gpa: int, size: int = 0) -> DMAMap | None:
+        """The guest map covering the GPA range."""
+        return self._call("find_gpa", (gpa, size))  # type: ignore[no-any-return]
+
+    def remove(self, iova: int, size: int = 0) -> int:
+        """Remove host-only maps overlapping the IOVA range, and their allocations."""
+        return self._call("remove", (iova, size))  # type: ignore[no-any-return]
+
+    def remove_gpa(self, gpa: int, size: int = 0) -> int:
+        """Remove guest maps overlapping the GPA range, and their allocations."""
+        return self._call("remove_gpa", (gpa, size))  # type: ignore[no-any-return]
+
+    def translate(self, hva: int, length: int, gpa: int | None = None) -> list[Segment]:
+        """Segments through the host-only tree, or through the GPA tree with ``gpa``."""
+        return self._call("translate", (hva, length, gpa))  # type: ignore[no-any-return]
+
+    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array:
+        """Batch HVA -> IOVA through the host-only maps."""
+        return self._call("to_iova_many", (hvas, missing))  # type: ignore[no-any-return]
+
+    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> array:
+        """Batch GPA -> IOVA through the guest maps."""
+        return self._call("gpa_to_iova_many", (gpas, missing))  # type: ignore[no-any-return]
+
+    def host_maps(self) -> list[DMAMap]:
+        """The host-only maps, in IOVA order."""
+        return self._plain("host_maps")  # type: ignore[no-any-return]
+
+    def gpa_maps(self) -> list[DMAMap]:
+        """The guest maps, in GPA order."""
+        return self._plain("gpa_maps")  # type: ignore[no-any-return]
+
+    def allocated(self) -> list[DMAMap]:
+        """The allocations, in IOVA order."""
+        return self._plain("allocated")  # type: ignore[no-any-return]
