@@ -1,0 +1,45 @@
+"""The build's promises: a missing GLib is one clear line; the extension has debug info."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_missing_glib_is_one_line_naming_the_debian_package() -> None:
+    """With pkg-config unable to find glib-2.0, the cffi build script stops at once with one
+    line on stderr that names libglib2.0-dev, and no traceback."""
+    env = dict(os.environ, PKG_CONFIG_LIBDIR="/nonexistent", PKG_CONFIG_PATH="")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "iova_native" / "_build.py")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "libglib2.0-dev" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_extension_is_built_with_debug_info_and_frame_pointers() -> None:
+    """perf and callgrind attribute time to our functions only with symbols and frame
+    pointers: the compiled module must carry DWARF info naming the core's functions."""
+    core = pytest.importorskip("iova_native._core")
+    readelf = subprocess.run(["readelf", "-S", core.__file__], capture_output=True, text=True,
+                             check=False)
+    if readelf.returncode != 0:
+        pytest.skip("readelf is not available")
+    assert ".debug_info" in readelf.stdout
+    producer = subprocess.run(["readelf", "--debug-dump=info", core.__file__],
+                              capture_output=True, text=True, check=False).stdout
+    assert "-fno-omit-frame-pointer" in producer
+    assert "-O2" in producer
+    symbols = subprocess.run(["nm", core.__file__], capture_output=True, text=True, check=False)
+    assert "iova_tree_find_iova" in symbols.stdout
+    assert "iova_holes_fit" in symbols.stdout
