@@ -18,4 +18,5 @@ assert list(tree.to_iova_many(hvas, missing=0)) == [0x1010, top.iova + 0x20, 0] 
 same = reference.IOVATree()  # swap the import, keep the results
 for m in tree:
     same.insert(m)
-assert same.find_iova(0x7F0000000800, id=0x100000000) == tree.find_iova(0x7F0000000800, id=0x100000000)
+needle = (0x7F0000000800, 0, 0x100000000)
+assert same.find_iova(*needle) == tree.find_iova(*needle)
