@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: replay the packaged QEMU trace and print the report.
+# The main job on its embedded default: replay the packaged QEMU trace in the native and the
+# reference backend, print the report and whether both ended in identical trees.
 # Installs what is missing first (GLib headers through apt, the package into .venv).
-# Extra arguments go to `iova-native replay` (try --help).
+# Arguments, if any, go to `iova-native replay` instead (try --help).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$ROOT/scripts/bootstrap.sh"
+[ $# -gt 0 ] || set -- --compare
 exec "$VENV/bin/iova-native" replay "$@"

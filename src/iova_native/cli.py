@@ -1,18 +1,28 @@
 """The ``iova-native`` command.
 
 Subcommands:
+  replay   replay a QEMU vhost-vDPA trace (default: the embedded one) against the trees and
+           report ops/s, peak maps, aliased HVA ranges, unmaps that matched nothing, latencies
+           and digests of the final state.
+  convert  compile a trace into the op stream file that tools-build/iova-replay reads.
   demo     a small SVQ tree: two GPAs aliasing one HVA, find_iova with and without id, and the
            segments of a buffer spanning two maps.
+
+Exit status of replay and convert: 0 done; 1 the backends disagreed (--backend both, --compare);
+2 bad input (unreadable file, a malformed line with --strict, a bad op stream).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any
+import textwrap
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
-from ._types import DMAMap, Perm
+from ._types import DivergenceError, DMAMap, Perm
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -61,20 +71,403 @@ def run_demo(backend: str = "native", out: Any = sys.stdout) -> int:
     return 0
 
 
+# =========================================================================== replay
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+#: Histogram columns shown at most (the tails are folded into the first and last).
+MAX_COLUMNS = 9
+BACKENDS = ("native", "reference", "both")
+
+
+def _trees(backend: str) -> tuple[Any, Any]:
+    """A fresh (IOVATree, GPATree) pair of ``backend``; ``both`` is the differential pair."""
+    if backend == "both":
+        from . import differential
+
+        return differential.IOVATree(), differential.GPATree()
+    mod = _backend(backend)
+    return mod.IOVATree(), mod.GPATree()
+
+
+class _Bar:
+    """A tqdm bar on stderr, or nothing: ``update(n)`` and ``total`` work either way."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self, n: int) -> None:
+        """``n`` more units done."""
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def set_total(self, total: int) -> None:
+        """The total, once known (0: unknown)."""
+        if self.bar is not None and total and self.bar.total != total:
+            self.bar.total = total
+            self.bar.refresh()
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, unit: str, desc: str) -> Iterator[_Bar]:
+    """A progress bar on stderr; none when disabled, when stderr is not a terminal, or when
+    tqdm (the ``replay`` extra) is not installed."""
+    bar: Any = None
+    if enabled and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            bar = tqdm(total=total or None, unit=unit, unit_scale=True, desc=desc,
+                       file=sys.stderr, leave=False, dynamic_ncols=True)
+    try:
+        yield _Bar(bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
+    """Compile a trace, or read an op stream file (told by its magic); UsageError when bad."""
+    from . import trace
+
+    if source not in (None, "-"):
+        path = Path(str(source))
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(len(trace.MAGIC))
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+        if magic == trace.MAGIC:
+            try:
+                return trace.OpStream.read(path)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+    name = source or "<embedded trace>"
+
+    def warn(exc: trace.MalformedLine) -> None:
+        if args.verbose or exc.lineno and len(shown) < trace.MAX_SHOWN_MALFORMED:
+            shown.append(exc.lineno)
+            print(f"iova-native: {name}:{exc.lineno}: {exc.reason} (line skipped)", file=err)
+
+    shown: list[int] = []
+    with _progress(not args.no_progress, 0, "B", "parse") as bar:
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            bar.set_total(total)
+            bar.update(done - last[0])
+            last[0] = done
+
+        try:
+            return trace.compile_trace(source, lookups=args.lookups, strict=args.strict,
+                                       on_malformed=warn, progress=progress)
+        except trace.MalformedLine as exc:
+            raise UsageError(f"{name}:{exc.lineno}: {exc.reason} (--strict)") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+        except EOFError as exc:  # a gzip file cut short
+            raise UsageError(f"cannot read {name}: {exc}") from None
+
+
+def _run(ops: Any, backend: str, no_progress: bool) -> tuple[Any, Any, Any]:
+    """Replay ``ops`` on a fresh pair of ``backend`` trees; returns (result, iova, gpa)."""
+    from . import trace
+
+    iova_tree, gpa_tree = _trees(backend)
+    with _progress(not no_progress, len(ops), "op", f"replay {backend}") as bar:
+        result = trace.replay(ops, iova_tree, gpa_tree, backend=backend, progress=bar.update)
+    return result, iova_tree, gpa_tree
+
+
+def _compact(n: int) -> str:
+    if n == 0:
+        return "."
+    if n < 10_000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.0f}k"
+    return f"{n / 1e6:.1f}M"
+
+
+def _columns(hists: list[Any]) -> list[tuple[str, int, int]]:
+    """Histogram columns as ``(label, lowest bucket, highest bucket)``, at most MAX_COLUMNS:
+    one per bucket from the fastest call up; slow outliers are folded into the last column."""
+    used = sorted({b for h in hists for b in h if h[b]})
+    if not used:
+        return []
+    lo, hi = used[0], used[-1]
+    if hi - lo + 1 <= MAX_COLUMNS:
+        return [(f"<2^{b}", b, b) for b in range(lo, hi + 1)]
+    last = lo + MAX_COLUMNS - 1
+    columns = [(f"<2^{b}", b, b) for b in range(lo, last)]
+    return columns + [(f">=2^{last - 1}", last, hi)]
+
+
+def latency_table(result: Any) -> list[str]:
+    """The per-kind latency table with its log2 histogram, as lines."""
+    from . import trace
+
+    rows = [(kind, stats) for kind, stats in result.kinds.items() if stats.count]
+    hists = [stats.histogram() for _, stats in rows]
+    columns = _columns(hists)
+    head = f"{'op':<10} {'count':>6} {'mean':>6} {'p50':>6} {'p99':>6} |"
+    widths = [max(6, len(label) + 1) for label, _, _ in columns]
+    head += "".join(f"{label:>{w}}" for (label, _, _), w in zip(columns, widths))
+    lines = [head]
+    for (kind, stats), hist in zip(rows, hists):
+        count, mean, p50, p99 = stats.summary()
+        line = f"{trace.OP_NAMES[kind]:<10} {_compact(count):>6} {mean:>6.0f} {p50:>6} {p99:>6} |"
+        for (_, lo, hi), w in zip(columns, widths):
+            line += f"{_compact(sum(hist[b] for b in range(lo, hi + 1))):>{w}}"
+        if stats.errors:
+            line += f"  ({stats.errors} raised)"
+        lines.append(line)
+    return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+#: Width of the report; every line is wrapped to it.
+WIDTH = 100
+
+
+def _field(label: str, text: str) -> list[str]:
+    """One report field: an 8-column label, the text wrapped under it."""
+    return textwrap.wrap(text, WIDTH, initial_indent=f"{label:<9}", subsequent_indent=" " * 9,
+                         break_on_hyphens=False) or [label]
+
+
+_SHORT = {
+    "vhost_vdpa_dma_map": "dma_map", "vhost_vdpa_dma_unmap": "dma_unmap",
+    "vhost_vdpa_listener_region_add": "region_add",
+    "vhost_vdpa_listener_region_del": "region_del",
+    "vhost_vdpa_get_iova_range": "get_iova_range",
+}
+
+
+def _trace_lines(compiled: Any, result: Any) -> list[str]:
+    """The report's lines about the trace and the model built from it."""
+    st = compiled.stats
+    ev = st.events
+    maps = f"{ev['vhost_vdpa_dma_map']} dma_map, {ev['vhost_vdpa_dma_unmap']} dma_unmap"
+    if st.with_asid or st.without_asid:
+        maps += f" ({st.with_asid} with asid:, {st.without_asid} in the older format)"
+    others = [f"{ev[name]} {label}" for name, label in list(_SHORT.items())[2:] if ev[name]]
+    lines = _field("trace", f"{st.lines} lines ({st.prefixed} with the PID@SEC.USEC: prefix), "
+                   f"parsed and compiled in {compiled.parse_seconds:.2f} s")
+    lines += _field("events", ", ".join([maps, *others]))
+    skipped = sum(st.unknown.values())
+    top = ", ".join(f"{name.replace('vhost_vdpa_', '')} {n}"
+                    for name, n in st.unknown.most_common(2))
+    more = ", ..." if len(st.unknown) > 2 else ""
+    lines += _field("skipped", f"{_plural(skipped, 'line')} of {_plural(len(st.unknown), 'event')}"
+                    f" not modelled{f' ({top}{more})' if top else ''}; {st.malformed} malformed")
+    if st.malformed_shown:
+        first = st.malformed_shown[0]
+        lines += _field("", f"first malformed: line {first.lineno}: {first.reason}")
+    if len(st.fds) > 1:
+        lines += _field("note", f"dma_map/unmap of {len(st.fds)} device fds {sorted(st.fds)} "
+                        "replayed into one tree: split the trace per fd for per-device trees")
+    if st.mode == "svq":
+        lines += _field("model", f"SVQ: {_plural(st.guest_maps, 'guest map')} (id = GPA) and "
+                        f"{st.host_maps} host-only (id 0) in one IOVATree, a GPATree beside; "
+                        f"IOVAs re-allocated first-fit, {result.allocs - result.alloc_moved}/"
+                        f"{result.allocs} where QEMU put them")
+    elif st.mode == "passthrough":
+        lines += _field("model", f"no SVQ (IOVA = GPA): {st.guest_maps + st.host_maps} maps "
+                        "inserted at the traced IOVA")
+    else:
+        lines += _field("model", "no dma_map in the trace")
+    return lines
+
+
+def format_report(compiled: Any, result: Any, source: str | None) -> str:
+    """The report of one replay: a screenful, at most WIDTH columns."""
+    from . import trace
+
+    label = "both (differential: native and reference at every call)" \
+        if result.backend == "both" else result.backend
+    name = compiled.name if compiled is not None else str(source)
+    lines = _field("replay", f"{name}, backend {label}")
+    if source is None and compiled is not None:
+        lines += _field("", trace.DEFAULT_TRACE_DESCRIPTION)
+    if compiled is not None:
+        lines += _trace_lines(compiled, result)
+    timed = result.timed_ns
+    lines += _field("run", f"{result.ops} ops in {result.seconds:.3f} s: "
+                    f"{result.ops_per_second:,.0f} ops/s ({timed / max(1, result.ops):,.0f} "
+                    "ns/op inside the timed calls)")
+    lines += _field("maps", f"{result.live} live at the end, peak {result.peak}; GPA tree: "
+                    f"{result.gpa_live} live")
+    lines += _field("aliases", f"{_plural(len(result.alias_ranges), 'aliased HVA range')} seen "
+                    f"({result.alias_events} maps inserted over HVA that a live map under "
+                    "another id covers)")
+    lines += _field("unmaps", f"{result.unmatched_unmaps} matched nothing; "
+                    f"{result.failed} map operations failed")
+    lines += _field("digest", f"state {result.state_digest:#018x}  "
+                    f"outcomes {result.outcome_digest:#018x}")
+    if result.ops > 1:
+        lines += ["", "latency per call, ns; log2 histogram: column <2^k counts calls in "
+                  "[2^(k-1), 2^k) ns"]
+        lines += latency_table(result)
+    return "\n".join(lines)
+
+
+def _compare(ops: Any, compiled: Any, args: argparse.Namespace, out: IO[str]) -> int:
+    """Replay in native, then in reference; print the report and whether they agree."""
+    runs = [_run(ops, backend, args.no_progress) for backend in ("native", "reference")]
+    print(format_report(compiled, runs[0][0], args.trace), file=out)
+    print("\ncompare  backend       ops/s   ns/op  state digest        outcomes digest", file=out)
+    for result, _, _ in runs:
+        per_op = result.timed_ns / max(1, result.ops)
+        print(f"         {result.backend:<10}{result.ops_per_second:>10,.0f}{per_op:>8,.0f}  "
+              f"{result.state_digest:#018x}  {result.outcome_digest:#018x}", file=out)
+    (a, ai, ag), (b, bi, bg) = runs
+    same = (ai.maps() == bi.maps() and ag.maps() == bg.maps()
+            and a.outcome_digest == b.outcome_digest and a.state_digest == b.state_digest)
+    verdict = "yes" if same else "NO: the backends disagree (rerun with --backend both)"
+    print(f"         identical final trees and outcomes: {verdict}", file=out)
+    for _, iova_tree, gpa_tree in runs:
+        iova_tree.close()
+        gpa_tree.close()
+    return 0 if same else 1
+
+
+def run_replay(args: argparse.Namespace, out: IO[str] | None = None,
+               err: IO[str] | None = None) -> int:
+    """``iova-native replay``; output to ``out`` and ``err`` (default: stdout, stderr)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    from . import trace
+
+    try:
+        loaded = _load(args.trace, args, err)
+    except UsageError as exc:
+        print(f"iova-native replay: error: {exc}", file=err)
+        return 2
+    compiled = loaded if isinstance(loaded, trace.CompiledTrace) else None
+    ops = compiled.ops if compiled is not None else loaded
+    try:
+        if args.compare:
+            return _compare(ops, compiled, args, out)
+        result, iova_tree, gpa_tree = _run(ops, args.backend, args.no_progress)
+    except DivergenceError as exc:
+        print(f"iova-native replay: the backends diverged:\n{exc}", file=err)
+        return 1
+    print(format_report(compiled, result, args.trace), file=out)
+    iova_tree.close()
+    gpa_tree.close()
+    _note_hidden(compiled, args, err)
+    return 0
+
+
+def _note_hidden(compiled: Any, args: argparse.Namespace, err: IO[str]) -> None:
+    """Say how many malformed lines were not reported one by one."""
+    from . import trace
+
+    if compiled is None or args.verbose:
+        return
+    hidden = compiled.stats.malformed - trace.MAX_SHOWN_MALFORMED
+    if hidden > 0:
+        print(f"iova-native: {hidden} more malformed lines not shown (--verbose shows all)",
+              file=err)
+
+
+def run_convert(args: argparse.Namespace, out: IO[str] | None = None,
+                err: IO[str] | None = None) -> int:
+    """``iova-native convert``; output to ``out`` and ``err`` (default: stdout, stderr)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    from . import trace
+
+    try:
+        loaded = _load(args.trace, args, err)
+    except UsageError as exc:
+        print(f"iova-native convert: error: {exc}", file=err)
+        return 2
+    compiled = loaded if isinstance(loaded, trace.CompiledTrace) else None
+    ops = compiled.ops if compiled is not None else loaded
+    _note_hidden(compiled, args, err)
+    try:
+        ops.write(args.output)
+    except OSError as exc:
+        print(f"iova-native convert: error: cannot write {args.output}: {exc.strerror}", file=err)
+        return 2
+    counts = ops.counts()
+    kinds = ", ".join(f"{counts[k]} {trace.OP_NAMES[k]}" for k in trace.OpKind if counts[k])
+    print(f"wrote {len(ops)} ops to {args.output} ({kinds})", file=out)
+    return 0
+
+
+# =========================================================================== arguments
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iova-native", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="show find_iova and translate on a small SVQ tree")
     demo.add_argument("--backend", choices=["native", "reference"], default="native")
+
+    def trace_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("trace", nargs="?", default=None,
+                         help="QEMU trace log (plain or .gz, '-' for stdin) or an op stream "
+                              "file; default: the embedded default trace")
+        cmd.add_argument("--lookups", type=int, default=2, metavar="N",
+                         help="data-path look-up rounds synthesized per dma_map/unmap "
+                              "(default 2)")
+        cmd.add_argument("--strict", action="store_true",
+                         help="a malformed line is fatal (exit status 2) instead of skipped")
+        cmd.add_argument("--no-progress", action="store_true",
+                         help="no progress bar (there is none when stderr is not a terminal)")
+        cmd.add_argument("-v", "--verbose", action="store_true",
+                         help="report every malformed line, not only the first ten")
+
+    replay = sub.add_parser(
+        "replay", help="replay a QEMU vhost-vDPA trace and report",
+        description="Replay a QEMU trace (vhost_vdpa_dma_map/unmap, listener region_add/del) "
+                    "against IOVA trees and report ops/s, peak maps, aliased HVA ranges, "
+                    "unmatched unmaps, latencies and digests of the final state.")
+    trace_options(replay)
+    replay.add_argument("--backend", choices=BACKENDS, default="native",
+                        help="native (C), reference (Python) or both (the differential "
+                             "backend: every call on both, stops at the first disagreement)")
+    replay.add_argument("--compare", action="store_true",
+                        help="replay in native, then in reference, and compare the final trees")
+    convert = sub.add_parser(
+        "convert", help="write the op stream file that tools-build/iova-replay reads",
+        description="Compile a trace into an op stream file (format: iova_native.trace).")
+    trace_options(convert)
+    convert.add_argument("-o", "--output", required=True, help="the op stream file to write")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``iova-native`` command."""
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        return run_demo(args.backend)
+    if args.command in ("replay", "convert") and args.lookups < 0:
+        print(f"iova-native {args.command}: error: --lookups must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "demo":
+            return run_demo(args.backend)
+        if args.command == "replay":
+            return run_replay(args)
+        if args.command == "convert":
+            return run_convert(args)
+    except KeyboardInterrupt:
+        print("iova-native: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `iova-native replay | head`
+        sys.stderr.close()
+        return 0
     raise AssertionError(args.command)
 
 
@@ -82,4 +475,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["main", "run_demo", "DMAMap"]
+__all__ = ["main", "run_demo", "run_replay", "run_convert", "format_report", "DMAMap"]

@@ -1,0 +1,1 @@
+"""The embedded default trace (default-trace.log.gz), read through importlib.resources."""
