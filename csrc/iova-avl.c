@@ -2,7 +2,8 @@
  * Intrusive augmented AVL tree (see iova-avl.h).
  *
  * Recursive insert and remove: the depth is at most 1.44 log2(n) (about 45 at 2**32
- * elements), and the way back up is where heights and best links are recomputed.
+ * elements), and the way back up is where heights and best links are recomputed, until a
+ * subtree comes out unchanged.
  */
 #include "iova-avl.h"
 
@@ -75,18 +76,42 @@ static IOVARef avl_rebalance(const IOVAArena *arena, const AvlOps *ops, IOVARef 
     return n;
 }
 
-IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVARef n)
+/*
+ * Rebalance @n after one of its subtrees changed.  *@changed is left true only when @n's own
+ * summary (which element roots the subtree, its height, its best link) differs from before:
+ * ancestors depend on nothing else, so once it is false the rest of the way up costs nothing.
+ */
+static IOVARef avl_refresh(const IOVAArena *arena, const AvlOps *ops, IOVARef n, bool *changed)
+{
+    uint8_t height = *avl_height_ptr(arena, ops, n);
+    IOVARef best = avl_best(arena, ops, n);
+    IOVARef root = avl_rebalance(arena, ops, n);
+
+    *changed = root != n || *avl_height_ptr(arena, ops, n) != height ||
+               avl_best(arena, ops, n) != best;
+    return root;
+}
+
+static IOVARef avl_insert_rec(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                              IOVARef n, bool *changed)
 {
     if (root == IOVA_REF_NONE) {
         IOVARef *l = avl_links(arena, ops, n);
         l[AVL_LEFT] = l[AVL_RIGHT] = IOVA_REF_NONE;
         avl_update(arena, ops, n);
+        *changed = true;
         return n;
     }
     IOVARef *l = avl_links(arena, ops, root);
     int side = ops->cmp(arena, n, root) < 0 ? AVL_LEFT : AVL_RIGHT;
-    l[side] = avl_insert(arena, ops, l[side], n);
-    return avl_rebalance(arena, ops, root);
+    l[side] = avl_insert_rec(arena, ops, l[side], n, changed);
+    return *changed ? avl_refresh(arena, ops, root, changed) : root;
+}
+
+IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVARef n)
+{
+    bool changed;
+    return avl_insert_rec(arena, ops, root, n, &changed);
 }
 
 /* Detach the leftmost element of @root's subtree into @min; returns the new subtree root. */
@@ -103,17 +128,20 @@ static IOVARef avl_take_min(const IOVAArena *arena, const AvlOps *ops, IOVARef r
     return avl_rebalance(arena, ops, root);
 }
 
-IOVARef avl_remove(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVARef n)
+static IOVARef avl_remove_rec(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                              IOVARef n, bool *changed)
 {
     if (root == IOVA_REF_NONE) {
-        return IOVA_REF_NONE; /* not found: the caller's bookkeeping is wrong; check() says so */
+        *changed = false; /* not found: the caller's bookkeeping is wrong; check() says so */
+        return IOVA_REF_NONE;
     }
     IOVARef *l = avl_links(arena, ops, root);
     if (root != n) {
         int side = ops->cmp(arena, n, root) < 0 ? AVL_LEFT : AVL_RIGHT;
-        l[side] = avl_remove(arena, ops, l[side], n);
-        return avl_rebalance(arena, ops, root);
+        l[side] = avl_remove_rec(arena, ops, l[side], n, changed);
+        return *changed ? avl_refresh(arena, ops, root, changed) : root;
     }
+    *changed = true;
     if (l[AVL_LEFT] == IOVA_REF_NONE) {
         return l[AVL_RIGHT];
     }
@@ -126,6 +154,12 @@ IOVARef avl_remove(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVA
     ls[AVL_LEFT] = l[AVL_LEFT];
     ls[AVL_RIGHT] = right;
     return avl_rebalance(arena, ops, successor);
+}
+
+IOVARef avl_remove(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVARef n)
+{
+    bool changed;
+    return avl_remove_rec(arena, ops, root, n, &changed);
 }
 
 typedef struct AvlCheck {
