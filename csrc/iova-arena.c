@@ -24,7 +24,8 @@ static int arena_add_block(IOVAArena *arena)
         arena->blocks = blocks;
         arena->cap_blocks = cap;
     }
-    char *block = malloc((size_t)IOVA_ARENA_BLOCK * arena->elem_size);
+    /* Cache-line aligned, so that 64-byte elements each sit in one line. */
+    char *block = aligned_alloc(64, (size_t)IOVA_ARENA_BLOCK * arena->elem_size);
     if (!block) {
         return -1;
     }

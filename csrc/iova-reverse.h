@@ -19,18 +19,31 @@
 #define IOVA_REVERSE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 
 #include "iova-arena.h"
 #include "iova-map.h"
 
+/*
+ * One stored map: 64 bytes, a cache line, in the tree's arena.  The AVL heights of both trees
+ * live in DMAMap's four bytes of tail padding (the union), which nothing else uses: a map is
+ * only ever written whole, before it is linked.  The entry's own arena reference is not
+ * stored: iova_reverse_ref() finds it by key when a map is removed.
+ */
 typedef struct IOVAEntry {
-    DMAMap map;           /* first: the forward GTree's key and value point here */
-    IOVARef by_addr[3];   /* AVL left, right, best: the reverse tree */
-    IOVARef by_id[3];     /* AVL left, right, best: the id tree */
-    IOVARef self;         /* this entry's own reference, to go from a GTree key to the arena */
-    uint8_t h_addr;
-    uint8_t h_id;
+    union {
+        DMAMap map; /* first: the forward GTree's key and value point here */
+        struct {
+            uint8_t map_fields[offsetof(DMAMap, perm) + sizeof(IOMMUAccessFlags)];
+            uint8_t h_addr; /* AVL height in the reverse tree */
+            uint8_t h_id;   /* AVL height in the id tree */
+        };
+    };
+    IOVARef by_addr[3]; /* AVL left, right, best: the reverse tree */
+    IOVARef by_id[3];   /* AVL left, right, best: the id tree */
 } IOVAEntry;
+
+_Static_assert(sizeof(IOVAEntry) == 64, "an entry is one cache line");
 
 typedef struct IOVAReverse {
     IOVARef by_addr_root;
@@ -71,6 +84,12 @@ IOVARef iova_reverse_cover(const IOVAReverse *rev, const IOVAArena *arena, hwadd
  */
 int iova_reverse_check(const IOVAReverse *rev, const IOVAArena *arena, size_t expected,
                        char *err, size_t errlen);
+
+/**
+ * iova_reverse_ref: the arena reference of stored entry @e, found by its keys in the reverse
+ * tree; IOVA_REF_NONE when @e is not linked there.
+ */
+IOVARef iova_reverse_ref(const IOVAReverse *rev, const IOVAArena *arena, const IOVAEntry *e);
 
 /**
  * iova_reverse_contains: whether entry @ref is linked in both trees (found by its keys).

@@ -9,10 +9,15 @@
 #include "iova-holes.h"
 #include "iova-reverse.h"
 
+/*
+ * An IOVA-keyed tree keeps its maps as IOVAEntry in an arena, linked into the reverse trees and
+ * accounted for by the holes.  A GPA-keyed tree needs neither: its maps are plain g_new()
+ * DMAMaps that the GTree frees, as QEMU's are.
+ */
 struct IOVATree {
-    GTree *tree;            /* keys and values: &IOVAEntry.map, compared as ranges */
+    GTree *tree;            /* keys and values: the maps, compared as ranges */
     gboolean by_translated; /* made by gpa_tree_new() */
-    IOVAArena entries;      /* IOVAEntry storage */
+    IOVAArena entries;      /* IOVAEntry storage (IOVA-keyed trees) */
     IOVAReverse reverse;    /* IOVA-keyed trees only */
     IOVAHoles holes;        /* IOVA-keyed trees only */
 };
@@ -53,8 +58,10 @@ static hwaddr key_first(const IOVATree *tree, const DMAMap *map)
 
 static GTree *new_gtree(gboolean by_translated)
 {
-    return g_tree_new_full(by_translated ? translated_range_cmp : iova_range_cmp, NULL, NULL,
-                           NULL);
+    if (by_translated) {
+        return g_tree_new_full(translated_range_cmp, NULL, g_free, NULL);
+    }
+    return g_tree_new_full(iova_range_cmp, NULL, NULL, NULL); /* the arena owns the maps */
 }
 
 static IOVATree *tree_new(gboolean by_translated)
@@ -116,24 +123,25 @@ static int tree_store(IOVATree *tree, const DMAMap *map)
     if (lowest_overlap(tree, first, first + map->size)) {
         return IOVA_ERR_OVERLAP;
     }
+    if (tree->by_translated) {
+        DMAMap *copy = g_new(DMAMap, 1);
+        *copy = *map;
+        g_tree_insert(tree->tree, copy, copy);
+        return IOVA_OK;
+    }
     IOVARef ref = iova_arena_alloc(&tree->entries);
     if (ref == IOVA_REF_NONE) {
         return IOVA_ERR_OOM;
     }
-    if (!tree->by_translated) {
-        int rc = iova_holes_take(&tree->holes, first, first + map->size);
-        if (rc != IOVA_OK) {
-            iova_arena_release(&tree->entries, ref);
-            return rc;
-        }
+    int rc = iova_holes_take(&tree->holes, first, first + map->size);
+    if (rc != IOVA_OK) {
+        iova_arena_release(&tree->entries, ref);
+        return rc;
     }
     IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
-    e->map = *map;
-    e->self = ref;
+    e->map = *map; /* whole, before linking: the AVL heights in its padding come after */
     g_tree_insert(tree->tree, &e->map, &e->map);
-    if (!tree->by_translated) {
-        iova_reverse_add(&tree->reverse, &tree->entries, ref);
-    }
+    iova_reverse_add(&tree->reverse, &tree->entries, ref);
     return IOVA_OK;
 }
 
@@ -153,18 +161,18 @@ int gpa_tree_insert(IOVATree *tree, const DMAMap *map)
  */
 static int tree_unstore(IOVATree *tree, const DMAMap *map)
 {
-    IOVAEntry *e = entry_of(map);
-    IOVARef ref = e->self;
-
-    if (!tree->by_translated) {
-        IOVARef spare = iova_arena_alloc(&tree->holes.arena);
-        if (spare == IOVA_REF_NONE) {
-            return IOVA_ERR_OOM;
-        }
-        iova_arena_release(&tree->holes.arena, spare);
-        iova_reverse_del(&tree->reverse, &tree->entries, ref);
-        iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
+    if (tree->by_translated) {
+        g_tree_remove(tree->tree, map); /* frees it */
+        return IOVA_OK;
     }
+    IOVARef ref = iova_reverse_ref(&tree->reverse, &tree->entries, entry_of(map));
+    IOVARef spare = iova_arena_alloc(&tree->holes.arena);
+    if (ref == IOVA_REF_NONE || spare == IOVA_REF_NONE) {
+        return ref == IOVA_REF_NONE ? IOVA_ERR_INVALID : IOVA_ERR_OOM;
+    }
+    iova_arena_release(&tree->holes.arena, spare);
+    iova_reverse_del(&tree->reverse, &tree->entries, ref);
+    iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
     g_tree_remove(tree->tree, map);
     iova_arena_release(&tree->entries, ref);
     return IOVA_OK;
@@ -403,7 +411,7 @@ const DMAMap *iova_tree_next(const IOVATree *tree, hwaddr key, gboolean inclusiv
 
 size_t iova_tree_nnodes(const IOVATree *tree)
 {
-    return tree->entries.live;
+    return (size_t)g_tree_nnodes(tree->tree);
 }
 
 void iova_tree_clear(IOVATree *tree)
@@ -492,23 +500,22 @@ static int check_forward(const IOVATree *tree, char *err, size_t errlen)
                      key_first(tree, prev), key_first(tree, m));
             return -1;
         }
-        const IOVAEntry *e = entry_of(m);
-        if (e->self == IOVA_REF_NONE || iova_arena_ptr(&tree->entries, e->self) != e) {
-            snprintf(err, errlen, "forward tree: a map's arena reference is wrong");
-            return -1;
-        }
-        if (!tree->by_translated && !iova_reverse_contains(&tree->reverse, &tree->entries,
-                                                           e->self)) {
-            snprintf(err, errlen, "reverse tree: map at IOVA %#" G_GINT64_MODIFIER "x is "
-                     "missing", m->iova);
-            return -1;
+        if (!tree->by_translated) {
+            IOVARef ref = iova_reverse_ref(&tree->reverse, &tree->entries, entry_of(m));
+            if (ref == IOVA_REF_NONE ||
+                !iova_reverse_contains(&tree->reverse, &tree->entries, ref)) {
+                snprintf(err, errlen, "reverse tree: map at IOVA %#" G_GINT64_MODIFIER "x is "
+                         "missing", m->iova);
+                return -1;
+            }
         }
         prev = m;
         count++;
     }
-    if (count != tree->entries.live || count != (size_t)g_tree_nnodes(tree->tree)) {
-        snprintf(err, errlen, "forward tree: %zu maps walked, %d in the GTree, %u allocated",
-                 count, g_tree_nnodes(tree->tree), tree->entries.live);
+    size_t stored = tree->by_translated ? count : tree->entries.live;
+    if (count != stored || count != (size_t)g_tree_nnodes(tree->tree)) {
+        snprintf(err, errlen, "forward tree: %zu maps walked, %d in the GTree, %zu allocated",
+                 count, g_tree_nnodes(tree->tree), stored);
         return -1;
     }
     return 0;
