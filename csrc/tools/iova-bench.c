@@ -871,7 +871,7 @@ typedef struct AllocBench {
     int mode;       /* 0 alloc_map, 1 alloc_map_linear, 2 alloc_map_full(64K, LAST) */
 } AllocBench;
 
-static int alloc_one(AllocBench *b, uint64_t i, hwaddr *iova)
+static void alloc_one(AllocBench *b, uint64_t i, hwaddr *iova)
 {
     DMAMap m = { .translated_addr = HVA_BASE + i * PAGE, .size = MAP_SIZE, .perm = IOMMU_RW };
     int rc;
@@ -890,7 +890,6 @@ static int alloc_one(AllocBench *b, uint64_t i, hwaddr *iova)
         die("alloc", rc);
     }
     *iova = m.iova;
-    return rc;
 }
 
 /* Allocations alone: batches of b->batch, each removed afterwards outside the clock. */
