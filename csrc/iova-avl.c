@@ -41,6 +41,15 @@ static void avl_update(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
         }
     }
     l[AVL_BEST] = best;
+    if (ops->key16) {
+        uint16_t min = ops->key16(arena, n);
+        for (int side = AVL_LEFT; side <= AVL_RIGHT; side++) {
+            if (l[side] != IOVA_REF_NONE && *avl_min16(arena, ops, l[side]) < min) {
+                min = *avl_min16(arena, ops, l[side]);
+            }
+        }
+        *avl_min16(arena, ops, n) = min;
+    }
 }
 
 /* Turn @n's child on side @dir into the subtree's root; returns the new root. */
@@ -85,10 +94,12 @@ static IOVARef avl_refresh(const IOVAArena *arena, const AvlOps *ops, IOVARef n,
 {
     uint8_t height = *avl_height_ptr(arena, ops, n);
     IOVARef best = avl_best(arena, ops, n);
+    uint16_t min16 = ops->key16 ? *avl_min16(arena, ops, n) : 0;
     IOVARef root = avl_rebalance(arena, ops, n);
 
     *changed = root != n || *avl_height_ptr(arena, ops, n) != height ||
-               avl_best(arena, ops, n) != best;
+               avl_best(arena, ops, n) != best ||
+               (ops->key16 && *avl_min16(arena, ops, n) != min16);
     return root;
 }
 
@@ -217,6 +228,18 @@ static int avl_check_rec(AvlCheck *c, IOVARef n, int depth)
     if (l[AVL_BEST] != best) {
         snprintf(c->err, c->errlen, "%s: augmented best link is stale", c->ops->name);
         return -1;
+    }
+    if (c->ops->key16) {
+        uint16_t min = c->ops->key16(c->arena, n);
+        for (int side = AVL_LEFT; side <= AVL_RIGHT; side++) {
+            if (l[side] != IOVA_REF_NONE && *avl_min16(c->arena, c->ops, l[side]) < min) {
+                min = *avl_min16(c->arena, c->ops, l[side]);
+            }
+        }
+        if (*avl_min16(c->arena, c->ops, n) != min) {
+            snprintf(c->err, c->errlen, "%s: subtree minimum is stale", c->ops->name);
+            return -1;
+        }
     }
     return h;
 }

@@ -26,8 +26,19 @@ typedef struct AvlOps {
     int (*cmp)(const IOVAArena *arena, IOVARef a, IOVARef b);
     /* Whether @a should be remembered as the best of a subtree rather than @b. */
     bool (*better)(const IOVAArena *arena, IOVARef a, IOVARef b);
+    /*
+     * Optional second summary: each subtree keeps the minimum of a uint16_t that its elements
+     * give through @key16, at @min16_off inside the element.  NULL for none.
+     */
+    uint16_t (*key16)(const IOVAArena *arena, IOVARef n);
+    uint32_t min16_off;
     const char *name;    /* for check() messages */
 } AvlOps;
+
+static inline uint16_t *avl_min16(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
+{
+    return (uint16_t *)((char *)iova_arena_ptr(arena, n) + ops->min16_off);
+}
 
 static inline IOVARef *avl_links(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
 {

@@ -54,11 +54,35 @@ static bool by_id_better(const IOVAArena *arena, IOVARef a, IOVARef b)
     return ea->map.id != eb->map.id ? ea->map.id > eb->map.id : reach_better(ea, eb);
 }
 
+/*
+ * A 16-bit code for @x that never exceeds it when decoded: the top ten significant bits and
+ * their shift.  Codes sort as the values do, so the minimum code decodes to a lower bound of
+ * the minimum value.
+ */
+static uint16_t floor_code(uint64_t x)
+{
+    int bits = x ? 64 - __builtin_clzll(x) : 0;
+    int shift = bits > 10 ? bits - 10 : 0;
+    return (uint16_t)((shift << 10) | (x >> shift));
+}
+
+static uint64_t floor_decode(uint16_t code)
+{
+    return (uint64_t)(code & 0x3ff) << (code >> 10);
+}
+
+static uint16_t iova_code(const IOVAArena *arena, IOVARef n)
+{
+    return floor_code(entry_at(arena, n)->map.iova);
+}
+
 static const AvlOps by_addr_ops = {
     .link_off = offsetof(IOVAEntry, by_addr),
     .height_off = offsetof(IOVAEntry, h_addr),
     .cmp = by_addr_cmp,
     .better = by_addr_better,
+    .key16 = iova_code,
+    .min16_off = offsetof(IOVAEntry, min_iova),
     .name = "reverse tree",
 };
 
@@ -139,16 +163,20 @@ static const IOVARef *rev_links(const RevQuery *q, IOVARef n)
 static void find_lowest_in(RevQuery *q, IOVARef n)
 {
     while (n != IOVA_REF_NONE) {
+        const IOVAEntry *e = entry_at(q->arena, n);
         const IOVARef *l = rev_links(q, n);
         if (t_last(entry_at(q->arena, l[AVL_BEST])) < q->reach) {
             return; /* nothing in this subtree reaches the needle */
         }
-        const IOVAEntry *e = entry_at(q->arena, n);
+        if (q->found != IOVA_REF_NONE && q->ops->key16 &&
+            floor_decode(e->min_iova) >= entry_at(q->arena, q->found)->map.iova) {
+            return; /* nothing in this subtree has a lower IOVA than the one found */
+        }
+        find_lowest_in(q, l[AVL_LEFT]);
         if (t_last(e) >= q->reach &&
             (q->found == IOVA_REF_NONE || e->map.iova < entry_at(q->arena, q->found)->map.iova)) {
             q->found = n;
         }
-        find_lowest_in(q, l[AVL_LEFT]);
         n = l[AVL_RIGHT];
     }
 }

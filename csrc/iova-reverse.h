@@ -13,7 +13,11 @@
  * A look-up splits the key range "start <= b" into O(log n) whole subtrees plus the nodes on
  * two paths.  For translate(), the furthest-reaching map covering an address is the best of
  * those subtrees: O(log n) a segment.  For find_iova(), the lowest IOVA among the k maps that
- * overlap needs them all: O(log n + k), with subtrees that end below a pruned.
+ * overlap needs them all, except that a subtree is skipped when it ends below the needle or
+ * when none of its IOVAs can beat the lowest found so far.  For that, each subtree of the
+ * reverse tree keeps a lower bound of its lowest IOVA, rounded down to 16 bits (a 6-bit
+ * exponent and a 10-bit mantissa) so that it fits in DMAMap's padding: many aliases of one
+ * range (k = n) cost O(log n) instead of O(n).  O(log n + k) at worst.
  */
 #ifndef IOVA_REVERSE_H
 #define IOVA_REVERSE_H
@@ -35,8 +39,9 @@ typedef struct IOVAEntry {
         DMAMap map; /* first: the forward GTree's key and value point here */
         struct {
             uint8_t map_fields[offsetof(DMAMap, perm) + sizeof(IOMMUAccessFlags)];
-            uint8_t h_addr; /* AVL height in the reverse tree */
-            uint8_t h_id;   /* AVL height in the id tree */
+            uint8_t h_addr;     /* AVL height in the reverse tree */
+            uint8_t h_id;       /* AVL height in the id tree */
+            uint16_t min_iova;  /* reverse tree: floor code of the subtree's lowest IOVA */
         };
     };
     IOVARef by_addr[3]; /* AVL left, right, best: the reverse tree */
