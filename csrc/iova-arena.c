@@ -39,6 +39,7 @@ IOVARef iova_arena_alloc(IOVAArena *arena)
 
     if (ref != IOVA_REF_NONE) {
         memcpy(&arena->free_head, iova_arena_ptr(arena, ref), sizeof(IOVARef));
+        arena->free_count--;
     } else {
         ref = arena->next_fresh;
         if (ref == 0xffffffffu) {
@@ -58,7 +59,22 @@ void iova_arena_release(IOVAArena *arena, IOVARef ref)
 {
     memcpy(iova_arena_ptr(arena, ref), &arena->free_head, sizeof(IOVARef));
     arena->free_head = ref;
+    arena->free_count++;
     arena->live--;
+}
+
+int iova_arena_reserve(IOVAArena *arena, uint32_t count)
+{
+    for (;;) {
+        uint64_t fresh = (uint64_t)arena->nblocks * IOVA_ARENA_BLOCK - arena->next_fresh;
+        if ((uint64_t)arena->free_count + fresh >= count) {
+            return 0;
+        }
+        if ((uint64_t)arena->nblocks * IOVA_ARENA_BLOCK >= 0xffffffffu ||
+            arena_add_block(arena) < 0) {
+            return -1;
+        }
+    }
 }
 
 void iova_arena_reset(IOVAArena *arena)

@@ -27,6 +27,7 @@ typedef struct IOVAArena {
     IOVARef next_fresh;   /* lowest reference never handed out */
     IOVARef free_head;    /* released elements, threaded through their first 4 bytes */
     uint32_t live;        /* elements handed out and not released */
+    uint32_t free_count;  /* elements on the free list */
 } IOVAArena;
 
 /**
@@ -40,6 +41,14 @@ void iova_arena_init(IOVAArena *arena, uint32_t elem_size);
  * Returns: its reference, or IOVA_REF_NONE when memory or the 32-bit reference space ran out.
  */
 IOVARef iova_arena_alloc(IOVAArena *arena);
+
+/**
+ * iova_arena_reserve: make sure the next @count allocations cannot fail (they need no memory
+ * from the system), so that a change that needs them can be made all or nothing.
+ *
+ * Returns: 0, or -1 when memory ran out (nothing is lost: the arena is as before, or larger).
+ */
+int iova_arena_reserve(IOVAArena *arena, uint32_t count);
 
 /**
  * iova_arena_release: give element @ref back; its contents are lost.

@@ -65,6 +65,12 @@ size_t ib_copy_maps(const IOVATree *tree, gboolean by_translated, uint64_t key,
     return n;
 }
 
+int64_t ib_dump_maps(const IOVATree *tree, gboolean by_translated, uint64_t *out, size_t cap)
+{
+    ib_copy_maps(tree, by_translated, 0, TRUE, out, cap);
+    return (int64_t)iova_tree_nnodes(tree);
+}
+
 static const DMAMap *batch_lookup(const IOVATree *tree, IBLookup lookup, DMAMap *needle,
                                   uint64_t addr)
 {
@@ -286,13 +292,10 @@ int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size)
     if (!tree) {
         return IB_CLOSED;
     }
-    if (key + size < key) {
-        ib_guard_leave(&t->guard, FALSE);
-        return IOVA_ERR_INVALID;
-    }
-    size_t n = iova_tree_remove(tree, key_needle(key, size));
+    size_t n;
+    int rc = iova_tree_remove_checked(tree, key_needle(key, size), &n);
     ib_guard_leave(&t->guard, n > 0);
-    return (int64_t)n;
+    return rc == IOVA_OK ? (int64_t)n : rc;
 }
 
 int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive, uint64_t *out,
@@ -307,6 +310,17 @@ int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive,
                     : (int64_t)ib_copy_maps(tree, t->kind == 1, key, inclusive, out, cap);
     ib_guard_leave(&t->guard, FALSE);
     return n;
+}
+
+int64_t ib_tree_dump(IBTree *t, uint64_t *out, size_t cap)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int64_t total = ib_dump_maps(tree, t->kind == 1, out, cap);
+    ib_guard_leave(&t->guard, FALSE);
+    return total;
 }
 
 int ib_tree_check(IBTree *t, char *err, size_t errlen)

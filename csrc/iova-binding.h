@@ -54,7 +54,8 @@ int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uin
 int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                   uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
                   int top_down, uint64_t *out);
-/* Number removed, IOVA_ERR_INVALID when the range wraps, or IB_CLOSED. */
+/* Number removed; IOVA_ERR_INVALID when the range wraps, IOVA_ERR_OOM (nothing removed), or
+ * IB_CLOSED. */
 int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size);
 /*
  * Copy up to @cap maps whose key is above @key (at or above it when @inclusive) into @out.
@@ -62,6 +63,12 @@ int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size);
  */
 int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive, uint64_t *out,
                      size_t cap);
+/*
+ * Copy up to @cap maps, from the lowest key, into @out, in one look under the lock; returns
+ * how many the tree holds (call again with a larger buffer when that is more than @cap), or
+ * IB_CLOSED.  Unlike a walk in steps, a writer that never pauses cannot starve it.
+ */
+int64_t ib_tree_dump(IBTree *t, uint64_t *out, size_t cap);
 /* 0, -1 with a message in @err, or IB_CLOSED. */
 int ib_tree_check(IBTree *t, char *err, size_t errlen);
 

@@ -48,6 +48,13 @@ void ib_map_out(const DMAMap *m, uint64_t *out);
 size_t ib_copy_maps(const IOVATree *tree, gboolean by_translated, uint64_t key,
                     gboolean inclusive, uint64_t *out, size_t cap);
 
+/**
+ * ib_dump_maps: up to @cap maps of @tree from the lowest key, as five words each.
+ *
+ * Returns: how many maps @tree holds (more than @cap: call again with a larger buffer).
+ */
+int64_t ib_dump_maps(const IOVATree *tree, gboolean by_translated, uint64_t *out, size_t cap);
+
 /* How the batch loops look an address up. */
 typedef enum {
     IB_LOOKUP_KEY,        /* the tree's own key (IOVA, or GPA in a GPA tree) */

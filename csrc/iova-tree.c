@@ -155,27 +155,32 @@ int gpa_tree_insert(IOVATree *tree, const DMAMap *map)
     return tree->by_translated ? tree_store(tree, map) : IOVA_ERR_INVALID;
 }
 
+int iova_tree_reserve(IOVATree *tree, size_t count)
+{
+    if (tree->by_translated) {
+        return 0; /* no holes to record */
+    }
+    return count > UINT32_MAX || iova_arena_reserve(&tree->holes.arena, (uint32_t)count) < 0
+               ? -1
+               : 0;
+}
+
 /*
- * Take one stored map out of every structure.  Returning the range to the holes may need one
- * new hole element; it is reserved first so that a failure leaves the tree as it was.
+ * Take one stored map out of every structure.  Returning its range to the holes may need one
+ * hole element, which the caller has reserved (iova_tree_reserve()), so this cannot fail.
  */
-static int tree_unstore(IOVATree *tree, const DMAMap *map)
+static void tree_unstore(IOVATree *tree, const DMAMap *map)
 {
     if (tree->by_translated) {
         g_tree_remove(tree->tree, map); /* frees it */
-        return IOVA_OK;
+        return;
     }
     IOVARef ref = iova_reverse_ref(&tree->reverse, &tree->entries, entry_of(map));
-    IOVARef spare = iova_arena_alloc(&tree->holes.arena);
-    if (ref == IOVA_REF_NONE || spare == IOVA_REF_NONE) {
-        return ref == IOVA_REF_NONE ? IOVA_ERR_INVALID : IOVA_ERR_OOM;
-    }
-    iova_arena_release(&tree->holes.arena, spare);
+    g_assert(ref != IOVA_REF_NONE); /* check() would already name this as broken */
     iova_reverse_del(&tree->reverse, &tree->entries, ref);
     iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
     g_tree_remove(tree->tree, map);
     iova_arena_release(&tree->entries, ref);
-    return IOVA_OK;
 }
 
 const DMAMap *iova_tree_find(const IOVATree *tree, const DMAMap *map)
@@ -360,21 +365,44 @@ int iova_tree_alloc_map_linear(IOVATree *tree, DMAMap *map, hwaddr iova_begin,
     return rc;
 }
 
-size_t iova_tree_remove(IOVATree *tree, DMAMap map)
+size_t iova_tree_count(const IOVATree *tree, const DMAMap *map)
+{
+    hwaddr first = key_first(tree, map);
+    const DMAMap *hit = iova_tree_find(tree, map);
+    size_t count = 0;
+
+    while (hit && key_first(tree, hit) <= first + map->size) {
+        count++;
+        hit = iova_tree_next(tree, key_first(tree, hit), FALSE);
+    }
+    return count;
+}
+
+int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed)
 {
     hwaddr first = key_first(tree, &map);
-    size_t removed = 0;
 
+    *removed = 0;
     if (first + map.size < first) {
-        return 0;
+        return IOVA_ERR_INVALID;
     }
-    for (;;) {
-        const DMAMap *hit = lowest_overlap(tree, first, first + map.size);
-        if (!hit || tree_unstore(tree, hit) != IOVA_OK) {
-            return removed;
-        }
-        removed++;
+    /* Every hole element the removals may need is set aside first: all or nothing. */
+    if (iova_tree_reserve(tree, iova_tree_count(tree, &map)) < 0) {
+        return IOVA_ERR_OOM;
     }
+    const DMAMap *hit;
+    while ((hit = lowest_overlap(tree, first, first + map.size)) != NULL) {
+        tree_unstore(tree, hit);
+        (*removed)++;
+    }
+    return IOVA_OK;
+}
+
+size_t iova_tree_remove(IOVATree *tree, DMAMap map)
+{
+    size_t removed;
+    iova_tree_remove_checked(tree, map, &removed);
+    return removed;
 }
 
 typedef struct ForeachArgs {

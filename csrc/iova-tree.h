@@ -85,6 +85,9 @@ const DMAMap *iova_tree_find_iova(const IOVATree *tree, const DMAMap *map);
 /**
  * iova_tree_find_iova_any: iova_tree_find_iova() without the id match (the "skip_id_match"
  * of the seed thread), O(log n + k) for k maps overlapping the needle.
+ *
+ * On a GPA tree (keyed by translated address, with no reverse tree) both forms walk the maps
+ * in GPA order and return the first hit: the lowest GPA, not the lowest IOVA.
  */
 const DMAMap *iova_tree_find_iova_any(const IOVATree *tree, const DMAMap *map);
 
@@ -134,9 +137,28 @@ int iova_tree_alloc_map_linear(IOVATree *tree, DMAMap *map, hwaddr iova_begin,
 /**
  * iova_tree_remove: remove every map whose key range overlaps [key, key + @map.size].
  *
- * Returns: how many were removed (QEMU's returns nothing).
+ * Returns: how many were removed (QEMU's returns nothing); 0 also when memory for the
+ * bookkeeping ran out, and then nothing was removed (iova_tree_remove_checked() tells).
  */
 size_t iova_tree_remove(IOVATree *tree, DMAMap map);
+
+/**
+ * iova_tree_remove_checked: iova_tree_remove(), all or nothing, with the count in *@removed.
+ *
+ * Returns: IOVA_OK; IOVA_ERR_INVALID if the range wraps; IOVA_ERR_OOM, with nothing removed.
+ */
+int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed);
+
+/**
+ * iova_tree_reserve: make sure that removing @count maps cannot fail for want of memory (each
+ * removal may need one element to record the freed range).  Returns 0 or -1.
+ */
+int iova_tree_reserve(IOVATree *tree, size_t count);
+
+/**
+ * iova_tree_count: how many stored maps overlap [key, key + @map->size], in O(log n + k).
+ */
+size_t iova_tree_count(const IOVATree *tree, const DMAMap *map);
 
 /**
  * iova_tree_foreach: call @iterator on every map in key order until it returns TRUE.

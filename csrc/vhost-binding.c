@@ -153,9 +153,10 @@ static int64_t vhost_remove(IBVhost *v, uint64_t key, uint64_t size, int gpa)
         ib_guard_leave(&v->guard, FALSE);
         return IOVA_ERR_INVALID;
     }
-    size_t n = gpa ? vhost_iova_tree_remove_gpa(tree, range) : vhost_iova_tree_remove(tree, range);
+    size_t n;
+    int rc = vhost_iova_tree_remove_checked(tree, range, gpa, &n);
     ib_guard_leave(&v->guard, n > 0);
-    return (int64_t)n;
+    return rc == IOVA_OK ? (int64_t)n : rc;
 }
 
 int64_t ib_vhost_remove(IBVhost *v, uint64_t iova, uint64_t size)
@@ -201,6 +202,17 @@ int64_t ib_vhost_copy(IBVhost *v, int which, int64_t generation, uint64_t key, i
                                             key, inclusive, out, cap);
     ib_guard_leave(&v->guard, FALSE);
     return n;
+}
+
+int64_t ib_vhost_dump(IBVhost *v, int which, uint64_t *out, size_t cap)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int64_t total = ib_dump_maps(vhost_part(tree, which), which == IB_VHOST_GUEST, out, cap);
+    ib_guard_leave(&v->guard, FALSE);
+    return total;
 }
 
 int ib_vhost_check(IBVhost *v, char *err, size_t errlen)

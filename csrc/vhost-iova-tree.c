@@ -52,6 +52,10 @@ static int vhost_allocate(VhostIOVATree *tree, hwaddr size, IOMMUAccessFlags per
     if (!dma_map_valid(&probe)) {
         return IOVA_ERR_INVALID; /* wraps on the translated side, or IOMMU_NONE */
     }
+    /* Rolling this allocation back (vhost_record) must not need memory that may be gone. */
+    if (iova_tree_reserve(tree->iova_map, 1) < 0) {
+        return IOVA_ERR_OOM;
+    }
     int rc = iova_tree_alloc_map(tree->iova_map, &alloc, tree->iova_first, tree->iova_last);
     *iova = alloc.iova;
     return rc;
@@ -115,29 +119,48 @@ const DMAMap *vhost_iova_tree_find_gpa(const VhostIOVATree *tree, const DMAMap *
     return iova_tree_find(tree->gpa_iova_map, map);
 }
 
-/* Remove the maps of @maps overlapping @range (in its own key) with their allocations. */
-static size_t vhost_remove_from(VhostIOVATree *tree, IOVATree *maps, DMAMap range)
+/*
+ * Remove the maps of @maps overlapping @range (in its own key) with their allocations, all or
+ * nothing: the hole elements both trees may need are reserved before anything changes.
+ */
+static int vhost_remove_from(VhostIOVATree *tree, IOVATree *maps, DMAMap range,
+                             size_t *removed)
 {
-    size_t removed = 0;
+    size_t victims = iova_tree_count(maps, &range);
     const DMAMap *hit;
 
+    *removed = 0;
+    if (iova_tree_reserve(maps, victims) < 0 || iova_tree_reserve(tree->iova_map, victims) < 0) {
+        return IOVA_ERR_OOM;
+    }
     while ((hit = iova_tree_find(maps, &range)) != NULL) {
         DMAMap victim = *hit;
         vhost_release(tree, victim.iova, victim.size);
         iova_tree_remove(maps, victim); /* keyed as @maps is: only the victim overlaps itself */
-        removed++;
+        (*removed)++;
     }
-    return removed;
+    return IOVA_OK;
+}
+
+int vhost_iova_tree_remove_checked(VhostIOVATree *tree, DMAMap map, gboolean gpa,
+                                   size_t *removed)
+{
+    return vhost_remove_from(tree, gpa ? tree->gpa_iova_map : tree->iova_taddr_map, map,
+                             removed);
 }
 
 size_t vhost_iova_tree_remove(VhostIOVATree *tree, DMAMap map)
 {
-    return vhost_remove_from(tree, tree->iova_taddr_map, map);
+    size_t removed;
+    vhost_remove_from(tree, tree->iova_taddr_map, map, &removed);
+    return removed;
 }
 
 size_t vhost_iova_tree_remove_gpa(VhostIOVATree *tree, DMAMap map)
 {
-    return vhost_remove_from(tree, tree->gpa_iova_map, map);
+    size_t removed;
+    vhost_remove_from(tree, tree->gpa_iova_map, map, &removed);
+    return removed;
 }
 
 int vhost_iova_tree_translate(const VhostIOVATree *tree, hwaddr addr, hwaddr length,

@@ -70,6 +70,13 @@ size_t vhost_iova_tree_remove(VhostIOVATree *tree, DMAMap map);
 size_t vhost_iova_tree_remove_gpa(VhostIOVATree *tree, DMAMap map);
 
 /**
+ * vhost_iova_tree_remove_checked: vhost_iova_tree_remove() (or, when @gpa, _remove_gpa()),
+ * all or nothing, with the count in *@removed.  Returns IOVA_OK or IOVA_ERR_OOM.
+ */
+int vhost_iova_tree_remove_checked(VhostIOVATree *tree, DMAMap map, gboolean gpa,
+                                   size_t *removed);
+
+/**
  * vhost_iova_tree_translate: segments of the @length bytes at @addr: through the host-only
  * tree (@addr an HVA) or, when @gpa, through the GPA tree (@addr a GPA).
  * As iova_tree_translate().

@@ -64,3 +64,80 @@ def test_batch_refuses_bytes_and_text(backend_name: str, data: object) -> None:
         tree.to_translated_many(data, missing=0)
     with pytest.raises(TypeError):
         tree.to_iova_many(data, missing=0)
+
+
+def test_maps_is_not_starved_by_a_writer_that_never_pauses() -> None:
+    """maps() walked the tree 256 maps per C call and started over whenever it changed, so a
+    thread changing the tree in a loop kept it from ever finishing (fuzz/repro_maps_starvation.py).
+    It now copies the tree in one locked C call."""
+    import threading
+    import time
+
+    tree = native.IOVATree()
+    for i in range(20_000):
+        tree.insert(DMAMap(0x1000 * (i + 1), 0x1000 * i, 0xFFF))
+    stop = threading.Event()
+
+    def churn() -> None:
+        spare = DMAMap(0x1000 * 50_000, 0, 0xFFF)
+        while not stop.is_set():
+            tree.insert(spare)
+            tree.remove(spare.iova)
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        start = time.monotonic()
+        for _ in range(5):
+            listing = tree.maps()
+            assert 20_000 <= len(listing) <= 20_001
+            assert listing == sorted(listing)
+        assert time.monotonic() - start < 30
+    finally:
+        stop.set()
+        writer.join()
+
+
+@pytest.mark.parametrize("backend_name", ["native", "reference"])
+@pytest.mark.parametrize("cls_name", ["IOVATree", "GPATree"])
+@pytest.mark.parametrize("fields", [(-1, 0, 0xFFF), (0, 1 << 64, 0), (0, 0, 0xFFF, 3, -5)])
+def test_insert_of_a_forged_map_raises_invalid_map_error(
+    backend_name: str, cls_name: str, fields: tuple[int, ...]
+) -> None:
+    """A DMAMap built around its checks (through the private ``_trusted``) made native raise
+    OverflowError where the reference raises InvalidMapError (found by the atheris fuzzer)."""
+    import importlib
+
+    from iova_native import InvalidMapError, Perm
+
+    full = (*fields, Perm.RW, 0)[:5] if len(fields) == 3 else fields
+    forged = DMAMap._trusted(full)  # type: ignore[arg-type]
+    tree = getattr(importlib.import_module(f"iova_native.{backend_name}"), cls_name)()
+    with pytest.raises(InvalidMapError):
+        tree.insert(forged)
+    assert tree.maps() == []
+
+
+def test_removals_are_all_or_nothing_when_memory_runs_out() -> None:
+    """iova_tree_remove() reported a partial count as success, vhost removal orphaned an
+    allocation, and a failing host-map removal looped forever under the lock, all when malloc
+    failed mid-way.  fuzz/oom_remove.c fails malloc at every point of those paths."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or shutil.which("pkg-config") is None:
+        pytest.skip("no C compiler")
+    glib = subprocess.run(["pkg-config", "--cflags", "--libs", "glib-2.0"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    out = root / "build" / "oom_remove"
+    out.parent.mkdir(exist_ok=True)
+    sources = [str(p) for p in sorted((root / "csrc").glob("*.c"))
+               if p.name.startswith(("iova-", "vhost-")) and "binding" not in p.name]
+    subprocess.run([cc, "-std=c11", "-O1", "-g", f"-I{root / 'csrc'}", str(root / "fuzz" /
+                    "oom_remove.c"), *sources, "-Wl,--wrap=malloc", "-Wl,--wrap=realloc",
+                    *glib, "-o", str(out)], check=True, capture_output=True, text=True)
+    result = subprocess.run([str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -33,6 +33,7 @@ int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t p
 int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size);
 int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive, uint64_t *out,
                      size_t cap);
+int64_t ib_tree_dump(IBTree *t, uint64_t *out, size_t cap);
 int ib_tree_check(IBTree *t, char *err, size_t errlen);
 int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out,
                                int has_missing, uint64_t missing, size_t *miss);
@@ -59,6 +60,7 @@ int ib_vhost_translate(IBVhost *v, uint64_t addr, uint64_t length, int gpa, uint
                        size_t cap, size_t *nsegs, uint64_t *fault);
 int64_t ib_vhost_copy(IBVhost *v, int which, int64_t generation, uint64_t key, int inclusive,
                       uint64_t *out, size_t cap);
+int64_t ib_vhost_dump(IBVhost *v, int which, uint64_t *out, size_t cap);
 int ib_vhost_check(IBVhost *v, char *err, size_t errlen);
 int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uint64_t *out,
                           int has_missing, uint64_t missing, size_t *miss);

@@ -96,6 +96,14 @@ def _segments_buffer() -> tuple[Any, memoryview, Any, Any]:
     return cbuf, view, ffi.new("size_t[1]"), ffi.new("uint64_t[1]")
 
 
+def _pop(pool: list[Any], make: Callable[[], Any]) -> Any:
+    """A buffer from ``pool``, or a new one; two threads can never get the same buffer."""
+    try:
+        return pool.pop()
+    except IndexError:  # empty, or emptied by another thread since: no check-then-pop race
+        return make()
+
+
 class _Native:
     """What every native class shares: the C handle, the buffer pools, listing, closing."""
 
@@ -104,6 +112,7 @@ class _Native:
     _len_fn: Callable[[Any], int]
     _generation_fn: Callable[[Any], int]
     _copy_fn: Callable[..., int]
+    _dump_fn: Callable[..., int]
     _closed_fn: Callable[[Any], int]
     _close_fn: Callable[[Any], int]
     _check_fn: Callable[..., int]
@@ -152,26 +161,18 @@ class _Native:
         state = "closed" if n == _CLOSED else f"{n} maps"
         return f"<native.{type(self).__name__}: {state}>"
 
-    def _copy_all(self, which: tuple[int, ...], key_index: int) -> list[DMAMap]:
-        """Every map of one tree in key order, as of one moment (retried if it changes)."""
-        buf, view = _words(_WORDS * _CHUNK)
+    def _copy_all(self, which: tuple[int, ...]) -> list[DMAMap]:
+        """Every map of one tree in key order, copied in one look under the lock (a writer
+        that never pauses cannot starve it, as it could a walk in steps)."""
+        cap = _CHUNK
         while True:
-            gen = self._generation_fn(self._h)
-            if gen == _CLOSED:
+            buf, view = _words(_WORDS * cap)
+            total = self._dump_fn(self._h, *which, buf, cap)
+            if total == _CLOSED:
                 self._raise_closed()
-            out: list[DMAMap] = []
-            key, inclusive = 0, 1
-            while True:
-                n = self._copy_fn(self._h, *which, gen, key, inclusive, buf, _CHUNK)
-                if n == _CLOSED:
-                    self._raise_closed()
-                if n == _CHANGED:
-                    break
-                words = view[0 : _WORDS * n].tolist()
-                out.extend(_maps(words))
-                if n < _CHUNK:
-                    return out
-                key, inclusive = words[-_WORDS + key_index], 0
+            if total <= cap:
+                return _maps(view[0 : _WORDS * total].tolist())
+            cap = total + total // 8 + _CHUNK  # it grew since the last look: room to spare
 
     def _iterate(self, which: tuple[int, ...], key_index: int) -> Iterator[DMAMap]:
         gen = self._generation_fn(self._h)  # the snapshot is taken by iter(), not next()
@@ -234,7 +235,7 @@ class _Native:
     def _one_map(self, call: Callable[..., int], args: tuple[Any, ...]) -> DMAMap | None:
         """``call(h, *args, buf)`` answering 1 with a map in buf, 0 for none, or an error."""
         pool = self._maps_pool
-        pair = pool.pop() if pool else _map_buffer()
+        pair = _pop(pool, _map_buffer)
         try:
             rc = call(self._h, *args, pair[0])
             if rc == 1:
@@ -248,7 +249,7 @@ class _Native:
 
     def _translate(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[tuple[int, int]]:
         pool = self._segs_pool
-        bufs = pool.pop() if pool else _segments_buffer()
+        bufs = _pop(pool, _segments_buffer)
         segs, view, count, fault = bufs
         try:
             rc = call(self._h, *args, segs, _SEGS, count, fault)
@@ -313,6 +314,7 @@ class _Tree(_Native):
     _len_fn = staticmethod(lib.ib_tree_len)
     _generation_fn = staticmethod(lib.ib_tree_generation)
     _copy_fn = staticmethod(lib.ib_tree_copy)
+    _dump_fn = staticmethod(lib.ib_tree_dump)
     _closed_fn = staticmethod(lib.ib_tree_closed)
     _close_fn = staticmethod(lib.ib_tree_close)
     _check_fn = staticmethod(lib.ib_tree_check)
@@ -326,7 +328,7 @@ class _Tree(_Native):
 
     def maps(self) -> list[DMAMap]:
         """Every map, in key order."""
-        return self._copy_all((), self._kind)
+        return self._copy_all(())
 
     def insert(self, map: DMAMap) -> None:
         """Store ``map``; OverlapError (``.existing``, the lowest map hit) if its range is taken."""
@@ -334,8 +336,16 @@ class _Tree(_Native):
             self._check_open()
             raise TypeError(f"insert() needs a DMAMap, not {type(map).__name__}")
         pool = self._maps_pool
-        pair = pool.pop() if pool else _map_buffer()
-        rc = _ib_insert(self._h, map[0], map[1], map[2], map[3], map[4], pair[0])
+        pair = _pop(pool, _map_buffer)
+        try:
+            rc = _ib_insert(self._h, map[0], map[1], map[2], map[3], map[4], pair[0])
+        except _ARG_ERRORS:
+            pool.append(pair)
+            # Only a DMAMap built around its checks can get here: rebuilding it through the
+            # constructor raises what the reference raises.
+            self._check_open()
+            self.insert(DMAMap(*tuple.__iter__(map)))
+            return
         if rc == _OK:
             pool.append(pair)
             return
@@ -351,7 +361,7 @@ class _Tree(_Native):
     def _find_key(self, iova: int, size: int = 0) -> DMAMap | None:
         """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``."""
         pool = self._maps_pool
-        pair = pool.pop() if pool else _map_buffer()
+        pair = _pop(pool, _map_buffer)
         try:
             rc = _ib_find(self._h, iova, size, pair[0])
             if rc == 1:
@@ -397,7 +407,7 @@ class IOVATree(_Tree):
     ) -> DMAMap | None:
         """The lowest-IOVA map whose translated range overlaps (and whose id is ``id``)."""
         pool = self._maps_pool
-        pair = pool.pop() if pool else _map_buffer()
+        pair = _pop(pool, _map_buffer)
         try:
             if id is None:
                 rc = _ib_find_iova(self._h, translated_addr, size, 0, 0, pair[0])
@@ -524,6 +534,7 @@ class VhostIOVATree(_Native):
     _len_fn = staticmethod(lib.ib_vhost_len)
     _generation_fn = staticmethod(lib.ib_vhost_generation)
     _copy_fn = staticmethod(lib.ib_vhost_copy)
+    _dump_fn = staticmethod(lib.ib_vhost_dump)
     _closed_fn = staticmethod(lib.ib_vhost_closed)
     _close_fn = staticmethod(lib.ib_vhost_close)
     _check_fn = staticmethod(lib.ib_vhost_check)
@@ -548,7 +559,7 @@ class VhostIOVATree(_Native):
 
     def _alloc_raw(self, size: Any, taddr: Any, perm: Any, gpa: bool) -> DMAMap:
         pool = self._maps_pool
-        pair = pool.pop() if pool else _map_buffer()
+        pair = _pop(pool, _map_buffer)
         buf, o = pair
         try:
             if gpa:
@@ -647,12 +658,12 @@ class VhostIOVATree(_Native):
 
     def host_maps(self) -> list[DMAMap]:
         """Host-only maps (IOVA -> HVA), in IOVA order."""
-        return self._copy_all((lib.IB_VHOST_HOST,), 0)
+        return self._copy_all((lib.IB_VHOST_HOST,))
 
     def gpa_maps(self) -> list[DMAMap]:
         """Guest maps (GPA -> IOVA; ``translated_addr`` and ``id`` are the GPA), in GPA order."""
-        return self._copy_all((lib.IB_VHOST_GUEST,), 1)
+        return self._copy_all((lib.IB_VHOST_GUEST,))
 
     def allocated(self) -> list[DMAMap]:
         """The allocations (``translated_addr`` and ``id`` 0), in IOVA order."""
-        return self._copy_all((lib.IB_VHOST_ALLOCATIONS,), 0)
+        return self._copy_all((lib.IB_VHOST_ALLOCATIONS,))
