@@ -141,3 +141,41 @@ def test_removals_are_all_or_nothing_when_memory_runs_out() -> None:
                     *glib, "-o", str(out)], check=True, capture_output=True, text=True)
     result = subprocess.run([str(out)], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_large_batches_equal_the_reference_and_report_the_first_miss_in_input_order(
+    seed: int,
+) -> None:
+    """Batches of 256 addresses or more are looked up in address order (radix-sorted in C) and
+    scattered back; the answers, and the first miss, must be those of input order."""
+    import random
+
+    from iova_native import InvalidMapError, reference
+
+    rng = random.Random(seed)
+    trees = (native.IOVATree(), reference.IOVATree())
+    gpas = (native.GPATree(), reference.GPATree())
+    for i in range(400):  # aliases: 4 ids over 100 HVA pages, holes between IOVAs
+        m = DMAMap(0x1000 * (2 * i + 1), 0x7F00_0000_0000 + 0x1000 * (i % 100), 0xFFF, id=i % 4)
+        for t in trees:
+            t.insert(m)
+        g = DMAMap(0x1000 * (2 * i + 1), 0x1000 * (3 * i), 0xFFF)
+        for t in gpas:
+            t.insert(g)
+    hvas = [0x7F00_0000_0000 + rng.randrange(0x70000) for _ in range(3000)]
+    iovas = [rng.randrange(0x1000, 0x400000) for _ in range(3000)]
+    for id in (None, 0, 3):
+        results = [list(t.to_iova_many(hvas, id=id, missing=7)) for t in trees]
+        assert results[0] == results[1]
+    assert [list(t.to_translated_many(iovas, missing=7)) for t in trees][0] == list(
+        trees[1].to_translated_many(iovas, missing=7))
+    assert list(gpas[0].to_iova_many(iovas, missing=7)) == list(gpas[1].to_iova_many(iovas, missing=7))
+    misses = []
+    for t in trees:
+        with pytest.raises(TranslationError) as err:
+            t.to_translated_many(iovas)
+        misses.append(err.value.address)
+    assert misses[0] == misses[1] == next(a for a in iovas if trees[1].find(a) is None)
+    with pytest.raises(InvalidMapError):
+        trees[0].to_iova_many([*hvas, -1])
