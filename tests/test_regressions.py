@@ -168,9 +168,10 @@ def test_large_batches_equal_the_reference_and_report_the_first_miss_in_input_or
     for id in (None, 0, 3):
         results = [list(t.to_iova_many(hvas, id=id, missing=7)) for t in trees]
         assert results[0] == results[1]
-    assert [list(t.to_translated_many(iovas, missing=7)) for t in trees][0] == list(
-        trees[1].to_translated_many(iovas, missing=7))
-    assert list(gpas[0].to_iova_many(iovas, missing=7)) == list(gpas[1].to_iova_many(iovas, missing=7))
+    forward = [list(t.to_translated_many(iovas, missing=7)) for t in trees]
+    assert forward[0] == forward[1]
+    by_gpa = [list(t.to_iova_many(iovas, missing=7)) for t in gpas]
+    assert by_gpa[0] == by_gpa[1]
     misses = []
     for t in trees:
         with pytest.raises(TranslationError) as err:
