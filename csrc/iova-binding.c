@@ -89,10 +89,12 @@ static const DMAMap *batch_lookup(const IOVATree *tree, IBLookup lookup, DMAMap 
 
 /*
  * Batches are looked up in address order: random addresses over a large tree miss the cache at
- * every level, while sorted ones walk neighbouring paths.  Below this size sorting costs more
- * than it saves.
+ * every level, while sorted ones walk neighbouring paths.  Sorting costs more than it saves for
+ * short batches, and for trees small enough to stay in the cache (measured: 1.3x slower at 10k
+ * maps, 1.5x faster at 100k).
  */
 #define IB_BATCH_SORT_MIN 256
+#define IB_BATCH_SORT_MIN_MAPS 32768
 
 typedef struct BatchItem {
     uint64_t addr;
@@ -143,7 +145,8 @@ int ib_batch(const IOVATree *tree, IBLookup lookup, gboolean key_is_translated, 
     needle.id = id;
     /* IOVA in, translated out; or translated in, IOVA out. */
     gboolean in_is_iova = lookup == IB_LOOKUP_KEY && !key_is_translated;
-    BatchItem *items = n >= IB_BATCH_SORT_MIN ? g_try_new(BatchItem, 2 * n) : NULL;
+    gboolean sort = n >= IB_BATCH_SORT_MIN && iova_tree_nnodes(tree) >= IB_BATCH_SORT_MIN_MAPS;
+    BatchItem *items = sort ? g_try_new(BatchItem, 2 * n) : NULL;
     const BatchItem *order = NULL;
 
     if (items) {

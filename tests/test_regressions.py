@@ -143,40 +143,40 @@ def test_removals_are_all_or_nothing_when_memory_runs_out() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_large_batches_equal_the_reference_and_report_the_first_miss_in_input_order(
+@pytest.mark.parametrize("seed", range(3))
+def test_large_batches_equal_single_lookups_and_report_the_first_miss_in_input_order(
     seed: int,
 ) -> None:
-    """Batches of 256 addresses or more are looked up in address order (radix-sorted in C) and
-    scattered back; the answers, and the first miss, must be those of input order."""
+    """Batches of 256 addresses or more over trees of 32k maps or more are looked up in address
+    order (radix-sorted in C) and scattered back; the answers, and the first miss, must be
+    those of input order.  The oracle is native's own single look-ups (which the stateful
+    tests hold to the reference): the reference's batch is linear per address at this size."""
     import random
 
-    from iova_native import InvalidMapError, reference
+    from iova_native import InvalidMapError
 
     rng = random.Random(seed)
-    trees = (native.IOVATree(), reference.IOVATree())
-    gpas = (native.GPATree(), reference.GPATree())
-    for i in range(400):  # aliases: 4 ids over 100 HVA pages, holes between IOVAs
-        m = DMAMap(0x1000 * (2 * i + 1), 0x7F00_0000_0000 + 0x1000 * (i % 100), 0xFFF, id=i % 4)
-        for t in trees:
-            t.insert(m)
-        g = DMAMap(0x1000 * (2 * i + 1), 0x1000 * (3 * i), 0xFFF)
-        for t in gpas:
-            t.insert(g)
+    tree, gpa = native.IOVATree(), native.GPATree()
+    for i in range(33_000):  # aliases: 4 ids over 100 HVA pages near the needles; the rest far
+        hva = 0x7F00_0000_0000 + 0x1000 * (i % 100) if i < 400 else 0x7E00_0000_0000 + 0x1000 * i
+        tree.insert(DMAMap(0x1000 * (2 * i + 1), hva, 0xFFF, id=i % 4))
+        gpa.insert(DMAMap(0x1000 * (2 * i + 1), 0x1000 * (3 * i), 0xFFF))
     hvas = [0x7F00_0000_0000 + rng.randrange(0x70000) for _ in range(3000)]
     iovas = [rng.randrange(0x1000, 0x400000) for _ in range(3000)]
+
+    def one(m: DMAMap | None, addr: int, forward: bool) -> int:
+        if m is None:
+            return 7
+        return m.translated_addr + addr - m.iova if forward else m.iova + addr - m.translated_addr
+
     for id in (None, 0, 3):
-        results = [list(t.to_iova_many(hvas, id=id, missing=7)) for t in trees]
-        assert results[0] == results[1]
-    forward = [list(t.to_translated_many(iovas, missing=7)) for t in trees]
-    assert forward[0] == forward[1]
-    by_gpa = [list(t.to_iova_many(iovas, missing=7)) for t in gpas]
-    assert by_gpa[0] == by_gpa[1]
-    misses = []
-    for t in trees:
-        with pytest.raises(TranslationError) as err:
-            t.to_translated_many(iovas)
-        misses.append(err.value.address)
-    assert misses[0] == misses[1] == next(a for a in iovas if trees[1].find(a) is None)
+        expected = [one(tree.find_iova(a, 0, id), a, False) for a in hvas]
+        assert list(tree.to_iova_many(hvas, id=id, missing=7)) == expected
+    assert list(tree.to_translated_many(iovas, missing=7)) == [
+        one(tree.find(a), a, True) for a in iovas]
+    assert list(gpa.to_iova_many(iovas, missing=7)) == [one(gpa.find(a), a, False) for a in iovas]
+    with pytest.raises(TranslationError) as err:
+        tree.to_translated_many(iovas)
+    assert err.value.address == next(a for a in iovas if tree.find(a) is None)
     with pytest.raises(InvalidMapError):
-        trees[0].to_iova_many([*hvas, -1])
+        tree.to_iova_many([*hvas, -1])
