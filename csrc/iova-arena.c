@@ -85,9 +85,3 @@ void iova_arena_reset(IOVAArena *arena)
     free(arena->blocks);
     iova_arena_init(arena, arena->elem_size);
 }
-
-size_t iova_arena_bytes(const IOVAArena *arena)
-{
-    return (size_t)arena->nblocks * IOVA_ARENA_BLOCK * arena->elem_size +
-           (size_t)arena->cap_blocks * sizeof(char *);
-}

@@ -61,11 +61,6 @@ void iova_arena_release(IOVAArena *arena, IOVARef ref);
 void iova_arena_reset(IOVAArena *arena);
 
 /**
- * iova_arena_bytes: bytes the arena holds from the allocator (blocks and block table).
- */
-size_t iova_arena_bytes(const IOVAArena *arena);
-
-/**
  * iova_arena_ptr: the element behind @ref (which must have been handed out).
  */
 static inline void *iova_arena_ptr(const IOVAArena *arena, IOVARef ref)

@@ -276,8 +276,3 @@ int iova_holes_check(const IOVAHoles *holes, char *err, size_t errlen)
     }
     return 0;
 }
-
-size_t iova_holes_count(const IOVAHoles *holes)
-{
-    return holes->arena.live;
-}

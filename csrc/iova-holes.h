@@ -82,9 +82,4 @@ void iova_holes_foreach(const IOVAHoles *holes,
  */
 int iova_holes_check(const IOVAHoles *holes, char *err, size_t errlen);
 
-/**
- * iova_holes_count: number of holes.
- */
-size_t iova_holes_count(const IOVAHoles *holes);
-
 #endif /* IOVA_HOLES_H */
