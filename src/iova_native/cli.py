@@ -340,20 +340,29 @@ def _compare(ops: Any, compiled: Any, args: argparse.Namespace, out: IO[str]) ->
     return 0 if same else 1
 
 
-def run_replay(args: argparse.Namespace, out: IO[str] | None = None,
-               err: IO[str] | None = None) -> int:
-    """``iova-native replay``; output to ``out`` and ``err`` (default: stdout, stderr)."""
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
+def _open_ops(command: str, args: argparse.Namespace, err: IO[str]) -> tuple[Any, Any] | None:
+    """Load ``args.trace`` for ``command``: ``(compiled trace or None, op stream)``, or None
+    after printing the usage error (the caller exits with status 2)."""
     from . import trace
 
     try:
         loaded = _load(args.trace, args, err)
     except UsageError as exc:
-        print(f"iova-native replay: error: {exc}", file=err)
-        return 2
+        print(f"iova-native {command}: error: {exc}", file=err)
+        return None
     compiled = loaded if isinstance(loaded, trace.CompiledTrace) else None
-    ops = compiled.ops if compiled is not None else loaded
+    return compiled, (compiled.ops if compiled is not None else loaded)
+
+
+def run_replay(args: argparse.Namespace, out: IO[str] | None = None,
+               err: IO[str] | None = None) -> int:
+    """``iova-native replay``; output to ``out`` and ``err`` (default: stdout, stderr)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    opened = _open_ops("replay", args, err)
+    if opened is None:
+        return 2
+    compiled, ops = opened
     try:
         if args.compare:
             return _compare(ops, compiled, args, out)
@@ -387,13 +396,10 @@ def run_convert(args: argparse.Namespace, out: IO[str] | None = None,
     err = sys.stderr if err is None else err
     from . import trace
 
-    try:
-        loaded = _load(args.trace, args, err)
-    except UsageError as exc:
-        print(f"iova-native convert: error: {exc}", file=err)
+    opened = _open_ops("convert", args, err)
+    if opened is None:
         return 2
-    compiled = loaded if isinstance(loaded, trace.CompiledTrace) else None
-    ops = compiled.ops if compiled is not None else loaded
+    compiled, ops = opened
     _note_hidden(compiled, args, err)
     try:
         ops.write(args.output)
