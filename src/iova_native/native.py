@@ -134,13 +134,12 @@ class _Native:
         if self._closed_fn(self._h):
             self._raise_closed()
 
-    def _fail(self, rc: int, recheck: Callable[[], object] | None = None) -> NoReturn:
-        """Raise the error for C's answer ``rc``; ``recheck`` gives the precise message."""
+    def _fail(self, rc: int) -> NoReturn:
+        """Raise the error for C's answer ``rc`` (callers have run the shared checks first, so
+        an "invalid" that reaches here is C's own verdict)."""
         if rc == _CLOSED:
             self._raise_closed()
         if rc == _ERR_INVALID:
-            if recheck is not None:
-                recheck()
             raise InvalidMapError("invalid map or parameters")
         if rc == _ERR_NOMEM:
             raise NoSpaceError("no free IOVA range fits")
