@@ -239,6 +239,134 @@ IOVARef iova_reverse_cover(const IOVAReverse *rev, const IOVAArena *arena, hwadd
     return best;
 }
 
+/* ---------------------------------------------------------------- sweeps */
+
+static const AvlOps *sweep_ops(const IOVAReverseSweep *s)
+{
+    return s->by_id ? &by_id_ops : &by_addr_ops;
+}
+
+/* Whether entry @e belongs to the group the sweep answers for. */
+static bool sweep_member(const IOVAReverseSweep *s, const IOVAEntry *e)
+{
+    return !s->by_id || e->map.id == s->id;
+}
+
+/* Count map @n among the maps before the current one. */
+static void sweep_fold(IOVAReverseSweep *s, IOVARef n)
+{
+    hwaddr reach = t_last(entry_at(s->arena, n));
+    if (!s->any_before || reach > s->before_reach) {
+        s->before_reach = reach;
+    }
+    s->any_before = true;
+}
+
+/* Make @n the map that started last, the previous one joining those before it. */
+static void sweep_take(IOVAReverseSweep *s, IOVARef n)
+{
+    if (s->last != IOVA_REF_NONE) {
+        sweep_fold(s, s->last);
+    }
+    s->last = n;
+}
+
+/* Whether map @n belongs to the group and starts at or below @addr. */
+static bool sweep_reached(const IOVAReverseSweep *s, IOVARef n, hwaddr addr)
+{
+    const IOVAEntry *e = entry_at(s->arena, n);
+    return sweep_member(s, e) && e->map.translated_addr <= addr;
+}
+
+/*
+ * Descend from @n, taking the maps of its subtree that start at or below @addr: the nodes where
+ * the descent turns right, each after its left subtree, whose reach the subtree's best link
+ * gives; the nodes where it turns left are stacked, to come next.  In the id tree a subtree's
+ * best is of its highest id, so it counts only when that is the group's.
+ */
+static void sweep_descend(IOVAReverseSweep *s, IOVARef n, hwaddr addr)
+{
+    const AvlOps *ops = sweep_ops(s);
+    while (n != IOVA_REF_NONE) {
+        const IOVAEntry *e = entry_at(s->arena, n);
+        const IOVARef *l = avl_links(s->arena, ops, n);
+        bool above = sweep_member(s, e) ? e->map.translated_addr > addr : e->map.id > s->id;
+        if (above) {
+            s->stack[s->depth++] = n;
+            n = l[AVL_LEFT];
+            continue;
+        }
+        if (l[AVL_LEFT] != IOVA_REF_NONE) {
+            IOVARef best = avl_best(s->arena, ops, l[AVL_LEFT]);
+            if (sweep_member(s, entry_at(s->arena, best))) {
+                sweep_fold(s, best);
+            }
+        }
+        if (sweep_member(s, e)) {
+            sweep_take(s, n);
+        }
+        n = l[AVL_RIGHT];
+    }
+}
+
+/*
+ * Move on to @addr from the previous address in O(log d) for d maps in between (a finger
+ * search): while the next stacked ancestor also starts at or below @addr, the top map and its
+ * right subtree (which lie between the two) are taken whole; then the last one reached is
+ * taken and its right subtree descended into.
+ */
+static void sweep_advance(IOVAReverseSweep *s, hwaddr addr)
+{
+    const AvlOps *ops = sweep_ops(s);
+    while (s->depth >= 2 && sweep_reached(s, s->stack[s->depth - 2], addr)) {
+        IOVARef top = s->stack[--s->depth];
+        sweep_take(s, top);
+        IOVARef right = avl_right(s->arena, ops, top);
+        if (right != IOVA_REF_NONE) {
+            sweep_fold(s, avl_best(s->arena, ops, right));
+        }
+    }
+    if (s->depth >= 1 && sweep_reached(s, s->stack[s->depth - 1], addr)) {
+        IOVARef top = s->stack[--s->depth];
+        sweep_take(s, top);
+        sweep_descend(s, avl_right(s->arena, ops, top), addr);
+    }
+}
+
+void iova_reverse_sweep_init(IOVAReverseSweep *sweep, const IOVAReverse *rev,
+                             const IOVAArena *arena, const uint64_t *id)
+{
+    sweep->rev = rev;
+    sweep->arena = arena;
+    sweep->by_id = id != NULL;
+    sweep->id = id ? *id : 0;
+    sweep->started = false;
+    sweep->depth = 0;
+    sweep->last = IOVA_REF_NONE;
+    sweep->any_before = false;
+    sweep->before_reach = 0;
+}
+
+IOVARef iova_reverse_sweep_find(IOVAReverseSweep *sweep, hwaddr addr)
+{
+    if (sweep->started) {
+        sweep_advance(sweep, addr);
+    } else {
+        sweep_descend(sweep, sweep->by_id ? sweep->rev->by_id_root : sweep->rev->by_addr_root,
+                      addr);
+        sweep->started = true;
+    }
+    if (sweep->last == IOVA_REF_NONE) {
+        return IOVA_REF_NONE; /* no map of the group starts at or below @addr */
+    }
+    if (sweep->any_before && sweep->before_reach >= addr) {
+        /* an earlier map covers @addr too: which has the lowest IOVA is the tree's question */
+        return iova_reverse_find(sweep->rev, sweep->arena, addr, addr,
+                                 sweep->by_id ? &sweep->id : NULL);
+    }
+    return t_last(entry_at(sweep->arena, sweep->last)) >= addr ? sweep->last : IOVA_REF_NONE;
+}
+
 static bool tree_contains(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVARef ref)
 {
     IOVARef n = root;

@@ -83,6 +83,45 @@ IOVARef iova_reverse_find(const IOVAReverse *rev, const IOVAArena *arena, hwaddr
 IOVARef iova_reverse_cover(const IOVAReverse *rev, const IOVAArena *arena, hwaddr addr,
                            const uint64_t *id);
 
+/* An AVL tree of 2^32 entries (all a 32-bit reference can name) is at most 46 high. */
+#define IOVA_REVERSE_MAX_DEPTH 64
+
+/*
+ * IOVAReverseSweep: iova_reverse_find(addr, addr) for addresses that never decrease, moving
+ * from each answer to the next through the maps in between instead of descending from the root:
+ * a finger search, O(log d) for d maps between two addresses, O(1) for neighbours, whose
+ * entries are often still in the cache.  The maps it passes are remembered only by how far the
+ * furthest of them reaches (the best links give that for whole subtrees).  The map that started
+ * last at or below the address is the answer without a look-up when it covers the address and
+ * no map before it reaches that far; otherwise (an alias reaches over it) the sweep asks
+ * iova_reverse_find().
+ */
+typedef struct IOVAReverseSweep {
+    const IOVAReverse *rev;
+    const IOVAArena *arena;
+    bool by_id;
+    uint64_t id;
+    IOVARef stack[IOVA_REVERSE_MAX_DEPTH]; /* the next map on top, then ancestors to come */
+    int depth;
+    bool started;        /* positioned by the first address */
+    IOVARef last;        /* the last map to start at or below the previous address */
+    bool any_before;     /* whether some map came before @last */
+    hwaddr before_reach; /* the furthest translated last byte of those maps */
+} IOVAReverseSweep;
+
+/**
+ * iova_reverse_sweep_init: start a sweep over the maps whose id is *@id (every map when @id
+ * is NULL).  The trees must not change while the sweep is in use.
+ */
+void iova_reverse_sweep_init(IOVAReverseSweep *sweep, const IOVAReverse *rev,
+                             const IOVAArena *arena, const uint64_t *id);
+
+/**
+ * iova_reverse_sweep_find: what iova_reverse_find(@addr, @addr) answers, for an @addr at or
+ * above the one of the previous call.
+ */
+IOVARef iova_reverse_sweep_find(IOVAReverseSweep *sweep, hwaddr addr);
+
 /**
  * iova_reverse_check: verify both trees and that each links exactly @expected entries.
  * Returns 0, or -1 with a message in @err.

@@ -437,6 +437,81 @@ const DMAMap *iova_tree_next(const IOVATree *tree, hwaddr key, gboolean inclusiv
     return node ? g_tree_node_key(node) : NULL;
 }
 
+/* ---------------------------------------------------------------- sweeps */
+
+/*
+ * How many forward steps a sweep takes before it looks the address up instead: GTree keeps no
+ * parent links, so a far address cannot be reached by a finger search, and each step may miss
+ * the cache.  Measured at 100k maps: 2 costs 1.2x more than 8 on dense batches (10 addresses a
+ * map) and 1.8x less on sparse ones (one per 300 maps).
+ */
+#define SWEEP_MAX_STEPS 2
+
+struct IOVATreeSweep {
+    const IOVATree *tree;
+    gboolean reverse;
+    gboolean started;
+    GTreeNode *node;          /* forward: the first map whose last byte is >= the last address */
+    IOVAReverseSweep by_addr; /* reverse */
+};
+
+IOVATreeSweep *iova_tree_sweep_new(const IOVATree *tree, gboolean reverse, const uint64_t *id)
+{
+    if (reverse && tree->by_translated) {
+        return NULL;
+    }
+    IOVATreeSweep *sweep = g_try_new0(IOVATreeSweep, 1);
+    if (!sweep) {
+        return NULL;
+    }
+    sweep->tree = tree;
+    sweep->reverse = reverse;
+    if (reverse) {
+        iova_reverse_sweep_init(&sweep->by_addr, &tree->reverse, &tree->entries, id);
+    }
+    return sweep;
+}
+
+/* The first map whose last byte is at or above @addr (see lowest_overlap()). */
+static GTreeNode *first_reaching(const IOVATree *tree, hwaddr addr)
+{
+    DMAMap needle = { 0 };
+    needle.iova = needle.translated_addr = addr;
+    return g_tree_lower_bound(tree->tree, &needle);
+}
+
+static const DMAMap *sweep_forward(IOVATreeSweep *sweep, hwaddr addr)
+{
+    const IOVATree *tree = sweep->tree;
+    if (!sweep->started) {
+        sweep->node = first_reaching(tree, addr);
+        sweep->started = TRUE;
+    }
+    for (int steps = 0; sweep->node; steps++) {
+        const DMAMap *m = g_tree_node_key(sweep->node);
+        if (key_first(tree, m) + m->size >= addr) {
+            return key_first(tree, m) <= addr ? m : NULL;
+        }
+        sweep->node = steps < SWEEP_MAX_STEPS ? g_tree_node_next(sweep->node)
+                                              : first_reaching(tree, addr);
+    }
+    return NULL; /* every map ends below @addr */
+}
+
+const DMAMap *iova_tree_sweep_find(IOVATreeSweep *sweep, hwaddr addr)
+{
+    if (!sweep->reverse) {
+        return sweep_forward(sweep, addr);
+    }
+    IOVARef ref = iova_reverse_sweep_find(&sweep->by_addr, addr);
+    return ref == IOVA_REF_NONE ? NULL : iova_arena_ptr(&sweep->tree->entries, ref);
+}
+
+void iova_tree_sweep_free(IOVATreeSweep *sweep)
+{
+    g_free(sweep);
+}
+
 size_t iova_tree_nnodes(const IOVATree *tree)
 {
     return (size_t)g_tree_nnodes(tree->tree);

@@ -172,6 +172,34 @@ void iova_tree_foreach(IOVATree *tree, iova_tree_iterator iterator, gpointer opa
  */
 const DMAMap *iova_tree_next(const IOVATree *tree, hwaddr key, gboolean inclusive);
 
+/*
+ * IOVATreeSweep: single-address look-ups for a batch whose addresses never decrease.  Each
+ * answer picks up where the previous one left off: the next maps in order are a step or two
+ * away, often in the cache, where a look-up would descend from the root.  The tree must not
+ * change while a sweep is in use.
+ */
+typedef struct IOVATreeSweep IOVATreeSweep;
+
+/**
+ * iova_tree_sweep_new: a sweep answering iova_tree_find_address() (@reverse FALSE), or, on
+ * an IOVA-keyed tree, iova_tree_find_iova() with size 0 and id *@id (iova_tree_find_iova_any()
+ * when @id is NULL).
+ *
+ * Returns: the sweep, or NULL when memory ran out or a GPA tree is asked for @reverse.
+ */
+IOVATreeSweep *iova_tree_sweep_new(const IOVATree *tree, gboolean reverse, const uint64_t *id);
+
+/**
+ * iova_tree_sweep_find: the map the sweep's look-up gives for @addr, which must be at or above
+ * the address of the previous call; NULL when none.
+ */
+const DMAMap *iova_tree_sweep_find(IOVATreeSweep *sweep, hwaddr addr);
+
+/**
+ * iova_tree_sweep_free: free @sweep (NULL is fine).
+ */
+void iova_tree_sweep_free(IOVATreeSweep *sweep);
+
 /**
  * iova_tree_nnodes: number of stored maps.
  */

@@ -171,6 +171,8 @@ class Bytes:
             return None
         if sel == 0xFE:
             return 5
+        if good and values and sel % 16 == 9:  # long: sorted and swept in C (from 128)
+            return array("Q", (values[(i * 7919) % n] for i in range(300)))
         if good and sel % 8 == 1:
             return array("Q", values)
         if good and sel % 8 == 3:

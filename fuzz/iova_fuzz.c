@@ -39,7 +39,8 @@
 
 #define MAX_MAPS 96  /* the models stay small so that O(n^2) brute force stays fast */
 #define MAX_SEGS 8   /* segment buffer handed to translate(): smaller than some answers */
-#define MAX_BATCH 8
+#define MAX_DRAWN 8    /* addresses a batch draws from the input */
+#define MAX_BATCH 320  /* long batches repeat them, past the 128 from which ib_batch sorts */
 
 /* ------------------------------------------------------------------ failure reporting */
 
@@ -680,7 +681,7 @@ static void op_remove_existing(IOVATree *tree, Model *mo, Input *in)
 static void op_batch(IOVATree *tree, const Model *mo, Input *in)
 {
     uint64_t src[MAX_BATCH], out[MAX_BATCH], want_out[MAX_BATCH];
-    size_t n = u8(in) % (MAX_BATCH + 1);
+    size_t n = u8(in) % (MAX_DRAWN + 1);
     for (size_t i = 0; i < n; i++) {
         src[i] = addr(in);
         if (u8(in) & 1 && mo->n) { /* often an address inside a stored map */
@@ -690,6 +691,13 @@ static void op_batch(IOVATree *tree, const Model *mo, Input *in)
         }
     }
     uint8_t sel = u8(in);
+    if (n && (sel & 8)) { /* a long batch: sorted and swept (sparse ones looked up) in C */
+        size_t drawn = n;
+        n = MAX_BATCH - u8(in) % 64;
+        for (size_t i = drawn; i < n; i++) {
+            src[i] = src[(i * 2654435761u >> 5) % drawn];
+        }
+    }
     IBLookup lookup = mo->by_translated ? IB_LOOKUP_KEY : (IBLookup)(sel % 3);
     uint64_t id = id_of(in);
     int has_missing = (sel >> 2) & 1;

@@ -147,9 +147,9 @@ def test_removals_are_all_or_nothing_when_memory_runs_out() -> None:
 def test_large_batches_equal_single_lookups_and_report_the_first_miss_in_input_order(
     seed: int,
 ) -> None:
-    """Batches of 256 addresses or more over trees of 32k maps or more are looked up in address
-    order (radix-sorted in C) and scattered back; the answers, and the first miss, must be
-    those of input order.  The oracle is native's own single look-ups (which the stateful
+    """Batches of 128 addresses or more are looked up in address order (radix-sorted in C,
+    then swept: see test_batch_sweep.py) and scattered back; the answers, and the first miss,
+    must be those of input order.  The oracle is native's own single look-ups (which the stateful
     tests hold to the reference): the reference's batch is linear per address at this size."""
     import random
 
