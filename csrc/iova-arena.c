@@ -13,24 +13,71 @@ void iova_arena_init(IOVAArena *arena, uint32_t elem_size)
     arena->next_fresh = 1; /* reference 0 means "none" */
 }
 
+static int arena_grow_index(IOVAArena *arena)
+{
+    uint32_t cap = arena->cap_blocks ? arena->cap_blocks * 2 : 8;
+    char **blocks = realloc(arena->blocks, cap * sizeof(*blocks));
+    if (!blocks) {
+        return -1;
+    }
+    arena->blocks = blocks;
+    uint32_t *by_address = realloc(arena->by_address, cap * sizeof(*by_address));
+    if (!by_address) {
+        return -1; /* the larger blocks array is kept; the capacity says what both hold */
+    }
+    arena->by_address = by_address;
+    arena->cap_blocks = cap;
+    return 0;
+}
+
+/* Where block @base goes in by_address: after every block below it. */
+static uint32_t arena_rank(const IOVAArena *arena, uintptr_t base)
+{
+    uint32_t lo = 0, hi = arena->nblocks;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)arena->blocks[arena->by_address[mid]] < base) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
 static int arena_add_block(IOVAArena *arena)
 {
-    if (arena->nblocks == arena->cap_blocks) {
-        uint32_t cap = arena->cap_blocks ? arena->cap_blocks * 2 : 8;
-        char **blocks = realloc(arena->blocks, cap * sizeof(*blocks));
-        if (!blocks) {
-            return -1;
-        }
-        arena->blocks = blocks;
-        arena->cap_blocks = cap;
+    if (arena->nblocks == arena->cap_blocks && arena_grow_index(arena) < 0) {
+        return -1;
     }
     /* Cache-line aligned, so that 64-byte elements each sit in one line. */
     char *block = aligned_alloc(64, (size_t)IOVA_ARENA_BLOCK * arena->elem_size);
     if (!block) {
         return -1;
     }
+    uint32_t rank = arena_rank(arena, (uintptr_t)block);
+    memmove(&arena->by_address[rank + 1], &arena->by_address[rank],
+            (arena->nblocks - rank) * sizeof(*arena->by_address));
+    arena->by_address[rank] = arena->nblocks;
     arena->blocks[arena->nblocks++] = block;
     return 0;
+}
+
+IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem)
+{
+    uintptr_t at = (uintptr_t)elem;
+    uint32_t rank = arena_rank(arena, at + 1); /* blocks starting at or below @elem */
+    if (rank == 0) {
+        return IOVA_REF_NONE;
+    }
+    uint32_t block = arena->by_address[rank - 1];
+    uintptr_t offset = at - (uintptr_t)arena->blocks[block];
+    if (offset >= (uintptr_t)IOVA_ARENA_BLOCK * arena->elem_size ||
+        offset % arena->elem_size != 0) {
+        return IOVA_REF_NONE;
+    }
+    IOVARef ref = (block << IOVA_ARENA_SHIFT) | (IOVARef)(offset / arena->elem_size);
+    return ref == IOVA_REF_NONE || ref >= arena->next_fresh ? IOVA_REF_NONE : ref;
 }
 
 IOVARef iova_arena_alloc(IOVAArena *arena)
@@ -83,5 +130,6 @@ void iova_arena_reset(IOVAArena *arena)
         free(arena->blocks[i]);
     }
     free(arena->blocks);
+    free(arena->by_address);
     iova_arena_init(arena, arena->elem_size);
 }

@@ -21,6 +21,7 @@ typedef uint32_t IOVARef;
 
 typedef struct IOVAArena {
     char **blocks;        /* each holds IOVA_ARENA_BLOCK elements */
+    uint32_t *by_address; /* block numbers in the order of their addresses: ref_of() */
     uint32_t nblocks;
     uint32_t cap_blocks;
     uint32_t elem_size;   /* bytes; at least sizeof(IOVARef) */
@@ -59,6 +60,15 @@ void iova_arena_release(IOVAArena *arena, IOVARef ref);
  * iova_arena_reset: release every element and every block.
  */
 void iova_arena_reset(IOVAArena *arena);
+
+/**
+ * iova_arena_ref_of: the reference of the element at @elem, found from its address in
+ * O(log blocks) without touching the element.
+ *
+ * Returns: the reference, or IOVA_REF_NONE when @elem is not the start of an element that
+ * was ever handed out.
+ */
+IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem);
 
 /**
  * iova_arena_ptr: the element behind @ref (which must have been handed out).

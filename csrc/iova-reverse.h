@@ -32,7 +32,7 @@
  * One stored map: 64 bytes, a cache line, in the tree's arena.  The AVL heights of both trees
  * live in DMAMap's four bytes of tail padding (the union), which nothing else uses: a map is
  * only ever written whole, before it is linked.  The entry's own arena reference is not
- * stored: iova_reverse_ref() finds it by key when a map is removed.
+ * stored: iova_arena_ref_of() finds it from the entry's address when a map is removed.
  */
 typedef struct IOVAEntry {
     union {

@@ -100,13 +100,17 @@ static IOVAEntry *entry_of(const DMAMap *map)
  * starts at or below last.  (QEMU's g_tree_lookup() returns whichever overlapping map the
  * search meets first, which depends on the tree's shape: SPEC section 8, item 4.)
  */
-static const DMAMap *lowest_overlap(const IOVATree *tree, hwaddr first, hwaddr last)
+/* The first map whose last byte is at or above @addr (see lowest_overlap()). */
+static GTreeNode *first_reaching(const IOVATree *tree, hwaddr addr)
 {
     DMAMap needle = { 0 };
-    needle.iova = needle.translated_addr = first;
-    needle.size = last - first;
+    needle.iova = needle.translated_addr = addr;
+    return g_tree_lower_bound(tree->tree, &needle);
+}
 
-    GTreeNode *node = g_tree_lower_bound(tree->tree, &needle);
+static const DMAMap *lowest_overlap(const IOVATree *tree, hwaddr first, hwaddr last)
+{
+    GTreeNode *node = first_reaching(tree, first);
     if (!node) {
         return NULL;
     }
@@ -175,8 +179,8 @@ static void tree_unstore(IOVATree *tree, const DMAMap *map)
         g_tree_remove(tree->tree, map); /* frees it */
         return;
     }
-    IOVARef ref = iova_reverse_ref(&tree->reverse, &tree->entries, entry_of(map));
-    g_assert(ref != IOVA_REF_NONE); /* check() would already name this as broken */
+    IOVARef ref = iova_arena_ref_of(&tree->entries, entry_of(map));
+    g_assert(ref != IOVA_REF_NONE); /* the GTree only ever holds the arena's entries */
     iova_reverse_del(&tree->reverse, &tree->entries, ref);
     iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
     g_tree_remove(tree->tree, map);
@@ -365,17 +369,23 @@ int iova_tree_alloc_map_linear(IOVATree *tree, DMAMap *map, hwaddr iova_begin,
     return rc;
 }
 
+/* How many maps from @node on (in key order) start at or below @last. */
+static size_t overlaps_from(const IOVATree *tree, GTreeNode *node, hwaddr last)
+{
+    size_t count = 0;
+    for (; node && key_first(tree, g_tree_node_key(node)) <= last; node = g_tree_node_next(node)) {
+        count++;
+    }
+    return count;
+}
+
 size_t iova_tree_count(const IOVATree *tree, const DMAMap *map)
 {
     hwaddr first = key_first(tree, map);
-    const DMAMap *hit = iova_tree_find(tree, map);
-    size_t count = 0;
-
-    while (hit && key_first(tree, hit) <= first + map->size) {
-        count++;
-        hit = iova_tree_next(tree, key_first(tree, hit), FALSE);
+    if (first + map->size < first) {
+        return 0;
     }
-    return count;
+    return overlaps_from(tree, first_reaching(tree, first), first + map->size);
 }
 
 int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed)
@@ -386,14 +396,24 @@ int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed)
     if (first + map.size < first) {
         return IOVA_ERR_INVALID;
     }
+    hwaddr last = first + map.size;
+    GTreeNode *node = first_reaching(tree, first);
+    size_t count = overlaps_from(tree, node, last);
+    if (count == 0) {
+        return IOVA_OK;
+    }
     /* Every hole element the removals may need is set aside first: all or nothing. */
-    if (iova_tree_reserve(tree, iova_tree_count(tree, &map)) < 0) {
+    if (iova_tree_reserve(tree, count) < 0) {
         return IOVA_ERR_OOM;
     }
-    const DMAMap *hit;
-    while ((hit = lowest_overlap(tree, first, first + map.size)) != NULL) {
+    /*
+     * The node found first is the lowest overlap; after a removal the tree may have moved
+     * its nodes, so each further one is looked up again (none when a single map overlaps).
+     */
+    const DMAMap *hit = g_tree_node_key(node);
+    while (hit) {
         tree_unstore(tree, hit);
-        (*removed)++;
+        hit = ++*removed < count ? lowest_overlap(tree, first, last) : NULL;
     }
     return IOVA_OK;
 }
@@ -470,14 +490,6 @@ IOVATreeSweep *iova_tree_sweep_new(const IOVATree *tree, gboolean reverse, const
         iova_reverse_sweep_init(&sweep->by_addr, &tree->reverse, &tree->entries, id);
     }
     return sweep;
-}
-
-/* The first map whose last byte is at or above @addr (see lowest_overlap()). */
-static GTreeNode *first_reaching(const IOVATree *tree, hwaddr addr)
-{
-    DMAMap needle = { 0 };
-    needle.iova = needle.translated_addr = addr;
-    return g_tree_lower_bound(tree->tree, &needle);
 }
 
 static const DMAMap *sweep_forward(IOVATreeSweep *sweep, hwaddr addr)

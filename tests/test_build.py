@@ -1,4 +1,5 @@
-"""The build's promises: a missing GLib is one clear line; the extension has debug info."""
+"""The build's promises: a missing GLib is one clear line; the extension has debug info; the
+README's benchmark figures are those of the committed run."""
 
 from __future__ import annotations
 
@@ -43,3 +44,11 @@ def test_extension_is_built_with_debug_info_and_frame_pointers() -> None:
     symbols = subprocess.run(["nm", core.__file__], capture_output=True, text=True, check=False)
     assert "iova_tree_find_iova" in symbols.stdout
     assert "iova_holes_fit" in symbols.stdout
+
+
+def test_readme_benchmarks_are_the_committed_run() -> None:
+    """Every figure in the README's Benchmarks section is bench/results/RESULTS.md's (one run):
+    scripts/readme_results.py copies them, and --check fails when someone edits one side."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_results.py"),
+                             "--check"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

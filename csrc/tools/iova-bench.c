@@ -392,17 +392,17 @@ typedef struct Queries {
     bool tr_with_id;
 } Queries;
 
-#define CHURN_MAX 1024          /* maps a batch of insert()s adds, at most */
-#define CHURN_POOL (1u << 16)   /* HVAs they take in turn: no batch repeats the last one's */
+#define CHURN_MAX 1024          /* maps a batch takes out and puts back, at most */
 
 typedef struct Layout {
     const char *key;
     const char *title;
     IOVATree *tree;
     Queries q;
-    hwaddr top;               /* first IOVA above every map: where insert() puts new ones */
-    uint64_t churn_batch;     /* maps inserted (or removed) per batch, at most 1% of n */
-    hwaddr *churn;            /* CHURN_POOL HVAs: random positions in the reverse tree */
+    DMAMap *maps;             /* layout (a): the stored maps, which insert/remove churn */
+    uint64_t n;
+    uint64_t churn_batch;     /* maps removed (then put back) per batch, at most 1% of n */
+    uint32_t *churn;          /* a permutation of the maps: batches take it in turn */
     uint64_t churn_next;
     double bytes_per_map;
     double segments_per_translate;
@@ -499,14 +499,11 @@ static void layout_a(Layout *l, uint64_t n)
     }
     l->q.tr_with_id = false;
     l->q.tr_len = TR_PAGES * PAGE;
-    l->top = PAGE + n * PAGE;
+    l->maps = maps;
+    l->n = n;
     l->churn_batch = n / 100 < 16 ? 16 : n / 100 > CHURN_MAX ? CHURN_MAX : n / 100;
-    l->churn = xmalloc(CHURN_POOL * sizeof(hwaddr));
-    for (uint64_t j = 0; j < CHURN_POOL; j++) {
-        l->churn[j] = HVA_BASE + rng_below(n) * PAGE + PAGE / 2;
-    }
+    l->churn = permutation(n);
     free(perm);
-    free(maps);
 }
 
 /*
@@ -683,31 +680,33 @@ static uint64_t run_translate(void *ctx, uint64_t iters)
 }
 
 /*
- * insert() or remove() alone, in batches: a batch of new maps goes in above the others (at
- * random places in the reverse tree), then comes out again; only one half is timed.
+ * insert() or remove() alone, in batches, as bench/run.py times them from Python: a batch of
+ * random stored maps comes out, then goes back in (random places in every tree, the state
+ * kept); only one half is timed.
  */
 static uint64_t run_churn(Layout *l, uint64_t iters, bool time_insert)
 {
     uint64_t spent = 0;
     for (uint64_t done = 0; done < iters;) {
         uint64_t k = iters - done < l->churn_batch ? iters - done : l->churn_batch;
-        const hwaddr *hva = &l->churn[l->churn_next];
-        l->churn_next = (l->churn_next + CHURN_MAX) % CHURN_POOL;
+        if (l->churn_next + k > l->n) {
+            l->churn_next = 0;
+        }
+        const uint32_t *victims = &l->churn[l->churn_next];
+        l->churn_next += k;
         uint64_t t0 = now_ns();
         for (uint64_t j = 0; j < k; j++) {
-            DMAMap m = { .iova = l->top + j * PAGE, .translated_addr = hva[j],
-                         .size = MAP_SIZE, .id = hva[j], .perm = IOMMU_RW };
-            int rc = iova_tree_insert(l->tree, &m);
+            DMAMap gone = { .iova = l->maps[victims[j]].iova, .size = 0 };
+            sink += iova_tree_remove(l->tree, gone);
+        }
+        uint64_t t1 = now_ns();
+        for (uint64_t j = 0; j < k; j++) {
+            int rc = iova_tree_insert(l->tree, &l->maps[victims[j]]);
             if (rc != IOVA_OK) {
                 die("iova_tree_insert", rc);
             }
         }
-        uint64_t t1 = now_ns();
-        for (uint64_t j = 0; j < k; j++) {
-            DMAMap gone = { .iova = l->top + j * PAGE, .size = MAP_SIZE };
-            sink += iova_tree_remove(l->tree, gone);
-        }
-        spent += time_insert ? t1 - t0 : now_ns() - t1;
+        spent += time_insert ? now_ns() - t1 : t1 - t0;
         done += k;
     }
     return spent;
@@ -836,6 +835,7 @@ static void bench_layouts(const Options *o)
             iova_tree_destroy(l.tree);
             queries_free(&l.q);
             free(l.churn);
+            free(l.maps);
         }
     }
     printf("\n## Issue 4: reverse look-ups (ns/op, lower is better)\n");
