@@ -111,9 +111,9 @@ if ((${#pytest_args[@]} == 0)); then
         pytest_args=(tests/test_threads.py tests/test_lifetimes.py)
     elif ((quick)); then
         # Every class and method (api, bad input, lifetimes), the threads at a small size, and
-        # the differential tests; the long hypothesis runs are left to the full form.
+        # the batch sweeps; the long hypothesis runs are left to the full form.
         pytest_args=(tests/test_api.py tests/test_bad_input.py tests/test_lifetimes.py
-            tests/test_deviations.py tests/test_threads.py)
+            tests/test_deviations.py tests/test_threads.py tests/test_batch_sweep.py)
         export IOVA_THREAD_OPS=${IOVA_THREAD_OPS:-2000}
     else
         pytest_args=(tests)
