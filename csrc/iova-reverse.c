@@ -379,21 +379,6 @@ static bool tree_contains(const IOVAArena *arena, const AvlOps *ops, IOVARef roo
     return false;
 }
 
-IOVARef iova_reverse_ref(const IOVAReverse *rev, const IOVAArena *arena, const IOVAEntry *e)
-{
-    IOVARef n = rev->by_addr_root;
-    while (n != IOVA_REF_NONE) {
-        const IOVAEntry *ne = entry_at(arena, n);
-        if (ne == e) {
-            return n;
-        }
-        int c = CMP(e->map.translated_addr, ne->map.translated_addr);
-        c = c ? c : CMP(e->map.iova, ne->map.iova);
-        n = ne->by_addr[c < 0 ? AVL_LEFT : AVL_RIGHT];
-    }
-    return IOVA_REF_NONE;
-}
-
 bool iova_reverse_contains(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
 {
     return tree_contains(arena, &by_addr_ops, rev->by_addr_root, ref) &&

@@ -130,12 +130,6 @@ int iova_reverse_check(const IOVAReverse *rev, const IOVAArena *arena, size_t ex
                        char *err, size_t errlen);
 
 /**
- * iova_reverse_ref: the arena reference of stored entry @e, found by its keys in the reverse
- * tree; IOVA_REF_NONE when @e is not linked there.
- */
-IOVARef iova_reverse_ref(const IOVAReverse *rev, const IOVAArena *arena, const IOVAEntry *e);
-
-/**
  * iova_reverse_contains: whether entry @ref is linked in both trees (found by its keys).
  */
 bool iova_reverse_contains(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);

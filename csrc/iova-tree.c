@@ -94,12 +94,6 @@ static IOVAEntry *entry_of(const DMAMap *map)
     return (IOVAEntry *)map; /* the map is the entry's first member */
 }
 
-/*
- * The stored map with the lowest key overlapping [first, last].  g_tree_lower_bound() with the
- * overlap comparator lands on the first map whose last byte is >= first; it overlaps when it
- * starts at or below last.  (QEMU's g_tree_lookup() returns whichever overlapping map the
- * search meets first, which depends on the tree's shape: SPEC section 8, item 4.)
- */
 /* The first map whose last byte is at or above @addr (see lowest_overlap()). */
 static GTreeNode *first_reaching(const IOVATree *tree, hwaddr addr)
 {
@@ -108,6 +102,12 @@ static GTreeNode *first_reaching(const IOVATree *tree, hwaddr addr)
     return g_tree_lower_bound(tree->tree, &needle);
 }
 
+/*
+ * The stored map with the lowest key overlapping [first, last].  g_tree_lower_bound() with the
+ * overlap comparator lands on the first map whose last byte is >= first; it overlaps when it
+ * starts at or below last.  (QEMU's g_tree_lookup() returns whichever overlapping map the
+ * search meets first, which depends on the tree's shape: SPEC section 8, item 4.)
+ */
 static const DMAMap *lowest_overlap(const IOVATree *tree, hwaddr first, hwaddr last)
 {
     GTreeNode *node = first_reaching(tree, first);
@@ -472,7 +472,7 @@ struct IOVATreeSweep {
     gboolean reverse;
     gboolean started;
     GTreeNode *node;          /* forward: the first map whose last byte is >= the last address */
-    IOVAReverseSweep by_addr; /* reverse */
+    IOVAReverseSweep rev;     /* reverse: over the reverse tree, or the id tree */
 };
 
 IOVATreeSweep *iova_tree_sweep_new(const IOVATree *tree, gboolean reverse, const uint64_t *id)
@@ -487,7 +487,7 @@ IOVATreeSweep *iova_tree_sweep_new(const IOVATree *tree, gboolean reverse, const
     sweep->tree = tree;
     sweep->reverse = reverse;
     if (reverse) {
-        iova_reverse_sweep_init(&sweep->by_addr, &tree->reverse, &tree->entries, id);
+        iova_reverse_sweep_init(&sweep->rev, &tree->reverse, &tree->entries, id);
     }
     return sweep;
 }
@@ -515,7 +515,7 @@ const DMAMap *iova_tree_sweep_find(IOVATreeSweep *sweep, hwaddr addr)
     if (!sweep->reverse) {
         return sweep_forward(sweep, addr);
     }
-    IOVARef ref = iova_reverse_sweep_find(&sweep->by_addr, addr);
+    IOVARef ref = iova_reverse_sweep_find(&sweep->rev, addr);
     return ref == IOVA_REF_NONE ? NULL : iova_arena_ptr(&sweep->tree->entries, ref);
 }
 
@@ -616,9 +616,13 @@ static int check_forward(const IOVATree *tree, char *err, size_t errlen)
             return -1;
         }
         if (!tree->by_translated) {
-            IOVARef ref = iova_reverse_ref(&tree->reverse, &tree->entries, entry_of(m));
-            if (ref == IOVA_REF_NONE ||
-                !iova_reverse_contains(&tree->reverse, &tree->entries, ref)) {
+            IOVARef ref = iova_arena_ref_of(&tree->entries, entry_of(m));
+            if (ref == IOVA_REF_NONE) {
+                snprintf(err, errlen, "forward tree: map at IOVA %#" G_GINT64_MODIFIER "x is "
+                         "not an entry of the arena", m->iova);
+                return -1;
+            }
+            if (!iova_reverse_contains(&tree->reverse, &tree->entries, ref)) {
                 snprintf(err, errlen, "reverse tree: map at IOVA %#" G_GINT64_MODIFIER "x is "
                          "missing", m->iova);
                 return -1;
