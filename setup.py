@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Build of the C core through cffi; everything else is in pyproject.toml."""
 
 from setuptools import setup

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The whole test suite.  Installs what is missing first (GLib headers through apt, the package
 # into .venv), then runs every check; pytest runs last so that its summary closes the output.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Every comparison of the suite, side by side in one run: native, reference, the C core's
 linear walks, and the PyPI ``intervaltree`` package as the peer a Python user would pick.
 
@@ -226,7 +227,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def api_ops(tree: Any, lay: Layout, with_alloc: bool = True) -> dict[str, Op]:
-    """The timed operations of a tree with the SPEC API (native, reference, differential)."""
+    """The timed operations of a tree with the contract's API (native, reference, differential)."""
     find, find_iova = tree.find, tree.find_iova
     insert, remove, translate = tree.insert, tree.remove, tree.translate
     fwd, ovl, rev_id, rev, tr = (Cursor(lay.fwd), Cursor(lay.fwd), Cursor(lay.rev_id),
@@ -909,7 +910,7 @@ def report(args: argparse.Namespace, res: Results) -> str:
             "holes) is the ratio a native tree without any structure beside QEMU's would show.",
             ""] + ceilings(res)
     out += ["", "## Cost per operation from Python (ns/op)", "",
-            "`native` and `reference` through the SPEC API; `C core` is the same operation "
+            "`native` and `reference` through the contract's API; `C core` is the same operation "
             "called from C (iova-bench), the floor the binding is held against.  "
             "intervaltree's equivalents: "
             + "; ".join(f"{op}: {name}" for op, name in res.peer_names.items())

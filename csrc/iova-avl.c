@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Intrusive augmented AVL tree (see iova-avl.h).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Intrusive AVL tree over arena elements, augmented with the "best" element of each subtree.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The layer Python calls through cffi (see iova-binding.h for why it exists).
  */

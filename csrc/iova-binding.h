@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The layer Python calls through cffi: one lock per tree, a closed flag, a change counter,
  * and results written into caller buffers so that one C call returns one whole answer.

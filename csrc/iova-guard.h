@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * What both binding layers share: the lock, closed flag and change counter around one C
  * object, the five-word form of a map, and the batch translation loops.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The holes of an IOVA space: the free-space bookkeeping behind O(log n) allocation.
  *

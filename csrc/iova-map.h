@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * DMAMap and the return codes, as in QEMU's include/qemu/iova-tree.h, plus the id of the
  * seed patch ("iova_tree: add an id member to DMAMap", qemu-devel, May 2024).

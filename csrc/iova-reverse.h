@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The reverse tree: O(log n) translated-address -> map look-ups beside QEMU's forward GTree.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * IOVA trees on GLib's GTree, the way QEMU's util/iova-tree.c keeps them (see iova-tree.h).
  */
@@ -106,7 +107,7 @@ static GTreeNode *first_reaching(const IOVATree *tree, hwaddr addr)
  * The stored map with the lowest key overlapping [first, last].  g_tree_lower_bound() with the
  * overlap comparator lands on the first map whose last byte is >= first; it overlaps when it
  * starts at or below last.  (QEMU's g_tree_lookup() returns whichever overlapping map the
- * search meets first, which depends on the tree's shape: SPEC section 8, item 4.)
+ * search meets first, which depends on the tree's shape: docs/contract.md, deviation 4.)
  */
 static const DMAMap *lowest_overlap(const IOVATree *tree, hwaddr first, hwaddr last)
 {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * IOVA trees, as QEMU's util/iova-tree.c: maps kept in a GLib GTree keyed by IOVA range with
  * an overlap comparator, the map itself as both key and value.  Beside it, each IOVATree keeps
@@ -8,7 +9,7 @@
  * iova_tree_find(), iova_tree_remove() and iova_tree_foreach() work on the translated side,
  * and it keeps neither a reverse tree nor holes.
  *
- * Deviations from QEMU are listed in SPEC.md section 8.  Not thread-safe, as QEMU's: callers
+ * Deviations from QEMU are listed in docs/contract.md.  Not thread-safe, as QEMU's: callers
  * that share a tree between threads lock around it (iova-binding.h does).
  */
 #ifndef IOVA_TREE_H
@@ -129,7 +130,7 @@ int iova_tree_alloc_map_full(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwa
 
 /**
  * iova_tree_alloc_map_linear: iova_tree_alloc_map() by QEMU's method, a walk from the lowest
- * map until a hole fits (with SPEC's fixes at iova_begin and at HWADDR_MAX).  For benchmarks.
+ * map until a hole fits (with the contract's fixes at iova_begin and at HWADDR_MAX).  For benchmarks.
  */
 int iova_tree_alloc_map_linear(IOVATree *tree, DMAMap *map, hwaddr iova_begin,
                                hwaddr iova_last);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The cffi layer of VhostIOVATree: as iova-binding.h, one lock, a closed flag and a change
  * counter around the C object, answers written into caller buffers.

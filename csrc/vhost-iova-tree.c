@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * VhostIOVATree: QEMU's three-tree shadow-virtqueue layer, atomic (see vhost-iova-tree.h).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * VhostIOVATree, as QEMU's hw/virtio/vhost-iova-tree.c: the IOVA space of a vhost-vDPA
  * device driven through the shadow virtqueue, in three trees:
@@ -6,7 +7,7 @@
  *   - gpa_iova_map: GPA -> IOVA, guest memory, keyed by GPA (a gpa_tree_new() tree).
  *
  * Unlike QEMU's, every call is atomic: when the GPA insert fails after the IOVA allocation
- * succeeded, the allocation is rolled back (SPEC section 8, item 5), and removals take the
+ * succeeded, the allocation is rolled back (docs/contract.md, deviation 5), and removals take the
  * allocation with the map.
  */
 #ifndef VHOST_IOVA_TREE_H

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 from array import array
 
 from iova_native import DMAMap, IOVATree, Perm  # the native (C) classes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A VM behind vhost-vDPA with the shadow virtqueue, as QEMU's memory listener and SVQ drive it."""
 
 from iova_native import DMAMap, Perm, VhostIOVATree

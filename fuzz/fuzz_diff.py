@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Differential fuzzer: arbitrary bytes -> operations on native and reference, side by side.
 
 Each input drives one ``IOVATree``, one ``GPATree`` and one ``VhostIOVATree`` of each backend

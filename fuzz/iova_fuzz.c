@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * iova_fuzz: libFuzzer harness for the C core alone (csrc/), no Python, no binding lock.
  *
  * The input bytes are decoded into a sequence of operations on three objects at once: an
  * IOVATree, a GPATree (gpa_tree_new) and a VhostIOVATree.  Beside each object runs a
- * brute-force model, a plain array of maps written here from SPEC.md and independent of the
+ * brute-force model, a plain array of maps written here from docs/contract.md and independent of the
  * core's reverse tree, hole tree and AVL code.  After every operation:
  *   - every answer (return code, map found, segments, fault address, IOVA allocated,
  *     number removed) must equal the model's;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * lockbench: what the per-tree GMutex of the binding layer (csrc/iova-guard.h) costs.
  *

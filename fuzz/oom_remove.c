@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * oom_remove: what remove does when the allocator fails (a reproducer for issue 9's report).
  *

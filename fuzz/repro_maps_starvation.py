@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Reproducer (issue 9 report): ``maps()`` starves while another thread keeps changing the tree.
 
 ``_Native._copy_all`` copies 256 maps per C call and builds the ``DMAMap`` objects in Python

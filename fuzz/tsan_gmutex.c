@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * tsan_gmutex: lets ThreadSanitizer see GLib's GMutex (used by scripts/sanitize.sh --tsan).
  *

@@ -1,9 +1,13 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Sourced by run.sh and test.sh: installs what a fresh Debian machine lacks, then this package
 # into a venv.  Sets VENV and PY.  Safe to run again: each step is skipped when already done.
+# IOVA_NATIVE_EXTRAS names the extras to install with it: run.sh asks for what the main job
+# needs (replay), test.sh for everything; the default is everything.
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 VENV=${IOVA_NATIVE_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
+EXTRAS=${IOVA_NATIVE_EXTRAS:-testing,replay,bench,fuzz}
 
 _say() { printf 'iova-native setup: %s\n' "$*" >&2; }
 
@@ -28,14 +32,19 @@ if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV"
 fi
 
-# Reinstall only when the build inputs changed since the last install.
+# Reinstall only when the build inputs changed since the last install, or an extra is asked
+# for that is not installed yet (the extras installed before are kept: run.sh after test.sh
+# does not reinstall).
 _stamp=$VENV/.iova-native-build
 _inputs=$(cat "$ROOT"/pyproject.toml "$ROOT"/setup.py "$ROOT"/src/iova_native/_build.py \
     "$ROOT"/src/iova_native/_cdef.h "$ROOT"/csrc/*.c "$ROOT"/csrc/*.h | cksum)
-if [ "$(cat "$_stamp" 2>/dev/null)" != "$_inputs" ] || ! "$PY" -c 'import iova_native._core' 2>/dev/null; then
-    _say "installing iova-native and its test dependencies into $VENV"
+_installed=$(sed -n 2p "$_stamp" 2>/dev/null || true)
+_wanted=$(printf '%s\n' "${EXTRAS//,/$'\n'}" ${_installed//,/ } | sort -u | paste -sd, -)
+if [ "$(sed -n 1p "$_stamp" 2>/dev/null)" != "$_inputs" ] || [ "$_wanted" != "$_installed" ] ||
+    ! "$PY" -c 'import iova_native._core' 2>/dev/null; then
+    _say "installing iova-native[$_wanted] into $VENV"
     "$PY" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel cffi
     "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation \
-        -e "$ROOT[testing,replay,bench,fuzz]"
-    printf '%s' "$_inputs" >"$_stamp"
+        -e "$ROOT[$_wanted]"
+    printf '%s\n%s\n' "$_inputs" "$_wanted" >"$_stamp"
 fi

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Builds every C tool under csrc/tools/ (each *.c that defines main) into tools-build/, linked
 # with the core sources and GLib.  The tools are standalone programs (benchmarks, fuzz drivers):
 # no Python, no cffi.  Usage: scripts/build-tools.sh [tool-name ...]  (default: all of them).

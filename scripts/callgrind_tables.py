@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Tables for scripts/profile.sh out of ``callgrind_annotate --auto=no`` output.
 
   callgrind_tables.py top ANNOTATE.txt N

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Both fuzzers, each for N seconds (default 20: the CI form).
 #
 #   scripts/fuzz.sh                        # libFuzzer (C core) 20 s, then atheris (Python) 20 s

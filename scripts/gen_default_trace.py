@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Generate the embedded default trace: src/iova_native/data/default-trace.log.gz.
 
 A deterministic (fixed seed, no clock, gzip mtime 0) QEMU ``log`` trace-backend capture of a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Leak checks of the native backend.
 #
 #   scripts/leakcheck.sh            # all three checks below (about 3 minutes)

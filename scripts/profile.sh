@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Profile the C core on the embedded default trace, with the reverse tree and with the linear
 # walks QEMU does (tools-build/iova-replay --linear: find_iova by iova_tree_find_iova_linear,
 # translate by a walk over every map per segment, alloc by iova_tree_alloc_map_linear), to put

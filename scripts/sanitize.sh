@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The test suite against a build of the C extension with AddressSanitizer and
 # UndefinedBehaviorSanitizer (or ThreadSanitizer with --tsan).
 #

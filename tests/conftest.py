@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Shared fixtures: every API test runs once per backend module.
 
 ``backend`` is the module (``iova_native.reference`` or ``iova_native.native``); the native one is

@@ -1,4 +1,5 @@
-"""One test (at least) per row of SPEC sections 3 to 6, with concrete expected values.
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""One test (at least) per row of the tables in docs/contract.md, with concrete expected values.
 
 Every test that takes a tree fixture runs once per backend (see ``conftest.py``).
 """

@@ -1,4 +1,5 @@
-"""Every public method against every bad-input class of SPEC section 3.
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Every public method against every bad-input class of docs/contract.md (types and errors).
 
 For each (method, argument, bad value) the call must raise the named error -- ``TypeError`` for a
 wrong type, ``InvalidMapError`` for an out-of-range value, a wrapping range or a bad perm /

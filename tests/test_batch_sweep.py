@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The batch forms' sweep (csrc/iova-binding.c, ``ib_batch``): a batch of 128 addresses or more
 is sorted in C and answered by moving from each answer to the next (a finger search over the
 reverse or id tree, node steps in the GTree) instead of a look-up per address.  Aliases (maps

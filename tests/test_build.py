@@ -1,5 +1,6 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The build's promises: a missing GLib is one clear line; the extension has debug info; the
-README's benchmark figures are those of the committed run."""
+benchmark figures in docs/benchmarks.md are those of the committed run."""
 
 from __future__ import annotations
 
@@ -46,9 +47,9 @@ def test_extension_is_built_with_debug_info_and_frame_pointers() -> None:
     assert "iova_holes_fit" in symbols.stdout
 
 
-def test_readme_benchmarks_are_the_committed_run() -> None:
-    """Every figure in the README's Benchmarks section is bench/results/RESULTS.md's (one run):
-    scripts/readme_results.py copies them, and --check fails when someone edits one side."""
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_results.py"),
+def test_documented_benchmarks_are_the_committed_run() -> None:
+    """Every figure in docs/benchmarks.md is bench/results/RESULTS.md's (one run):
+    scripts/docs_results.py copies them, and --check fails when someone edits one side."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_results.py"),
                              "--check"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

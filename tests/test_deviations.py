@@ -1,4 +1,5 @@
-"""One test per item of SPEC section 8, "Deviations from QEMU".
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""One test per item of docs/contract.md, "Deviations from QEMU".
 
 Each docstring quotes the item; each test asserts the exact outcome this project promises where
 QEMU behaves differently.
@@ -139,7 +140,7 @@ def test_5_vhost_rolls_back_the_allocation(VhostIOVATree):
 
 
 def _lowest_iova(maps: list[DMAMap], addr: int, last: int, id: int | None) -> DMAMap | None:
-    """SPEC's definition of find_iova, from the listing alone."""
+    """The contract's definition of find_iova, from the listing alone."""
     hits = [
         m
         for m in maps

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The differential backend (issue 11): agreement is invisible, disagreement is pinned down.
 
 Most tests put a subclass of the reference on ``left`` with a bug planted in it, so they test the
@@ -106,7 +107,7 @@ class OffByOneBatchIOVATree(reference.IOVATree):
 
 
 class LeakyVhostIOVATree(reference.VhostIOVATree):
-    """QEMU's behaviour (SPEC section 8.5): a GPA overlap leaks the IOVA allocation."""
+    """QEMU's behaviour (docs/contract.md, deviation 5): a GPA overlap leaks the IOVA allocation."""
 
     def map_alloc_gpa(self, size: int, gpa: int, perm: Perm = Perm.RW) -> DMAMap:
         existing = self._gpa.find(gpa, size)

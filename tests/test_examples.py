@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The README's examples run, and the README shows them as they are."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """No Python object ever points into freed C memory (issue 9, "Lifetimes").
 
 * Returned maps are copies: a ``DMAMap`` keeps its values after the map is removed, the tree

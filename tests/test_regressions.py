@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Regression tests: each bug found once stays found."""
 
 from __future__ import annotations

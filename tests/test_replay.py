@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Trace replay (iova_native.trace, ``iova-native replay/convert``) and the C driver.
 
 * native and reference replaying the same trace end with identical trees and digests;

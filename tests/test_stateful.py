@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Stateful differential tests: native against reference through the public machines.
 
 Built on exactly what a user gets (``iova_native.strategies``' machines driving
@@ -177,7 +178,7 @@ class CrampedVhostIOVATree(NativeVhostIOVATree):
 
 
 class TopEdgeVhostIOVATree(NativeVhostIOVATree):
-    """The IOVA range ends at 2**64-1 (SPEC section 8, deviations 2 and 3)."""
+    """The IOVA range ends at 2**64-1 (docs/contract.md, deviations 2 and 3)."""
 
     iova_first = MAX_U64 - 0x3FFFF
     iova_last = MAX_U64

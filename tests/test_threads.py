@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """One native tree shared by 8 threads (issue 9, "Threads").
 
 cffi releases the GIL around every C call, so several threads can be inside one tree at once;

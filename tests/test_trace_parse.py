@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The QEMU trace parser (iova_native.trace): both formats, prefixes, and every kind of bad line.
 
 Runs without the C extension: nothing here touches a tree.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * iova-bench: the C core against QEMU's linear walks, measured side by side in one run.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * iova-replay: replay an op stream against the C core, with no Python in the way.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Keeps the benchmarks from rotting: builds the C tools, then runs bench/run.py in quick mode,
 # which runs the C benchmark (tools-build/iova-bench --quick), parses it, and runs the Python
 # side.  No timing is asserted anywhere; this fails only when a build fails or a benchmark

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The trace replay end to end: builds tools-build/iova-replay, converts the embedded default
 # trace into an op stream, replays it in C (reverse tree, then --linear) and in Python
 # (native and reference backends), and fails unless all four print the same state and outcome

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Hardening, short forms (issue 9): what CI runs of the fuzzers, the sanitizer build and the
 # leak checks, in about 3 minutes.  Run by test.sh as `bash 40-hardening.sh`; each script
 # installs what it lacks (clang, valgrind: apt-get, as root) or prints a SKIP line.

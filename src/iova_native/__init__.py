@@ -1,8 +1,9 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """iova_native: QEMU's IOVA trees on GLib's GTree, with an O(log n) reverse tree, from Python.
 
 ``iova_native.IOVATree``, ``GPATree`` and ``VhostIOVATree`` are the native (C) classes; the same
 classes in plain Python are in ``iova_native.reference``, and ``iova_native.differential`` runs
-two backends side by side.  See ``SPEC.md`` for the contract.
+two backends side by side.  docs/contract.md is the contract.
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """cffi build script (API mode) for the C core: ``iova_native._core``.
 
 Run by setuptools through ``cffi_modules`` in setup.py.  GLib is found with ``pkg-config``;

@@ -1,8 +1,9 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Types shared by every backend: ``DMAMap``, ``Perm``, the errors, and argument checks.
 
 The checks live here, once, so that the native and reference backends reject bad input with the
-same exception for the same reason (SPEC section 3).  The native backend only calls them on its
-slow path, after cffi has refused an argument, to produce the precise error and message.
+same exception for the same reason (docs/contract.md).  The native backend only calls them on
+its slow path, after cffi has refused an argument, to produce the precise error and message.
 """
 
 from __future__ import annotations

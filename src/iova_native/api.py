@@ -1,8 +1,9 @@
-"""The API every backend implements, as typing Protocols (SPEC sections 4 to 7).
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The API every backend implements, as typing Protocols (docs/contract.md).
 
 ``native``, ``reference`` and ``differential`` all satisfy these; so must a user's own class that
 is put on one side of a ``differential`` tree.  The docstrings here are the precise contract where
-SPEC leaves a choice open.
+docs/contract.md leaves a choice open.
 
 Conventions shared by every method:
 

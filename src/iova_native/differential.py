@@ -1,7 +1,8 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Two backends side by side: every call runs on both, the first disagreement is pinned down.
 
-``differential.IOVATree``, ``GPATree`` and ``VhostIOVATree`` have exactly the API of SPEC
-sections 4 to 6 (``iova_native.api``).  Each object drives two backends, ``left`` and ``right``
+``differential.IOVATree``, ``GPATree`` and ``VhostIOVATree`` have exactly the API of
+docs/contract.md (``iova_native.api``).  Each object drives two backends, ``left`` and ``right``
 (keyword-only constructor arguments taking *classes* with that API; by default the native class
 and the reference class)::
 
@@ -815,7 +816,7 @@ def _close_quietly(obj: Any) -> None:
 
 
 class IOVATree(_Differential):
-    """``IOVATree`` (SPEC section 4) run on two backends side by side."""
+    """``IOVATree`` (docs/contract.md) run on two backends side by side."""
 
     _kind = "IOVATree"
     _methods = {name: _compile(params) for name, params in _IOVA_METHODS.items()}
@@ -886,7 +887,7 @@ class IOVATree(_Differential):
 
 
 class GPATree(_Differential):
-    """``GPATree`` (SPEC section 5) run on two backends side by side."""
+    """``GPATree`` (docs/contract.md) run on two backends side by side."""
 
     _kind = "GPATree"
     _methods = {name: _compile(params) for name, params in _GPA_METHODS.items()}
@@ -923,7 +924,7 @@ class GPATree(_Differential):
 
 
 class VhostIOVATree(_Differential):
-    """``VhostIOVATree`` (SPEC section 6) run on two backends side by side."""
+    """``VhostIOVATree`` (docs/contract.md) run on two backends side by side."""
 
     _kind = "VhostIOVATree"
     _methods = {name: _compile(params) for name, params in _VHOST_METHODS.items()}

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The native backend: the C core in ``csrc/`` (GLib GTree, QEMU-style) reached through cffi.
 
 Each method is thin: one C call, which takes the tree's lock, does the work and writes the
@@ -394,7 +395,7 @@ class _Tree(_Native):
 
 
 class IOVATree(_Tree):
-    """QEMU's ``IOVATree`` in C, with the O(log n) reverse tree (SPEC section 4)."""
+    """QEMU's ``IOVATree`` in C, with the O(log n) reverse tree (docs/contract.md)."""
 
     __slots__ = ()
 
@@ -502,7 +503,7 @@ class IOVATree(_Tree):
 
 
 class GPATree(_Tree):
-    """QEMU's ``gpa_tree_new()`` tree in C: keyed by translated address (SPEC section 5)."""
+    """QEMU's ``gpa_tree_new()`` tree in C: keyed by translated address (docs/contract.md)."""
 
     __slots__ = ()
     _kind = 1
@@ -527,7 +528,7 @@ class GPATree(_Tree):
 
 
 class VhostIOVATree(_Native):
-    """QEMU's ``VhostIOVATree`` in C: allocations, host-only and guest trees (SPEC section 6)."""
+    """QEMU's ``VhostIOVATree`` in C: allocations, host-only and guest trees (docs/contract.md)."""
 
     __slots__ = ()
     _len_fn = staticmethod(lib.ib_vhost_len)

@@ -1,10 +1,11 @@
-"""The reference backend: SPEC sections 4 to 6 in plain Python.
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The reference backend: the classes of docs/contract.md in plain Python.
 
 Written to be obviously right rather than fast.  Each tree keeps its maps in a Python list sorted
 by key (the IOVA for ``IOVATree``, the translated address for ``GPATree``) with a parallel list of
 keys for ``bisect``; everything that is not a plain ordered look-up (``find_iova``, ``translate``,
 ``alloc``) is a linear scan over that list, so its result follows directly from the definition in
-SPEC.  The native backend must give exactly the same answers.
+docs/contract.md.  The native backend must give exactly the same answers.
 
 Every method checks, in this order: that the object is open (``ValueError`` otherwise), then its
 arguments in signature order with the shared helpers of ``_types``; only then does it look at or
@@ -628,7 +629,7 @@ class VhostIOVATree:
         try:
             self._gpa.insert(m)
         except OverlapError:
-            self._alloc.remove(a.iova, a.size)  # roll back: nothing leaks (SPEC section 8.5)
+            self._alloc.remove(a.iova, a.size)  # roll back: nothing leaks (contract, deviation 5)
             raise
         return m
 

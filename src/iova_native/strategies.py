@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Hypothesis strategies and stateful machines for testing an IOVA tree against the reference.
 
 Needs ``hypothesis`` (``pip install iova-native[testing]``).  Two kinds of pieces:

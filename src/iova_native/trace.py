@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """QEMU trace replay: parse a vhost-vDPA trace, compile it to an op stream, replay the stream.
 
 Three stages, each usable on its own:
@@ -21,7 +22,7 @@ Three stages, each usable on its own:
 
    **Sizes.**  QEMU prints the ``size`` of ``vhost_vdpa_dma_map``/``_unmap`` as the byte count it
    sends the kernel (``msg.iotlb.size``): a map of ``size: 0x1000`` covers 4096 bytes.  A
-   ``DMAMap.size`` is inclusive (SPEC section 2), so the replay stores ``size - 1``, exactly as
+   ``DMAMap.size`` is inclusive (docs/contract.md), so the replay stores ``size - 1``, exactly as
    QEMU's callers compute ``llsize - 1`` for the tree and pass ``map->size + 1`` to the kernel.
    The ``llend`` of ``region_add``/``region_del`` is *exclusive*: one past the section's last
    byte (QEMU's ``vhost_vdpa_section_end``, an Int128 printed with ``int128_get64``), so the
@@ -965,7 +966,7 @@ def replay(
     progress: Callable[[int], None] | None = None,
     every: int = 4096,
 ) -> ReplayResult:
-    """Run ``ops`` against ``iova_tree`` (SPEC ``IOVATree`` API) and ``gpa_tree`` (``GPATree``).
+    """Run ``ops`` against ``iova_tree`` (an ``IOVATree``) and ``gpa_tree`` (a ``GPATree``).
 
     ``progress(n)`` is called with the number of operations done since the last call, every
     ``every`` operations.  A ``DivergenceError`` from a differential backend propagates.
