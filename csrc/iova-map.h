@@ -27,18 +27,25 @@ typedef enum {
     IOMMU_RW = 3,
 } IOMMUAccessFlags;
 
+#ifndef QEMU_PACKED
+#define QEMU_PACKED __attribute__((packed))
+#endif
+
 /*
  * One mapping [iova, iova + size] -> [translated_addr, translated_addr + size].
  * @size is inclusive: size 0xfff covers 4096 bytes.  @id tells aliases apart (the GPA, in
- * vhost-vdpa's shadow virtqueue).  Unlike QEMU's, this struct is not packed.
+ * vhost-vdpa's shadow virtqueue).  Exactly QEMU's struct with the seed patch: packed, 36
+ * bytes, and the library never keeps anything else in it, so a caller may memcmp() two maps.
  */
 typedef struct DMAMap {
     hwaddr iova;
     hwaddr translated_addr;
-    hwaddr size;
+    hwaddr size; /* inclusive */
     uint64_t id;
     IOMMUAccessFlags perm;
-} DMAMap;
+} QEMU_PACKED DMAMap;
+
+_Static_assert(sizeof(DMAMap) == 36, "DMAMap is QEMU's packed 36-byte struct");
 
 /**
  * dma_map_valid: whether @map is storable: neither side wraps past HWADDR_MAX, and @perm is

@@ -17,7 +17,7 @@
  * overlap needs them all, except that a subtree is skipped when it ends below the needle or
  * when none of its IOVAs can beat the lowest found so far.  For that, each subtree of the
  * reverse tree keeps a lower bound of its lowest IOVA, rounded down to 16 bits (a 6-bit
- * exponent and a 10-bit mantissa) so that it fits in DMAMap's padding: many aliases of one
+ * exponent and a 10-bit mantissa) so that the entry stays one cache line: many aliases of one
  * range (k = n) cost O(log n) instead of O(n).  O(log n + k) at worst.
  */
 #ifndef IOVA_REVERSE_H
@@ -30,26 +30,24 @@
 #include "iova-map.h"
 
 /*
- * One stored map: 64 bytes, a cache line, in the tree's arena.  The AVL heights of both trees
- * live in DMAMap's four bytes of tail padding (the union), which nothing else uses: a map is
- * only ever written whole, before it is linked.  The entry's own arena reference is not
- * stored: iova_arena_ref_of() finds it from the entry's address when a map is removed.
+ * One stored map: 64 bytes, a cache line, in the tree's arena.  The map comes first and whole
+ * (the forward GTree's key and value point at it, and callers may memcmp() it), then the four
+ * bytes its packed 36 fill up to an aligned 40: the AVL heights of both trees and the IOVA
+ * floor code, then the links.  The entry's own arena reference is not stored:
+ * iova_arena_ref_of() finds it from the entry's address when a map is removed.
  */
 typedef struct IOVAEntry {
-    union {
-        DMAMap map; /* first: the forward GTree's key and value point here */
-        struct {
-            uint8_t map_fields[offsetof(DMAMap, perm) + sizeof(IOMMUAccessFlags)];
-            uint8_t h_addr;     /* AVL height in the reverse tree */
-            uint8_t h_id;       /* AVL height in the id tree */
-            uint16_t min_iova;  /* reverse tree: floor code of the subtree's lowest IOVA */
-        };
-    };
+    DMAMap map;
+    uint8_t h_addr;     /* AVL height in the reverse tree */
+    uint8_t h_id;       /* AVL height in the id tree */
+    uint16_t min_iova;  /* reverse tree: floor code of the subtree's lowest IOVA */
     IOVARef by_addr[3]; /* AVL left, right, best: the reverse tree */
     IOVARef by_id[3];   /* AVL left, right, best: the id tree */
 } IOVAEntry;
 
 _Static_assert(sizeof(IOVAEntry) == 64, "an entry is one cache line");
+_Static_assert(offsetof(IOVAEntry, map) == 0 && offsetof(IOVAEntry, h_addr) == sizeof(DMAMap),
+               "the map is first, and the bookkeeping lies outside it");
 
 typedef struct IOVAReverse {
     IOVARef by_addr_root;

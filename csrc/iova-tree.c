@@ -90,9 +90,10 @@ IOVATree *gpa_tree_new(void)
     return tree_new(TRUE);
 }
 
-static IOVAEntry *entry_of(const DMAMap *map)
+/* The arena reference of a stored map: the map is its entry's first member. */
+static IOVARef ref_of_map(const IOVATree *tree, const DMAMap *map)
 {
-    return (IOVAEntry *)map; /* the map is the entry's first member */
+    return iova_arena_ref_of(&tree->entries, map);
 }
 
 /* The first map whose last byte is at or above @addr (see lowest_overlap()). */
@@ -144,7 +145,7 @@ static int tree_store(IOVATree *tree, const DMAMap *map)
         return rc;
     }
     IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
-    e->map = *map; /* whole, before linking: the AVL heights in its padding come after */
+    e->map = *map;
     g_tree_insert(tree->tree, &e->map, &e->map);
     iova_reverse_add(&tree->reverse, &tree->entries, ref);
     return IOVA_OK;
@@ -180,7 +181,7 @@ static void tree_unstore(IOVATree *tree, const DMAMap *map)
         g_tree_remove(tree->tree, map); /* frees it */
         return;
     }
-    IOVARef ref = iova_arena_ref_of(&tree->entries, entry_of(map));
+    IOVARef ref = ref_of_map(tree, map);
     g_assert(ref != IOVA_REF_NONE); /* the GTree only ever holds the arena's entries */
     iova_reverse_del(&tree->reverse, &tree->entries, ref);
     iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
@@ -217,7 +218,8 @@ static const DMAMap *reverse_find(const IOVATree *tree, const DMAMap *map, const
 
 const DMAMap *iova_tree_find_iova(const IOVATree *tree, const DMAMap *map)
 {
-    return reverse_find(tree, map, &map->id);
+    uint64_t id = map->id; /* a copy: a packed member has no aligned address */
+    return reverse_find(tree, map, &id);
 }
 
 const DMAMap *iova_tree_find_iova_any(const IOVATree *tree, const DMAMap *map)
@@ -617,7 +619,7 @@ static int check_forward(const IOVATree *tree, char *err, size_t errlen)
             return -1;
         }
         if (!tree->by_translated) {
-            IOVARef ref = iova_arena_ref_of(&tree->entries, entry_of(m));
+            IOVARef ref = ref_of_map(tree, m);
             if (ref == IOVA_REF_NONE) {
                 snprintf(err, errlen, "forward tree: map at IOVA %#" G_GINT64_MODIFIER "x is "
                          "not an entry of the arena", m->iova);

@@ -535,7 +535,8 @@ static void op_find_iova(IOVATree *tree, const Model *mo, Input *in)
     needle.size = size_of(in);
     needle.id = id_of(in);
     TRACE("find_iova(" X ", " X ", id=" X ")\n", needle.translated_addr, needle.size, needle.id);
-    const DMAMap *want_id = model_find_iova(mo, needle.translated_addr, needle.size, &needle.id);
+    uint64_t id = needle.id; /* a packed member has no aligned address */
+    const DMAMap *want_id = model_find_iova(mo, needle.translated_addr, needle.size, &id);
     const DMAMap *want_any = model_find_iova(mo, needle.translated_addr, needle.size, NULL);
 
     expect_same_map("iova_tree_find_iova", iova_tree_find_iova(tree, &needle), want_id);
