@@ -1,16 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The ``iova-native`` command.
+"""The ``iova-native`` command (also ``python -m iova_native``).
 
-Subcommands:
-  replay   replay a QEMU vhost-vDPA trace (default: the embedded one) against the trees and
-           report ops/s, peak maps, aliased HVA ranges, unmaps that matched nothing, latencies
-           and digests of the final state.
-  convert  compile a trace into the op stream file that tools-build/iova-replay reads.
-  demo     a small SVQ tree: two GPAs aliasing one HVA, find_iova with and without id, and the
-           segments of a buffer spanning two maps.
-
-Exit status of replay and convert: 0 done; 1 the backends disagreed (--backend both, --compare);
-2 bad input (unreadable file, a malformed line with --strict, a bad op stream).
+Its help text is :data:`DESCRIPTION` and the parsers' own texts, plain text for a terminal.
+Each subcommand is added by one function of :data:`COMMANDS`: it takes argparse's subparsers
+object, adds its parser and sets ``run``, a callable ``(args) -> exit status``.  Called
+without arguments the command prints its help and exits with status 0.
 """
 
 from __future__ import annotations
@@ -18,11 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from . import __version__
 from ._types import DivergenceError, DMAMap, Perm
 
 GIB = 1 << 30
@@ -114,8 +110,8 @@ class _Bar:
 
 @contextmanager
 def _progress(enabled: bool, total: int, unit: str, desc: str) -> Iterator[_Bar]:
-    """A progress bar on stderr; none when disabled, when stderr is not a terminal, or when
-    tqdm (the ``replay`` extra) is not installed."""
+    """A progress bar on stderr (tqdm, a dependency of the package); none when disabled or
+    when stderr is not a terminal."""
     bar: Any = None
     if enabled and sys.stderr.isatty():
         try:
@@ -148,12 +144,12 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
                 return trace.OpStream.read(path)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-    name = source or "<embedded trace>"
+    name = source or f"<embedded {trace.DEFAULT_TRACE}>"
 
     def warn(exc: trace.MalformedLine) -> None:
-        if args.verbose or exc.lineno and len(shown) < trace.MAX_SHOWN_MALFORMED:
+        if args.verbose or len(shown) < trace.MAX_SHOWN_MALFORMED:
             shown.append(exc.lineno)
-            print(f"iova-native: {name}:{exc.lineno}: {exc.reason} (line skipped)", file=err)
+            print(f"iova-native: {_where(name, exc)}: {exc.reason} (skipped)", file=err)
 
     shown: list[int] = []
     with _progress(not args.no_progress, 0, "B", "parse") as bar:
@@ -168,11 +164,18 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
             return trace.compile_trace(source, lookups=args.lookups, strict=args.strict,
                                        on_malformed=warn, progress=progress)
         except trace.MalformedLine as exc:
-            raise UsageError(f"{name}:{exc.lineno}: {exc.reason} (--strict)") from None
+            raise UsageError(f"{_where(name, exc)}: {exc.reason} (--strict)") from None
+        except trace.TraceInputError as exc:
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
-        except EOFError as exc:  # a gzip file cut short
+        except (EOFError, zlib.error) as exc:  # a gzip file cut short or damaged
             raise UsageError(f"cannot read {name}: {exc}") from None
+
+
+def _where(name: str, exc: Any) -> str:
+    """``file:line`` as compilers print it, or ``file: record N`` in a binary file."""
+    return f"{name}:{exc.lineno}" if exc.unit == "line" else f"{name}: {exc.unit} {exc.lineno}"
 
 
 def _run(ops: Any, backend: str, no_progress: bool) -> tuple[Any, Any, Any]:
@@ -231,8 +234,9 @@ def latency_table(result: Any) -> list[str]:
     return lines
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _plural(n: int, word: str, plural: str = "") -> str:
+    """``1 map``, ``2 maps`` (``plural`` when the word does not take an s)."""
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
 #: Width of the report; every line is wrapped to it.
@@ -253,6 +257,18 @@ _SHORT = {
 }
 
 
+def _format_line(st: Any) -> str:
+    """What the trace was, by the format of most of its trace lines."""
+    from . import trace
+
+    main, *others = [key for key, _ in st.formats.most_common()] or [""]
+    text = f"{main}: {trace.FORMATS[main]}" if main else "none"
+    if others:
+        text += "; also " + ", ".join(
+            f"{_plural(st.formats[key], st.unit)} of {key}" for key in others)
+    return text
+
+
 def _trace_lines(compiled: Any, result: Any) -> list[str]:
     """The report's lines about the trace and the model built from it."""
     st = compiled.stats
@@ -261,18 +277,24 @@ def _trace_lines(compiled: Any, result: Any) -> list[str]:
     if st.with_asid or st.without_asid:
         maps += f" ({st.with_asid} with asid:, {st.without_asid} in the older format)"
     others = [f"{ev[name]} {label}" for name, label in list(_SHORT.items())[2:] if ev[name]]
-    lines = _field("trace", f"{st.lines} lines ({st.prefixed} with the PID@SEC.USEC: prefix), "
-                   f"parsed and compiled in {compiled.parse_seconds:.2f} s")
+    lines = _field("trace", f"{_plural(st.lines, st.unit)}, parsed and compiled in "
+                   f"{compiled.parse_seconds:.2f} s")
+    lines += _field("format", _format_line(st))
     lines += _field("events", ", ".join([maps, *others]))
     skipped = sum(st.unknown.values())
     top = ", ".join(f"{name.replace('vhost_vdpa_', '')} {n}"
                     for name, n in st.unknown.most_common(2))
     more = ", ..." if len(st.unknown) > 2 else ""
-    lines += _field("skipped", f"{_plural(skipped, 'line')} of {_plural(len(st.unknown), 'event')}"
-                    f" not modelled{f' ({top}{more})' if top else ''}; {st.malformed} malformed")
+    lines += _field("skipped", f"{_plural(skipped, st.unit)} of "
+                    f"{_plural(len(st.unknown), 'other trace event')}"
+                    f"{f' ({top}{more})' if top else ''}; "
+                    f"{_plural(st.not_trace, 'non-trace ' + st.unit)}; {st.malformed} malformed")
     if st.malformed_shown:
         first = st.malformed_shown[0]
-        lines += _field("", f"first malformed: line {first.lineno}: {first.reason}")
+        lines += _field("", f"first malformed: {first.unit} {first.lineno}: {first.reason}")
+    if st.dropped:
+        lines += _field("note", f"QEMU dropped {_plural(st.dropped, 'event')} (the simple "
+                        "backend's buffer was full): the trace has gaps")
     if len(st.fds) > 1:
         lines += _field("note", f"dma_map/unmap of {len(st.fds)} device fds {sorted(st.fds)} "
                         "replayed into one tree: split the trace per fd for per-device trees")
@@ -282,8 +304,9 @@ def _trace_lines(compiled: Any, result: Any) -> list[str]:
                         f"IOVAs re-allocated first-fit, {result.allocs - result.alloc_moved}/"
                         f"{result.allocs} where QEMU put them")
     elif st.mode == "passthrough":
-        lines += _field("model", f"no SVQ (IOVA = GPA): {st.guest_maps + st.host_maps} maps "
-                        "inserted at the traced IOVA")
+        lines += _field("model", "no SVQ (IOVA = GPA): "
+                        f"{_plural(st.guest_maps + st.host_maps, 'map')} inserted at the traced "
+                        "IOVA")
     else:
         lines += _field("model", "no dma_map in the trace")
     return lines
@@ -302,16 +325,16 @@ def format_report(compiled: Any, result: Any, source: str | None) -> str:
     if compiled is not None:
         lines += _trace_lines(compiled, result)
     timed = result.timed_ns
-    lines += _field("run", f"{result.ops} ops in {result.seconds:.3f} s: "
+    lines += _field("run", f"{_plural(result.ops, 'op')} in {result.seconds:.3f} s: "
                     f"{result.ops_per_second:,.0f} ops/s ({timed / max(1, result.ops):,.0f} "
                     "ns/op inside the timed calls)")
     lines += _field("maps", f"{result.live} live at the end, peak {result.peak}; GPA tree: "
                     f"{result.gpa_live} live")
     lines += _field("aliases", f"{_plural(len(result.alias_ranges), 'aliased HVA range')} seen "
-                    f"({result.alias_events} maps inserted over HVA that a live map under "
-                    "another id covers)")
+                    f"({_plural(result.alias_events, 'map')} inserted over HVA that a live map "
+                    "under another id covers)")
     lines += _field("unmaps", f"{result.unmatched_unmaps} matched nothing; "
-                    f"{result.failed} map operations failed")
+                    f"{_plural(result.failed, 'map operation')} failed")
     lines += _field("digest", f"state {result.state_digest:#018x}  "
                     f"outcomes {result.outcome_digest:#018x}")
     if result.ops > 1:
@@ -386,8 +409,8 @@ def _note_hidden(compiled: Any, args: argparse.Namespace, err: IO[str]) -> None:
         return
     hidden = compiled.stats.malformed - trace.MAX_SHOWN_MALFORMED
     if hidden > 0:
-        print(f"iova-native: {hidden} more malformed lines not shown (--verbose shows all)",
-              file=err)
+        print(f"iova-native: {_plural(hidden, 'more malformed event')} not shown (--verbose "
+              "shows all)", file=err)
 
 
 def run_convert(args: argparse.Namespace, out: IO[str] | None = None,
@@ -409,77 +432,172 @@ def run_convert(args: argparse.Namespace, out: IO[str] | None = None,
         return 2
     counts = ops.counts()
     kinds = ", ".join(f"{counts[k]} {trace.OP_NAMES[k]}" for k in trace.OpKind if counts[k])
-    print(f"wrote {len(ops)} ops to {args.output} ({kinds})", file=out)
+    print(f"wrote {_plural(len(ops), 'op')} to {args.output} ({kinds})", file=out)
     return 0
 
 
 # =========================================================================== arguments
 
+#: The top-level help.
+DESCRIPTION = """\
+Replay QEMU vhost-vDPA traces against QEMU's IOVA trees, built on GLib's GTree the way
+QEMU builds them (the native C core) or in plain Python (the reference), and report what
+the trees did: speed, peak maps, aliased HVA ranges, unmaps that matched nothing, latency
+histograms and digests of the final trees."""
+
+EPILOG = """\
+Run 'iova-native COMMAND --help' for the options of one command; without arguments
+iova-native prints this help.
+
+exit status:
+  0  done, or help shown
+  1  the backends disagreed (replay --backend both, replay --compare)
+  2  bad input: a file that is not a trace or holds no vhost-vDPA event, a malformed
+     event with --strict, a bad op stream, or a wrong option"""
+
+REPLAY_DESCRIPTION = """\
+Replay a QEMU trace against an IOVATree and a GPATree and print a report.
+
+Events read: vhost_vdpa_dma_map and vhost_vdpa_dma_unmap (with or without asid:,
+vdpa: or vdpa_shared:), vhost_vdpa_listener_region_add and _region_del (the GPA
+side) and vhost_vdpa_get_iova_range (the allocator's bounds). Other trace events
+are counted by name; lines that are not trace events (QEMU's warnings) are
+counted and never fatal.
+
+Formats read, told apart per file, plain or gzip:
+  log          -trace 'vhost_vdpa_*' (or -d trace:vhost_vdpa_*) with the log
+               backend, to stderr or -D FILE; bare, with the TID@SEC.USEC:
+               prefix (-msg timestamp=on before QEMU 10.1), with an ISO-8601
+               timestamp (-msg timestamp=on, QEMU 10.1 and later), or after the
+               program(thread): prefix that later QEMU prints
+  ftrace       the ftrace backend (--enable-trace-backends=ftrace): the
+               tracing_mark_write: lines of /sys/kernel/tracing/trace
+  stap         qemu-trace-stap run qemu-system-x86_64 'vhost_vdpa_*' (dtrace
+               backend under SystemTap, as Fedora and RHEL build QEMU)
+  simple       the simple backend's binary file (trace-PID), read directly
+  simpletrace  the text of scripts/simpletrace.py trace-events-all trace-PID
+
+Sizes are read as QEMU means them: a dma_map's size is a byte count (the map's
+inclusive DMAMap.size is one less), region_add's llend is exclusive."""
+
+CONVERT_DESCRIPTION = """\
+Compile a trace (any format replay reads) into an op stream file: the operations
+the replay makes, 6 little-endian 64-bit words each. tools-build/iova-replay
+replays it with nothing but the C core and GLib; replay reads it back."""
+
+DEMO_DESCRIPTION = """\
+Build a small shadow-virtqueue tree (guest RAM at GPA 0 and the same host memory
+aliased at GPA 4 GiB, an SVQ vring, a control buffer) and show what the reverse
+look-up answers: find_iova with and without id, and the segments that translate
+gives for a buffer spanning two maps."""
+
+
+def _lookups(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=26)
+
+
+def _trace_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("trace", nargs="?", default=None, metavar="TRACE",
+                     help="the trace file, any format above, plain or gzip; '-' reads "
+                          "stdin; an op stream file (from 'convert') is read too; default: "
+                          "the trace embedded in the package")
+    cmd.add_argument("--lookups", type=_lookups, default=2, metavar="N",
+                     help="SVQ data-path look-ups (translate and find_gpa of a guest "
+                          "buffer, which a trace does not show) made after each dma_map and "
+                          "dma_unmap; default 2")
+    cmd.add_argument("--strict", action="store_true",
+                     help="stop at the first malformed vhost_vdpa event (exit status 2) "
+                          "instead of skipping it; lines that are not trace events never stop "
+                          "the replay")
+    cmd.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (there is none when stderr is not a terminal)")
+    cmd.add_argument("-v", "--verbose", action="store_true",
+                     help="print every malformed event, not only the first "
+                          "10")
+
+
+def _add_replay(commands: Any) -> None:
+    replay = commands.add_parser(
+        "replay", help="replay a QEMU trace against the trees and report",
+        description=REPLAY_DESCRIPTION, formatter_class=_formatter)
+    _trace_options(replay)
+    replay.add_argument("--backend", choices=BACKENDS, default="native",
+                        help="native (the C core, default), reference (pure Python) or both "
+                             "(the differential backend: every call on both, stops at the "
+                             "first disagreement with a reproducer, exit status 1)")
+    replay.add_argument("--compare", action="store_true",
+                        help="replay in native, then in reference, and compare their speed "
+                             "and the digests of their final trees (exit status 1 if these "
+                             "differ)")
+    replay.set_defaults(run=run_replay)
+
+
+def _add_convert(commands: Any) -> None:
+    convert = commands.add_parser(
+        "convert", help="write the op stream file that tools-build/iova-replay reads",
+        description=CONVERT_DESCRIPTION, formatter_class=_formatter)
+    _trace_options(convert)
+    convert.add_argument("-o", "--output", required=True, metavar="FILE",
+                         help="the op stream file to write")
+    convert.set_defaults(run=run_convert)
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="show find_iova and translate on a small SVQ tree",
+        description=DEMO_DESCRIPTION, formatter_class=_formatter)
+    demo.add_argument("--backend", choices=["native", "reference"], default="native",
+                      help="native (the C core, default) or reference (pure Python)")
+    demo.set_defaults(run=lambda args: run_demo(args.backend))
+
+
+#: The subcommands, in the order the help lists them.
+COMMANDS = [_add_replay, _add_convert, _add_demo]
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iova-native", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="show find_iova and translate on a small SVQ tree")
-    demo.add_argument("--backend", choices=["native", "reference"], default="native")
-
-    def trace_options(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("trace", nargs="?", default=None,
-                         help="QEMU trace log (plain or .gz, '-' for stdin) or an op stream "
-                              "file; default: the embedded default trace")
-        cmd.add_argument("--lookups", type=int, default=2, metavar="N",
-                         help="data-path look-up rounds synthesized per dma_map/unmap "
-                              "(default 2)")
-        cmd.add_argument("--strict", action="store_true",
-                         help="a malformed line is fatal (exit status 2) instead of skipped")
-        cmd.add_argument("--no-progress", action="store_true",
-                         help="no progress bar (there is none when stderr is not a terminal)")
-        cmd.add_argument("-v", "--verbose", action="store_true",
-                         help="report every malformed line, not only the first ten")
-
-    replay = sub.add_parser(
-        "replay", help="replay a QEMU vhost-vDPA trace and report",
-        description="Replay a QEMU trace (vhost_vdpa_dma_map/unmap, listener region_add/del) "
-                    "against IOVA trees and report ops/s, peak maps, aliased HVA ranges, "
-                    "unmatched unmaps, latencies and digests of the final state.")
-    trace_options(replay)
-    replay.add_argument("--backend", choices=BACKENDS, default="native",
-                        help="native (C), reference (Python) or both (the differential "
-                             "backend: every call on both, stops at the first disagreement)")
-    replay.add_argument("--compare", action="store_true",
-                        help="replay in native, then in reference, and compare the final trees")
-    convert = sub.add_parser(
-        "convert", help="write the op stream file that tools-build/iova-replay reads",
-        description="Compile a trace into an op stream file (format: iova_native.trace).")
-    trace_options(convert)
-    convert.add_argument("-o", "--output", required=True, help="the op stream file to write")
+    p = argparse.ArgumentParser(prog="iova-native", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_formatter)
+    p.add_argument("--version", action="version", version=f"iova-native {__version__}",
+                   help="print the version and exit")
+    commands = p.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                required=True)
+    for add in COMMANDS:
+        add(commands)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``iova-native`` command."""
-    args = _parser().parse_args(argv)
-    if args.command in ("replay", "convert") and args.lookups < 0:
-        print(f"iova-native {args.command}: error: --lookups must be >= 0", file=sys.stderr)
-        return 2
+    """Entry point of the ``iova-native`` command; returns the exit status."""
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     try:
-        if args.command == "demo":
-            return run_demo(args.backend)
-        if args.command == "replay":
-            return run_replay(args)
-        if args.command == "convert":
-            return run_convert(args)
+        return int(args.run(args))
     except KeyboardInterrupt:
         print("iova-native: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `iova-native replay | head`
         sys.stderr.close()
         return 0
-    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["main", "run_demo", "run_replay", "run_convert", "format_report", "DMAMap"]
+__all__ = ["COMMANDS", "main", "run_demo", "run_replay", "run_convert", "format_report",
+           "DMAMap"]

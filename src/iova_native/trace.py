@@ -3,8 +3,11 @@
 
 Three stages, each usable on its own:
 
-1. **Parser** (:class:`TraceParser`, :func:`parse_line`): QEMU's ``log`` trace backend text,
-   with or without the ``PID@SEC.USEC:`` prefix.  Modelled events:
+1. **Reader** (:mod:`iova_native.trace_input`, re-exported here: :func:`open_trace`,
+   :class:`TraceParser`, :func:`parse_line`): every format QEMU's trace backends and tools
+   write (the ``log`` backend bare or with its ``TID@SEC.USEC:``, ISO-8601 or program-name
+   prefix, ``ftrace``, ``qemu-trace-stap``, ``scripts/simpletrace.py`` output and the
+   ``simple`` backend's binary files), told apart per file.  Modelled events:
 
    * ``vhost_vdpa_dma_map`` / ``vhost_vdpa_dma_unmap``, both the older format
      (``vdpa:%p fd: %d msg_type: %u iova: 0x.. size: 0x.. [uaddr: 0x.. perm: 0x..] type: %u``)
@@ -16,9 +19,11 @@ Three stages, each usable on its own:
    * ``vhost_vdpa_get_iova_range`` (``dev: %p first: 0x.. last: 0x..``): the device's IOVA
      range, the bounds of the allocator.
 
-   Every other event name is counted and skipped.  A line that is not a trace line, or a
-   modelled event whose fields are missing (a truncated line), malformed or out of range, raises
-   :class:`MalformedLine` naming the line number and what was expected.
+   Other trace events are counted by name and skipped; lines that are not trace events (QEMU's
+   warnings) are counted, never fatal.  A modelled event whose fields are missing (a
+   truncated line), malformed or out of range raises :class:`MalformedLine` naming the line
+   number and what was expected.  A file without any modelled event raises
+   :class:`TraceInputError`.
 
    **Sizes.**  QEMU prints the ``size`` of ``vhost_vdpa_dma_map``/``_unmap`` as the byte count it
    sends the kernel (``msg.iotlb.size``): a map of ``size: 0x1000`` covers 4096 bytes.  A
@@ -100,9 +105,6 @@ from ``0xcbf29ce484222325``):
 from __future__ import annotations
 
 import enum
-import gzip
-import io
-import re
 import sys
 import time
 from array import array
@@ -110,32 +112,62 @@ from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from ._types import MAX_U64, DMAMap, IOVAError, Perm, TranslationError
+from .trace_input import (
+    DEFAULT_TRACE,
+    FORMATS,
+    FORMATS_READ,
+    MAX_SHOWN_MALFORMED,
+    MODELLED_EVENTS,
+    DmaMap,
+    DmaUnmap,
+    Event,
+    IovaRange,
+    MalformedLine,
+    NotTrace,
+    RegionAdd,
+    RegionDel,
+    TraceInput,
+    TraceInputError,
+    TraceParser,
+    TraceStats,
+    Unknown,
+    open_trace,
+    parse_line,
+)
 
 __all__ = [
     "DEFAULT_TRACE",
     "DEFAULT_TRACE_DESCRIPTION",
     "FIELDS",
+    "FORMATS",
+    "FORMATS_READ",
     "MAGIC",
+    "MAX_SHOWN_MALFORMED",
+    "MODELLED_EVENTS",
     "VERSION",
     "CompiledTrace",
     "Compiler",
     "DmaMap",
     "DmaUnmap",
+    "Event",
     "IovaRange",
     "KindStats",
     "MalformedLine",
+    "NotTrace",
     "OpKind",
     "OpStream",
     "RegionAdd",
     "RegionDel",
     "ReplayResult",
+    "TraceInput",
+    "TraceInputError",
     "TraceParser",
     "TraceStats",
+    "Unknown",
     "compile_trace",
     "fnv1a_words",
     "open_trace",
@@ -145,8 +177,6 @@ __all__ = [
     "state_digest",
 ]
 
-#: The embedded default trace, inside the package (``iova_native/data``).
-DEFAULT_TRACE = "default-trace.log.gz"
 #: What the embedded default trace is (scripts/gen_default_trace.py generates it).
 DEFAULT_TRACE_DESCRIPTION = (
     "q35 VM, vhost-vDPA net with SVQ: 8 GiB RAM below and above 4 GiB, BIOS aliased at "
@@ -191,388 +221,6 @@ def fnv1a_words(words: Iterable[int], h: int = FNV_OFFSET) -> int:
     for word in words:
         h = ((h ^ word) * FNV_PRIME) & MAX_U64
     return h
-
-
-# =========================================================================== parser
-
-
-class MalformedLine(ValueError):
-    """A trace line that cannot be used: ``lineno`` (1-based) and ``reason``."""
-
-    def __init__(self, lineno: int, reason: str, text: str = "") -> None:
-        self.lineno = lineno
-        self.reason = reason
-        self.text = text
-        super().__init__(f"line {lineno}: {reason}")
-
-
-class DmaMap(NamedTuple):
-    """``vhost_vdpa_dma_map``; ``size`` is the traced byte count, ``asid`` None when absent."""
-
-    lineno: int
-    fd: int
-    asid: int | None
-    iova: int
-    size: int
-    uaddr: int
-    perm: int
-
-
-class DmaUnmap(NamedTuple):
-    """``vhost_vdpa_dma_unmap``; ``size`` is the traced byte count."""
-
-    lineno: int
-    fd: int
-    asid: int | None
-    iova: int
-    size: int
-
-
-class RegionAdd(NamedTuple):
-    """``vhost_vdpa_listener_region_add``: GPA ``[gpa, llend - 1]`` at HVA ``vaddr``."""
-
-    lineno: int
-    gpa: int
-    llend: int
-    vaddr: int
-    readonly: bool
-
-
-class RegionDel(NamedTuple):
-    """``vhost_vdpa_listener_region_del``: GPA ``[gpa, llend - 1]``."""
-
-    lineno: int
-    gpa: int
-    llend: int
-
-
-class IovaRange(NamedTuple):
-    """``vhost_vdpa_get_iova_range``: the device accepts IOVAs in ``[first, last]``."""
-
-    lineno: int
-    first: int
-    last: int
-
-
-Event = Union[DmaMap, DmaUnmap, RegionAdd, RegionDel, IovaRange]
-
-_PREFIX = re.compile(r"(\d+)@(\d+)\.(\d+):")
-_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+|$)")
-_VALUE = {
-    "ptr": r"(0x[0-9a-fA-F]+|\(nil\))",
-    "hex": r"(0x[0-9a-fA-F]+)",
-    "dec": r"(-?[0-9]+)",
-}
-_SHOWN = {"ptr": "0x<hex>", "hex": "0x<hex>", "dec": "<decimal>"}
-#: What is left of a value when a line is cut right at its start.
-_VALUE_STARTS = ("", "0", "0x", "(", "(nil", "-")
-
-
-class _Field(NamedTuple):
-    name: str
-    label: str  # a regex; its plain form is shown in messages
-    shown: str
-    kind: str
-    optional: bool = False
-
-
-def _f(name: str, label: str, kind: str, optional: bool = False) -> _Field:
-    """A field ``label value``: ``label`` literal text, any whitespace after a colon."""
-    pattern = re.escape(label).replace(r"\ ", r"[ \t]+").replace(":", r":[ \t]*")
-    return _Field(name, pattern, label.strip(), kind, optional)
-
-
-_OWNER = _Field("vdpa", r"[A-Za-z_]+:[ \t]*", "vdpa:", "ptr")
-_FORMATS: dict[str, list[_Field]] = {
-    "vhost_vdpa_dma_map": [
-        _OWNER, _f("fd", "fd: ", "dec"), _f("msg_type", "msg_type: ", "dec"),
-        _f("asid", "asid: ", "dec", optional=True), _f("iova", "iova: ", "hex"),
-        _f("size", "size: ", "hex"), _f("uaddr", "uaddr: ", "hex"),
-        _f("perm", "perm: ", "hex"), _f("type", "type: ", "dec"),
-    ],
-    "vhost_vdpa_dma_unmap": [
-        _OWNER, _f("fd", "fd: ", "dec"), _f("msg_type", "msg_type: ", "dec"),
-        _f("asid", "asid: ", "dec", optional=True), _f("iova", "iova: ", "hex"),
-        _f("size", "size: ", "hex"), _f("type", "type: ", "dec"),
-    ],
-    "vhost_vdpa_listener_region_add": [
-        _OWNER, _f("iova", "iova ", "hex"), _f("llend", "llend ", "hex"),
-        _f("vaddr", "vaddr: ", "ptr"), _f("readonly", "read-only: ", "dec"),
-    ],
-    "vhost_vdpa_listener_region_del": [
-        _OWNER, _f("iova", "iova ", "hex"), _f("llend", "llend ", "hex"),
-    ],
-    "vhost_vdpa_get_iova_range": [
-        _Field("dev", r"dev:[ \t]*", "dev:", "ptr"), _f("first", "first: ", "hex"),
-        _f("last", "last: ", "hex"),
-    ],
-}
-
-
-def _field_regex(spec: _Field) -> str:
-    return rf"{spec.label}{_VALUE[spec.kind]}"
-
-
-def _whole_line(fields: list[_Field]) -> re.Pattern[str]:
-    """One regex for the fast path; trailing fields a later QEMU adds are allowed."""
-    parts = []
-    for index, spec in enumerate(fields):
-        sep = "" if index == 0 else r"[ \t]+"
-        part = f"{sep}{_field_regex(spec)}"
-        parts.append(f"(?:{part})?" if spec.optional else part)
-    return re.compile("".join(parts) + r"(?=[ \t]|$)")
-
-
-_WHOLE = {name: _whole_line(fields) for name, fields in _FORMATS.items()}
-_ONE = {
-    name: [re.compile(r"[ \t]*" + _field_regex(spec) + r"(?=[ \t]|$)") for spec in fields]
-    for name, fields in _FORMATS.items()
-}
-
-
-def _excerpt(text: str, limit: int = 24) -> str:
-    """A short, terminal-safe quote of ``text``."""
-    text = text.strip()
-    return ascii(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _diagnose(name: str, args: str, lineno: int) -> MalformedLine:
-    """Walk the fields one by one to say which one is missing or malformed."""
-    pos = 0
-    for spec, regex in zip(_FORMATS[name], _ONE[name]):
-        match = regex.match(args, pos)
-        if match:
-            pos = match.end()
-            continue
-        if spec.optional:
-            continue
-        rest = args[pos:]
-        want = f"'{spec.shown} {_SHOWN[spec.kind]}'"
-        label = re.match(r"[ \t]*" + spec.label, rest)
-        cut_after_label = label is not None and rest[label.end():].strip() in _VALUE_STARTS
-        if not rest.strip() or cut_after_label:
-            return MalformedLine(lineno, f"{name}: truncated, {want} is missing")
-        return MalformedLine(lineno, f"{name}: expected {want} at {_excerpt(rest)}")
-    return MalformedLine(lineno, f"{name}: malformed arguments {_excerpt(args)}")
-
-
-def _u64(text: str, base: int, what: str, lineno: int, name: str) -> int:
-    if text == "(nil)":
-        return 0
-    value = int(text, base)
-    if not 0 <= value <= MAX_U64:
-        raise MalformedLine(lineno, f"{name}: {what} {text} does not fit in 64 bits")
-    return value
-
-
-def _check_span(lineno: int, name: str, what: str, start: int, nbytes: int) -> None:
-    if start + nbytes - 1 > MAX_U64:
-        raise MalformedLine(
-            lineno, f"{name}: {what} {start:#x} + size {nbytes:#x} wraps past 2**64-1"
-        )
-
-
-def _build(name: str, values: tuple[str, ...], lineno: int) -> Event:
-    """Convert and check the matched fields of a modelled event."""
-    fields = _FORMATS[name]
-    raw = dict(zip((f.name for f in fields), values))
-
-    def num(key: str) -> int:
-        spec = next(f for f in fields if f.name == key)
-        base = 10 if spec.kind == "dec" else 16
-        return _u64(raw[key], base, key, lineno, name)
-
-    if name in ("vhost_vdpa_dma_map", "vhost_vdpa_dma_unmap"):
-        asid = None if raw["asid"] is None else num("asid")
-        fd = int(raw["fd"])
-        iova, size = num("iova"), num("size")
-        if size == 0:
-            raise MalformedLine(lineno, f"{name}: size 0x0 (a DMA range covers at least 1 byte)")
-        _check_span(lineno, name, "iova", iova, size)
-        if name == "vhost_vdpa_dma_unmap":
-            return DmaUnmap(lineno, fd, asid, iova, size)
-        uaddr, perm = num("uaddr"), num("perm")
-        _check_span(lineno, name, "uaddr", uaddr, size)
-        if perm not in (Perm.RO, Perm.WO, Perm.RW):
-            raise MalformedLine(lineno, f"{name}: perm {perm:#x} is not 0x1, 0x2 or 0x3")
-        return DmaMap(lineno, fd, asid, iova, size, uaddr, perm)
-    if name == "vhost_vdpa_get_iova_range":
-        first, last = num("first"), num("last")
-        if last < first:
-            raise MalformedLine(lineno, f"{name}: last {last:#x} is below first {first:#x}")
-        return IovaRange(lineno, first, last)
-    gpa, llend = num("iova"), num("llend")
-    if name == "vhost_vdpa_listener_region_del":
-        return RegionDel(lineno, gpa, llend)
-    if llend <= gpa:
-        raise MalformedLine(lineno, f"{name}: llend {llend:#x} is not above iova {gpa:#x}")
-    return RegionAdd(lineno, gpa, llend, num("vaddr"), raw["readonly"] != "0")
-
-
-class Unknown(NamedTuple):
-    """A well-formed line of an event the replay does not model."""
-
-    lineno: int
-    name: str
-
-
-def parse_line(text: str, lineno: int = 0) -> Event | Unknown | None:
-    """Parse one line: a modelled event, an :class:`Unknown` event, or None for a blank line.
-
-    Raises :class:`MalformedLine` for anything else.
-    """
-    text = text.rstrip("\r\n")
-    if not text.strip():
-        return None
-    pos = 0
-    prefix = _PREFIX.match(text)
-    if prefix:
-        pos = prefix.end()
-    name_match = _NAME.match(text, pos)
-    if not name_match:
-        where = "after the PID@SEC.USEC: prefix" if prefix else "at the start"
-        raise MalformedLine(lineno, f"not a trace event line (no event name {where}): "
-                            f"{_excerpt(text[pos:])}", text)
-    name = name_match.group(1)
-    args = text[name_match.end():]
-    if name not in _FORMATS:
-        if not args.strip() and any(known.startswith(name) for known in _FORMATS):
-            raise MalformedLine(lineno, f"truncated event name {name!r}", text)
-        if "_" not in name:  # QEMU's event names are all subsystem_event
-            raise MalformedLine(lineno, "not a trace event line (an event name has a '_'): "
-                                f"{_excerpt(text[pos:])}", text)
-        return Unknown(lineno, name)
-    match = _WHOLE[name].match(args)
-    if not match:
-        raise _diagnose(name, args, lineno)
-    return _build(name, match.groups(), lineno)
-
-
-@dataclass
-class TraceStats:
-    """What the parser and the compiler saw."""
-
-    lines: int = 0
-    blank: int = 0
-    events: Counter[str] = field(default_factory=Counter)  # modelled, by name
-    unknown: Counter[str] = field(default_factory=Counter)  # skipped, by name
-    malformed: int = 0
-    malformed_shown: list[MalformedLine] = field(default_factory=list)
-    prefixed: int = 0  # lines with the PID@SEC.USEC: prefix
-    with_asid: int = 0  # dma_map/unmap lines in the newer format
-    without_asid: int = 0  # ... in the older one
-    fds: set[int] = field(default_factory=set)
-    mode: str = "unknown"  # "svq" or "passthrough", decided at the first dma_map
-    guest_maps: int = 0  # dma_map attributed to a region_add (id = GPA)
-    host_maps: int = 0  # dma_map of host-only buffers (id 0)
-    region_del_unmapped: int = 0  # region_del of a section that no dma_map mapped
-    region_del_empty: int = 0  # region_del with llend <= iova (QEMU traces it, then returns)
-
-
-#: At most this many malformed lines are kept for the report (all are counted).
-MAX_SHOWN_MALFORMED = 10
-
-
-class TraceParser:
-    """Parse a whole trace: yield modelled events, count the rest.
-
-    With ``strict``, the first malformed line raises :class:`MalformedLine`; otherwise it is
-    counted, kept for the report (the first :data:`MAX_SHOWN_MALFORMED`), passed to
-    ``on_malformed`` if given, and skipped.
-    """
-
-    def __init__(
-        self,
-        stats: TraceStats | None = None,
-        *,
-        strict: bool = False,
-        on_malformed: Callable[[MalformedLine], None] | None = None,
-    ) -> None:
-        self.stats = stats if stats is not None else TraceStats()
-        self.strict = strict
-        self.on_malformed = on_malformed
-
-    def parse(self, lines: Iterable[str]) -> Iterator[Event]:
-        """The modelled events of ``lines``, in order."""
-        stats = self.stats
-        for lineno, text in enumerate(lines, start=stats.lines + 1):
-            stats.lines = lineno
-            try:
-                event = parse_line(text, lineno)
-            except MalformedLine as exc:
-                exc.text = text.rstrip("\r\n")
-                if self.strict:
-                    raise
-                stats.malformed += 1
-                if len(stats.malformed_shown) < MAX_SHOWN_MALFORMED:
-                    stats.malformed_shown.append(exc)
-                if self.on_malformed is not None:
-                    self.on_malformed(exc)
-                continue
-            if event is None:
-                stats.blank += 1
-                continue
-            if text[:1].isdigit():
-                stats.prefixed += 1
-            if isinstance(event, Unknown):
-                stats.unknown[event.name] += 1
-                continue
-            stats.events[_EVENT_NAMES[type(event)]] += 1
-            if isinstance(event, (DmaMap, DmaUnmap)):
-                stats.fds.add(event.fd)
-                if event.asid is None:
-                    stats.without_asid += 1
-                else:
-                    stats.with_asid += 1
-            yield event
-
-
-_EVENT_NAMES: dict[type, str] = {
-    DmaMap: "vhost_vdpa_dma_map",
-    DmaUnmap: "vhost_vdpa_dma_unmap",
-    RegionAdd: "vhost_vdpa_listener_region_add",
-    RegionDel: "vhost_vdpa_listener_region_del",
-    IovaRange: "vhost_vdpa_get_iova_range",
-}
-
-
-class _CountingReader(io.RawIOBase):
-    """Counts the bytes read from the underlying file, for the progress bar."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.count += len(data)
-        return len(data)
-
-
-def open_trace(source: str | Path | None) -> tuple[Iterator[str], int, Callable[[], int], str]:
-    """Open a trace (plain or gzip, told by its magic bytes; ``"-"`` is stdin; None is the
-    embedded default).  Returns ``(lines, total_bytes, bytes_read, name)``.
-    """
-    if source is None:
-        data = resources.files("iova_native").joinpath("data", DEFAULT_TRACE).read_bytes()
-        raw: IO[bytes] = io.BytesIO(data)
-        total, name = len(data), f"<embedded {DEFAULT_TRACE}>"
-    elif str(source) == "-":
-        raw, total, name = sys.stdin.buffer, 0, "<stdin>"
-    else:
-        path = Path(source)
-        raw, total, name = open(path, "rb"), path.stat().st_size, str(path)  # noqa: SIM115
-    counter = _CountingReader(raw)
-    buffered = io.BufferedReader(counter, buffer_size=1 << 16)
-    stream: Any = buffered
-    if buffered.peek(2)[:2] == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=buffered)
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
-    return iter(text), total, lambda: counter.count, name
 
 
 # =========================================================================== op stream
@@ -803,31 +451,39 @@ def compile_trace(
     on_malformed: Callable[[MalformedLine], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CompiledTrace:
-    """Parse and compile a trace file (None: the embedded default).
+    """Parse and compile a trace file of any format (None: the embedded default).
 
-    ``progress(bytes_read, total_bytes)`` is called every few thousand lines.
+    ``progress(bytes_read, total_bytes)`` is called every few thousand lines.  Raises
+    :class:`TraceInputError` (one line) when the input is not a trace or holds no modelled
+    event, :class:`MalformedLine` at the first malformed modelled event with ``strict``.
     """
     start = time.perf_counter()
-    lines, total, bytes_read, name = open_trace(source)
+    source_input = open_trace(source)
     stats = TraceStats()
     parser = TraceParser(stats, strict=strict, on_malformed=on_malformed)
     compiler = Compiler(stats, lookups=lookups)
-    if progress is not None:
-        lines = _reporting(lines, lambda: progress(bytes_read(), total))
+    tick = None if progress is None else \
+        (lambda: progress(source_input.bytes_read(), source_input.total))
     try:
-        compiler.feed_all(parser.parse(lines))
+        if source_input.kind == "simple":
+            events = parser.parse_simple(source_input.stream, source_input.name)
+        else:
+            lines = source_input.lines()
+            events = parser.parse(lines if tick is None else _reporting(lines, tick))
+        compiler.feed_all(events if tick is None or source_input.kind != "simple"
+                          else _reporting(events, tick, every=1024))
     finally:
-        close = getattr(lines, "close", None)
-        if close is not None:
-            close()
-    return CompiledTrace(compiler.ops, stats, name, time.perf_counter() - start)
+        source_input.close()
+    if not stats.modelled:
+        raise TraceInputError(stats.nothing_modelled(source_input.name))
+    return CompiledTrace(compiler.ops, stats, source_input.name, time.perf_counter() - start)
 
 
-def _reporting(lines: Iterator[str], tick: Callable[[], None], every: int = 4096) -> Iterator[str]:
-    for count, line in enumerate(lines, 1):
+def _reporting(items: Iterable[Any], tick: Callable[[], None], every: int = 4096) -> Iterator[Any]:
+    for count, item in enumerate(items, 1):
         if count % every == 0:
             tick()
-        yield line
+        yield item
     tick()
 
 
