@@ -126,6 +126,8 @@ def test_truncated_messages_are_precise() -> None:
         "vhost_vdpa_listener_region_del: truncated, 'llend 0x<hex>' is missing"
     assert reason(PREFIX + "vhost_vdpa_dma_m") == "truncated event name 'vhost_vdpa_dma_m'"
     assert reason("vhost_vd") == "truncated event name 'vhost_vd'"
+    assert reason(NEW_MAP.split(" uaddr:")[0] + " uad") == \
+        "vhost_vdpa_dma_map: truncated, 'uaddr: 0x<hex>' is missing"
     # cut in the middle of a number: 0x10 would parse, the next field is then missing
     assert "'uaddr: 0x<hex>' is missing" in reason(NEW_MAP.split(" uaddr:")[0][:-2])
 

@@ -307,7 +307,8 @@ def _diagnose(name: str, args: str, lineno: int) -> MalformedLine:
         want = f"'{spec.shown} {_SHOWN[spec.kind]}'"
         label = re.match(r"[ \t]*" + spec.label, rest)
         cut_after_label = label is not None and rest[label.end():].strip() in _VALUE_STARTS
-        if not rest.strip() or cut_after_label:
+        cut_in_label = (spec.shown + " ").startswith(rest.strip())
+        if cut_after_label or cut_in_label:
             return MalformedLine(lineno, f"{name}: truncated, {want} is missing")
         return MalformedLine(lineno, f"{name}: expected {want} at {_excerpt(rest)}")
     return MalformedLine(lineno, f"{name}: malformed arguments {_excerpt(args)}")
@@ -422,6 +423,10 @@ _SIMPLETRACE = re.compile(r"(-?\d+\.\d{3})(?:[ \t]+pid=\d+)?(?=[ \t]|$)")
 
 def _prefix(text: str) -> tuple[str, int]:
     """The format a line's prefix tells, and where the event name starts."""
+    if "tracing_mark_write:" in text:
+        match = _FTRACE.match(text)
+        if match:
+            return "ftrace", match.end()
     if text[:1].isdigit():
         match = _LOG_PID.match(text)
         if match:
@@ -429,10 +434,6 @@ def _prefix(text: str) -> tuple[str, int]:
         match = _STAP.match(text)
         if match:
             return "stap", match.end()
-    elif "tracing_mark_write:" in text:
-        match = _FTRACE.match(text)
-        if match:
-            return "ftrace", match.end()
     match = _CONTEXT.match(text)
     if match is not None and match.end():
         return ("log-iso" if match.group("iso") else "log-context"), match.end()

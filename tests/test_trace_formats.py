@@ -1,0 +1,535 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Every trace format QEMU writes, each replayed to the same trees as its ``log`` twin.
+
+One small SVQ scenario (the device's IOVA range, guest RAM and a BIOS alias, vrings, a
+control-queue buffer in the older event format, unmaps, other events) is rendered here the way
+each of QEMU's trace backends and tools prints it, from the events' printf formats (the ones
+``hw/virtio/trace-events`` declares, in their three versions: ``vdpa:`` without ``asid:``,
+``vdpa:`` with it, ``vdpa_shared:``) and from the record layout of ``trace/simple.c``.  The
+renderings are also kept under ``tests/data/traces/`` as sample files; ``python
+tests/test_trace_formats.py`` writes them again.
+
+Then: bad inputs (``/bin/ls``, empty, random bytes, garbage text, other events only, an old
+or damaged ``simple`` file) exit 2 with one line; ``--strict`` stops at a malformed event, not
+at a QEMU warning; and the command's conventions (``--version``, help, ``python -m``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import random
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from iova_native import cli, reference, trace
+
+DATA = Path(__file__).resolve().parent / "data" / "traces"
+ROOT = Path(__file__).resolve().parent.parent
+TID, PID = 48213, 48190
+START_NS = 1764497742_100000_000  # 2025-11-30T10:15:42.1Z
+
+
+# --------------------------------------------------------------------------- what QEMU prints
+
+class Definition(NamedTuple):
+    """A trace event as trace-events declares it: argument names, which are strings, format."""
+
+    args: tuple[str, ...]
+    fmt: str
+    strings: frozenset[str] = frozenset()
+
+
+def _d(args: str, fmt: str, strings: str = "") -> Definition:
+    return Definition(tuple(args.split()), fmt, frozenset(strings.split()))
+
+
+_MAP_ARGS = "vdpa fd msg_type asid iova size uaddr perm type"
+_MAP_FMT = ("fd: %d msg_type: %u asid: %u iova: 0x%lx size: 0x%lx uaddr: 0x%lx perm: 0x%x "
+            "type: %u")
+_UNMAP_ARGS = "vdpa fd msg_type asid iova size type"
+_UNMAP_FMT = "fd: %d msg_type: %u asid: %u iova: 0x%lx size: 0x%lx type: %u"
+_OLD = lambda fmt: fmt.replace(" asid: %u", "")  # noqa: E731
+
+#: (event, version) -> definition.  Versions: "shared" (vdpa_shared:, asid:), "asid" (vdpa:,
+#: asid:), "old" (vdpa:, no asid:); the listener and device events never changed.
+DEFINITIONS: dict[tuple[str, str], Definition] = {
+    ("vhost_vdpa_dma_map", "shared"): _d(_MAP_ARGS, "vdpa_shared:%p " + _MAP_FMT),
+    ("vhost_vdpa_dma_map", "asid"): _d(_MAP_ARGS, "vdpa:%p " + _MAP_FMT),
+    ("vhost_vdpa_dma_map", "old"): _d(_MAP_ARGS.replace(" asid", ""), "vdpa:%p " + _OLD(_MAP_FMT)),
+    ("vhost_vdpa_dma_unmap", "shared"): _d(_UNMAP_ARGS, "vdpa_shared:%p " + _UNMAP_FMT),
+    ("vhost_vdpa_dma_unmap", "asid"): _d(_UNMAP_ARGS, "vdpa:%p " + _UNMAP_FMT),
+    ("vhost_vdpa_dma_unmap", "old"): _d(_UNMAP_ARGS.replace(" asid", ""),
+                                        "vdpa:%p " + _OLD(_UNMAP_FMT)),
+    ("vhost_vdpa_listener_region_add", ""): _d(
+        "vdpa iova llend vaddr readonly",
+        "vdpa: %p iova 0x%lx llend 0x%lx vaddr: %p read-only: %d"),
+    ("vhost_vdpa_listener_region_del", ""): _d("vdpa iova llend",
+                                               "vdpa: %p iova 0x%lx llend 0x%lx"),
+    ("vhost_vdpa_get_iova_range", ""): _d("dev first last", "dev: %p first: 0x%lx last: 0x%lx"),
+    ("vhost_vdpa_set_vring_num", ""): _d("dev index num", "dev: %p index: %u num: %u"),
+    ("vhost_vdpa_listener_begin_batch", ""): _d("v fd msg_type type",
+                                                "vdpa_shared:%p fd: %d msg_type: %u type: %u"),
+    ("vhost_vdpa_dump_config", ""): _d("dev line", "dev: %p %s", "line"),
+}
+
+SHARED, VDPA, DEV = 0x55D4C2A1B3E0, 0x55D4C2A1C7A0, 0x55D4C2A0F010
+RAM, BIOS, RING = 0x7F1C00000000, 0x7F1A3C220000, 0x7F0000010000
+
+
+class Ev(NamedTuple):
+    name: str
+    version: str
+    values: dict[str, Any]
+    thread: str = "main"
+
+
+def _map(version: str, iova: int, size: int, uaddr: int, perm: int, asid: int = 0) -> Ev:
+    owner = SHARED if version == "shared" else VDPA
+    values = dict(vdpa=owner, fd=23, msg_type=2, asid=asid, iova=iova, size=size, uaddr=uaddr,
+                  perm=perm, type=2)
+    return Ev("vhost_vdpa_dma_map", version, values, "CPU 0/KVM")
+
+
+def _unmap(version: str, iova: int, size: int, asid: int = 0) -> Ev:
+    owner = SHARED if version == "shared" else VDPA
+    values = dict(vdpa=owner, fd=23, msg_type=2, asid=asid, iova=iova, size=size, type=3)
+    return Ev("vhost_vdpa_dma_unmap", version, values)
+
+
+#: The scenario: (event, or a QEMU warning as a str).  IOVAs are those a first-fit allocator
+#: from 0x1000 hands out, as QEMU's does, so the replay lands where the trace says.
+SCENARIO: list[Ev | str] = [
+    Ev("vhost_vdpa_get_iova_range", "", dict(dev=DEV, first=0, last=0xFFFFFFFFFFFF)),
+    Ev("vhost_vdpa_set_vring_num", "", dict(dev=DEV, index=0, num=256)),
+    Ev("vhost_vdpa_dump_config", "", dict(dev=DEV, line="0x0000: 52 54 00 12 34 56")),
+    "qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.01H:ECX.pcid",
+    Ev("vhost_vdpa_listener_begin_batch", "", dict(v=SHARED, fd=23, msg_type=2, type=5)),
+    Ev("vhost_vdpa_listener_region_add", "", dict(vdpa=VDPA, iova=0, llend=0x80000000,
+                                                  vaddr=RAM, readonly=0)),
+    _map("shared", 0x1000, 0x80000000, RAM, 3),
+    Ev("vhost_vdpa_listener_region_add", "", dict(vdpa=VDPA, iova=0xE0000, llend=0x100000,
+                                                  vaddr=BIOS, readonly=1)),
+    _map("shared", 0x80001000, 0x20000, BIOS, 1),
+    _map("asid", 0x80021000, 0x2000, RING, 1),
+    _map("asid", 0x80023000, 0x1000, RING + 0x4000, 3),
+    _map("old", 0x80024000, 0x1000, RING + 0x8000, 1),
+    "qemu-system-x86_64: vhost_vdpa_net_cvq_add: 1 descriptor in flight",
+    _unmap("old", 0x80024000, 0x1000),
+    Ev("vhost_vdpa_listener_region_del", "", dict(vdpa=VDPA, iova=0xE0000, llend=0x100000)),
+    _unmap("shared", 0x80001000, 0x20000),
+    _unmap("asid", 0x80021000, 0x2000, asid=1),
+    Ev("vhost_vdpa_set_vring_num", "", dict(dev=DEV, index=1, num=256)),
+]
+
+_CONVERSION = re.compile(r"%(l*)([pdusx])")
+
+
+def printf(fmt: str, definition: Definition, values: dict[str, Any], *, stap: bool = False) -> str:
+    """The event's format applied as glibc's printf does (or SystemTap's, whose %p is 0x and
+    16 zero-padded hex digits); the arguments in declaration order."""
+    args = iter(definition.args)
+
+    def one(match: re.Match[str]) -> str:
+        value = values[next(args)]
+        conv = match.group(2)
+        if conv == "p":
+            if stap:
+                return f"0x{value:016x}"
+            return f"{value:#x}" if value else "(nil)"
+        if conv == "x":
+            return f"{value:x}"
+        return str(value)
+
+    return _CONVERSION.sub(one, fmt)
+
+
+def _line(ev: Ev, *, stap: bool = False) -> str:
+    definition = DEFINITIONS[ev.name, ev.version]
+    return f"{ev.name} {printf(definition.fmt, definition, ev.values, stap=stap)}"
+
+
+def _clock(index: int) -> int:
+    """A timestamp in ns: 1.5 ms per event, and a pause so that the fifth is on a whole
+    second (which GLib prints without a fraction)."""
+    return START_NS + index * 1_500_000 + (894_000_000 if index >= 4 else 0)
+
+
+def _iso(ns: int) -> str:
+    """As GLib's g_date_time_format_iso8601 prints UTC: fractions only when not zero."""
+    when = datetime.datetime.fromtimestamp(ns // 1000 / 1e6, datetime.timezone.utc)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{when.microsecond:06d}" if when.microsecond else "") + "Z"
+
+
+def render_text(fmt: str) -> str:
+    """The scenario in one text format (FORMATS key)."""
+    out = []
+    if fmt == "ftrace":
+        out += ["# tracer: nop", "#",
+                "#                                _-----=> irqs-off/BH-disabled",
+                "#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION",
+                "#              | |         |   |||||     |         |"]
+    last = None
+    for index, ev in enumerate(SCENARIO):
+        ns = _clock(index)
+        if isinstance(ev, str):  # QEMU's own messages share stderr with the log backend
+            if fmt in ("log", "log-pid"):
+                out.append(ev)
+            elif fmt == "log-iso":
+                out.append(f"{_iso(ns)} {ev}")
+            elif fmt == "log-context":
+                out.append(ev.replace("qemu-system-x86_64:", f"qemu-system-x86_64({TID}:main):"))
+            elif fmt == "ftrace":
+                out.append(f"            bash-1021    [001] d..1.  {ns // 10**9 - 1764400000}."
+                           f"{ns // 1000 % 10**6:06d}: sched_switch: prev_comm=bash prev_pid=1021")
+            continue
+        if fmt == "log":
+            out.append(_line(ev))
+        elif fmt == "log-pid":
+            out.append(f"{TID}@{ns // 10**9}.{ns // 1000 % 10**6:06d}:{_line(ev)}")
+        elif fmt == "log-iso":
+            out.append(f"{_iso(ns)} {_line(ev)}")
+        elif fmt == "log-context":
+            out.append(f"qemu-system-x86_64({TID}:{ev.thread}): {_line(ev)}")
+        elif fmt == "stap":
+            out.append(f"{PID}@{ns} {_line(ev, stap=True)}")
+        elif fmt == "ftrace":
+            uptime = ns // 10**9 - 1764400000
+            out.append(f" qemu-system-x86-{TID:<7} [003] ..... {uptime}.{ns // 1000 % 10**6:06d}: "
+                       f"tracing_mark_write: {_line(ev)}")
+        elif fmt == "simpletrace":
+            definition = DEFINITIONS[ev.name, ev.version]
+            delta = 0 if last is None else ns - last
+            last = ns
+            fields = [ev.name, f"{delta / 1000.0:0.3f}", f"pid={PID}"]
+            for arg in definition.args:
+                value = ev.values[arg]
+                if arg in definition.strings:
+                    fields.append(f"{arg}={value.encode()!r}")
+                else:
+                    fields.append(f"{arg}=0x{value & (2**64 - 1):x}")
+            out.append(" ".join(fields))
+        else:
+            raise ValueError(fmt)
+    return "\n".join(out) + "\n"
+
+
+def render_simple(*, version: int = 4, dropped: int = 0, order: str = "<") -> bytes:
+    """The scenario as the simple backend writes it (trace/simple.c) on a host of byte
+    ``order``."""
+    pack = lambda fmt, *values: struct.pack(order + fmt, *values)  # noqa: E731
+    out = bytearray(pack("QQQ", 2**64 - 1, 0xF2B177CB0AA429B4, version))
+    ids: dict[str, int] = {}
+    for name, _version in DEFINITIONS:
+        if name not in ids:
+            ids[name] = 100 + len(ids)
+            out += pack("QQI", 0, ids[name], len(name)) + name.encode()
+    for index, ev in enumerate(SCENARIO):
+        if isinstance(ev, str):
+            continue
+        definition = DEFINITIONS[ev.name, ev.version]
+        body = bytearray()
+        for arg in definition.args:
+            value = ev.values[arg]
+            if arg in definition.strings:
+                body += pack("I", len(value)) + value.encode()
+            else:
+                body += pack("Q", value & (2**64 - 1))
+        out += pack("QQQII", 1, ids[ev.name], _clock(index), 24 + len(body), PID) + body
+        if index == 8 and dropped:
+            out += pack("QQQIIQ", 1, 2**64 - 2, _clock(index), 32, PID, dropped)
+    return bytes(out)
+
+
+TEXT_FORMATS = ["log", "log-pid", "log-iso", "log-context", "stap", "ftrace", "simpletrace"]
+FILES = {**{fmt: f"{fmt}.txt" for fmt in TEXT_FORMATS}, "simple": "simple.bin"}
+
+
+def render(fmt: str) -> bytes:
+    return render_simple() if fmt == "simple" else render_text(fmt).encode()
+
+
+def write_samples() -> None:
+    """Write tests/data/traces/ from the renderers."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    for fmt, name in FILES.items():
+        (DATA / name).write_bytes(render(fmt))
+
+
+# --------------------------------------------------------------------------- every format replays
+
+MODELLED = sum(1 for ev in SCENARIO if isinstance(ev, Ev) and ev.name in trace.MODELLED_EVENTS)
+
+
+@pytest.fixture(scope="module")
+def twin() -> trace.CompiledTrace:
+    path = DATA / FILES["log"]
+    return trace.compile_trace(path, strict=True)
+
+
+def digests(compiled: trace.CompiledTrace) -> tuple[int, int]:
+    result = trace.replay(compiled.ops, reference.IOVATree(), reference.GPATree())
+    return result.state_digest, result.outcome_digest
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+def test_sample_files_are_what_the_renderers_write(fmt: str) -> None:
+    assert (DATA / FILES[fmt]).read_bytes() == render(fmt), \
+        "rerun python tests/test_trace_formats.py"
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+def test_each_format_replays_like_its_log_twin(fmt: str, twin: trace.CompiledTrace,
+                                               tmp_path: Path) -> None:
+    compiled = trace.compile_trace(DATA / FILES[fmt], strict=True)
+    st = compiled.stats
+    assert st.formats == {fmt: MODELLED + 4}  # the scenario's trace events, other ones too
+    assert st.modelled == MODELLED and st.malformed == 0
+    assert st.with_asid == 6 and st.without_asid == 2
+    assert st.unknown == {"vhost_vdpa_set_vring_num": 2, "vhost_vdpa_dump_config": 1,
+                          "vhost_vdpa_listener_begin_batch": 1}
+    assert st.mode == "svq" and st.guest_maps == 2 and st.host_maps == 3
+    assert compiled.ops.words == twin.ops.words
+    assert digests(compiled) == digests(twin)
+    packed = tmp_path / "t.gz"
+    packed.write_bytes(gzip.compress(render(fmt)))
+    assert trace.compile_trace(packed, strict=True).ops.words == twin.ops.words
+
+
+@pytest.mark.parametrize("fmt", list(FILES))
+def test_each_format_is_named_in_the_report(fmt: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["replay", "--no-progress", "--backend", "reference",
+                     str(DATA / FILES[fmt])]) == 0
+    out, err = capsys.readouterr()
+    line = next(line for line in out.splitlines() if line.startswith("format "))
+    assert line.split()[1] == f"{fmt}:" and trace.FORMATS[fmt][:30] in line
+    assert err == ""
+
+
+def test_warnings_are_counted_not_malformed(twin: trace.CompiledTrace) -> None:
+    assert twin.stats.not_trace == 2 and twin.stats.malformed == 0
+    ftrace = trace.compile_trace(DATA / FILES["ftrace"], strict=True).stats
+    assert ftrace.not_trace == 5 + 2  # its header, and the kernel's own events
+
+
+def test_the_simple_backend_records_dropped_events(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "trace-48190"
+    path.write_bytes(render_simple(dropped=7))
+    compiled = trace.compile_trace(path, strict=True)
+    assert compiled.stats.dropped == 7 and compiled.stats.unit == "record"
+    assert cli.main(["replay", "--no-progress", str(path)]) == 0
+    assert "QEMU dropped 7 events" in capsys.readouterr().out
+
+
+def test_a_simple_file_cut_short_is_one_malformed_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = render_simple()
+    path = tmp_path / "trace-48190"
+    # The last record is a set_vring_num (8 + 24 + 3 * 8 bytes); cut inside the unmap before it.
+    path.write_bytes(data[:-(56 + 20)])
+    compiled = trace.compile_trace(path)
+    assert compiled.stats.malformed == 1
+    assert "truncated" in compiled.stats.malformed_shown[0].reason
+    assert cli.main(["replay", "--strict", "--no-progress", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"iova-native replay: error: {re.escape(str(path))}: record \d+: "
+                        r"vhost_vdpa_dma_unmap: truncated, .*\(--strict\)\n", err), err
+
+
+def test_big_endian_simple_files_are_read_too(twin: trace.CompiledTrace, tmp_path: Path) -> None:
+    path = tmp_path / "trace-s390x"
+    path.write_bytes(render_simple(order=">"))
+    assert trace.compile_trace(path, strict=True).ops.words == twin.ops.words
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    rng = random.Random(20)
+    files = {
+        "empty": b"",
+        "random bytes": bytes(rng.randrange(256) for _ in range(4096)),
+        "garbage text": b"this is not a trace\nneither is this\n" * 20,
+        "gzip of garbage": gzip.compress(b"nothing here\n" * 100),
+        "other events only": (render_text("log").replace("vhost_vdpa_d", "vhost_vdpa_x")
+                              .replace("vhost_vdpa_l", "vhost_vdpa_y")
+                              .replace("vhost_vdpa_get", "vhost_vdpa_got").encode()),
+        "a binary holding a trace line": b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56
+        + render_text("log").encode() + b"\x00\x00",
+        "text then NUL bytes": b"\x00" * 10 + render_text("log").encode(),
+        "simple file of version 3": struct.pack("<QQQ", 2**64 - 1, 0xF2B177CB0AA429B4, 3)
+        + b"\x00" * 64,
+        "damaged simple file": render_simple()[:24] + struct.pack("<Q", 9) + b"\x00" * 64,
+    }
+    paths = {}
+    for index, (what, data) in enumerate(files.items()):
+        paths[what] = tmp_path / f"bad{index}"
+        paths[what].write_bytes(data)
+    paths["/bin/ls"] = Path("/bin/ls") if Path("/bin/ls").exists() else Path(sys.executable)
+    return paths
+
+
+@pytest.mark.parametrize("command", ["replay", "convert"])
+def test_every_bad_input_exits_2_with_one_line(tmp_path: Path, command: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = ["-o", str(tmp_path / "ops")] if command == "convert" else []
+    for what, path in bad_inputs(tmp_path).items():
+        assert cli.main([command, "--no-progress", str(path), *out_file]) == 2, what
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and "Traceback" not in err, (what, err)
+        assert err.startswith(f"iova-native {command}: error: {path}: "), (what, err)
+        if what.startswith(("simple", "damaged")):
+            continue
+        assert "formats read:" in err, (what, err)
+    assert not (tmp_path / "ops").exists()
+
+
+def test_bad_input_messages_say_what_was_seen(tmp_path: Path) -> None:
+    paths = bad_inputs(tmp_path)
+
+    def message(what: str) -> str:
+        with pytest.raises(trace.TraceInputError) as info:
+            trace.compile_trace(paths[what])
+        return str(info.value)
+
+    assert ": empty, not a QEMU trace" in message("empty")
+    assert ": binary data, not a QEMU trace" in message("random bytes")
+    assert ": an ELF executable, not a QEMU trace" in message("/bin/ls")
+    assert ": an ELF executable, not" in message("a binary holding a trace line")
+    assert "among 40 lines: 40 not trace events (first: line 1, 'this is not a trace')" in \
+        message("garbage text")
+    assert "among 100 lines" in message("gzip of garbage")
+    assert "of other trace events (vhost_vdpa_xma_map 5, vhost_vdpa_xma_unmap 3, ...)" in \
+        message("other events only")
+    assert "version 3" in message("simple file of version 3") and \
+        "scripts/simpletrace.py" in message("simple file of version 3")
+    assert "type 9 is neither 0 (event name) nor 1 (event)" in message("damaged simple file")
+
+
+def test_bin_ls_through_the_installed_command(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "iova_native", "replay", "--no-progress",
+                          str(bad_inputs(tmp_path)["/bin/ls"])],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+# --------------------------------------------------------------------------- --strict
+
+
+CAPTURE = "\n".join([
+    _line(SCENARIO[0]),
+    _line(SCENARIO[5]),  # region_add of RAM
+    "qemu-system-x86_64: -netdev type=vhost-vdpa,x-svq=on: warning: SVQ is experimental",
+    _line(SCENARIO[6]),
+    "qemu-system-x86_64: terminating on signal 15 from pid 4242 (bash)",
+    _line(SCENARIO[8]),
+    _line(SCENARIO[9]).split(" size:")[0],  # QEMU killed in the middle of a line
+    _line(SCENARIO[10]),
+]) + "\n"
+
+
+def test_strict_stops_at_the_malformed_event_not_at_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "capture.log"
+    path.write_text(CAPTURE)
+    assert cli.main(["replay", "--strict", "--no-progress", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"iova-native replay: error: {path}:7: vhost_vdpa_dma_map: truncated, "
+                   "'size: 0x<hex>' is missing (--strict)\n")
+    assert cli.main(["replay", "--no-progress", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"iova-native: {path}:7: vhost_vdpa_dma_map: truncated, 'size: 0x<hex>' "
+                   "is missing (skipped)\n")
+    assert re.search(r"^skipped +0 lines of 0 other trace events; 2 non-trace lines; "
+                     r"1 malformed$", out, re.M), out
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"iova-native {cli.__version__}\n"
+
+
+def test_a_bare_call_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: iova-native ")
+    for command in ("replay", "convert", "demo"):
+        assert re.search(rf"^ +{command} +\S", out, re.M), command
+    assert "exit status:" in out
+
+
+def test_python_dash_m() -> None:
+    for argv in (["--version"], []):
+        run = subprocess.run([sys.executable, "-m", "iova_native", *argv], capture_output=True,
+                             text=True, check=False)
+        assert run.returncode == 0 and run.stderr == ""
+        assert run.stdout.startswith("iova-native " if argv else "usage: iova-native")
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    top = cli._parser()
+    found = {"iova-native": top}
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.update(action.choices)
+    return found
+
+
+@pytest.mark.parametrize("name", list(_parsers()))
+def test_help_is_plain_text_and_explains_every_option(name: str) -> None:
+    parser = _parsers()[name]
+    text = parser.format_help()
+    assert "``" not in text and ":class:" not in text and ":func:" not in text
+    assert parser.description, f"{name} has no description"
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            continue
+        assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+    assert max(map(len, text.splitlines())) <= 100
+
+
+def test_plurals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "one.log"
+    path.write_text(
+        "vhost_vdpa_listener_region_add vdpa: 0x1 iova 0x100000 llend 0x200000 "
+        "vaddr: 0x7f0000100000 read-only: 0\n"
+        "vhost_vdpa_dma_map vdpa:0x1 fd: 3 msg_type: 2 iova: 0x100000 size: 0x100000 "
+        "uaddr: 0x7f0000100000 perm: 0x3 type: 2\n"
+        "vhost_vdpa_set_vring_num dev: 0x1 index: 0 num: 256\n"
+        "qemu-system-x86_64: warning: one\n")
+    assert cli.main(["replay", "--no-progress", "--lookups", "0", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 map inserted at the traced IOVA" in out
+    assert "1 line of 1 other trace event (set_vring_num 1); 1 non-trace line;" in out
+    assert "0 map operations failed" in out
+    assert re.search(r"\b1 (maps|lines|ops|events)\b", out) is None, out
+
+
+def test_negative_lookups_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["replay", "--lookups", "-1"])
+    assert info.value.code == 2
+    assert "argument --lookups: must be 0 or more, not -1" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    write_samples()
+    print(f"wrote {len(FILES)} sample traces to {DATA}")
