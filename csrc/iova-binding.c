@@ -6,8 +6,10 @@
 
 #include <malloc.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "iova-guard.h"
+#include "iova-range.h"
 
 /* ---------------------------------------------------------------- shared with vhost-binding.c */
 
@@ -453,4 +455,72 @@ size_t ib_heap_in_use(void)
 {
     struct mallinfo2 info = mallinfo2();
     return info.uordblks + info.hblkhd;
+}
+
+/* ---------------------------------------------------------------- range queries */
+
+/* Maps written as five words while there is room, and all of them counted. */
+typedef struct RangeOut {
+    uint64_t *out;
+    size_t cap;
+    size_t count;
+} RangeOut;
+
+static bool range_collect(const DMAMap *map, void *opaque)
+{
+    RangeOut *r = opaque;
+    if (r->count < r->cap) {
+        ib_map_out(map, r->out + r->count * IB_MAP_WORDS);
+    }
+    r->count++;
+    return false;
+}
+
+static int first_word_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The reverse tree gives maps in translated order; without aliasing that is IOVA order too. */
+static void sort_by_iova(uint64_t *out, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        if (out[i * IB_MAP_WORDS] < out[(i - 1) * IB_MAP_WORDS]) {
+            qsort(out, n, IB_MAP_WORDS * sizeof(uint64_t), first_word_cmp);
+            return;
+        }
+    }
+}
+
+int64_t ib_tree_find_all(IBTree *t, uint64_t key, uint64_t size, uint64_t *out, size_t cap)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    RangeOut r = { out, cap, 0 };
+    int rc = key + size < key ? IOVA_ERR_INVALID
+                              : iova_tree_foreach_range(tree, key, key + size, range_collect, &r);
+    ib_guard_leave(&t->guard, FALSE);
+    return rc == IOVA_OK ? (int64_t)r.count : rc;
+}
+
+int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
+                              uint64_t *out, size_t cap)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    RangeOut r = { out, cap, 0 };
+    int rc = addr + size < addr
+                 ? IOVA_ERR_INVALID
+                 : iova_tree_foreach_translated(tree, addr, addr + size, has_id ? &id : NULL,
+                                                range_collect, &r);
+    if (rc == IOVA_OK && r.count <= cap) {
+        sort_by_iova(out, r.count);
+    }
+    ib_guard_leave(&t->guard, FALSE);
+    return rc == IOVA_OK ? (int64_t)r.count : rc;
 }

@@ -87,4 +87,15 @@ int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out,
 /* Bytes the C allocator has handed out and not taken back (mallinfo2), for memory figures. */
 size_t ib_heap_in_use(void);
 
+/*
+ * Range queries: every map overlapping [key, key + @size] (find_all, in key order) or whose
+ * translated range overlaps [addr, addr + @size] and whose id is @id when @has_id
+ * (find_iova_all, in IOVA order).  Returns how many there are; @out holds them when that is
+ * at most @cap (call again with a larger buffer otherwise).  IOVA_ERR_INVALID when the range
+ * wraps, or IB_CLOSED.
+ */
+int64_t ib_tree_find_all(IBTree *t, uint64_t key, uint64_t size, uint64_t *out, size_t cap);
+int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
+                              uint64_t *out, size_t cap);
+
 #endif /* IOVA_BINDING_H */

@@ -408,3 +408,64 @@ int iova_reverse_check(const IOVAReverse *rev, const IOVAArena *arena, size_t ex
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------- every overlap */
+
+/* A look-up that hands every overlapping map to a callback (RevQuery first: visit gets it). */
+typedef struct RevEach {
+    RevQuery q;
+    IOVAReverseFn fn;
+    void *opaque;
+    bool stopped;
+} RevEach;
+
+static void each_offer(RevEach *w, const IOVAEntry *e)
+{
+    if (!w->stopped && t_last(e) >= w->q.reach) {
+        w->stopped = w->fn(&e->map, w->opaque);
+    }
+}
+
+/* A whole subtree inside the key range: skip any part whose best link stops short. */
+static void each_in(RevEach *w, IOVARef n)
+{
+    while (n != IOVA_REF_NONE && !w->stopped) {
+        const IOVARef *l = rev_links(&w->q, n);
+        if (t_last(entry_at(w->q.arena, l[AVL_BEST])) < w->q.reach) {
+            return;
+        }
+        each_in(w, l[AVL_LEFT]);
+        each_offer(w, entry_at(w->q.arena, n));
+        n = l[AVL_RIGHT];
+    }
+}
+
+static void each_visit(RevQuery *q, IOVARef n, bool whole_subtree)
+{
+    RevEach *w = (RevEach *)q;
+    if (whole_subtree) {
+        each_in(w, n);
+    } else {
+        each_offer(w, entry_at(q->arena, n));
+    }
+}
+
+void iova_reverse_foreach(const IOVAReverse *rev, const IOVAArena *arena, hwaddr first,
+                          hwaddr last, const uint64_t *id, IOVAReverseFn fn, void *opaque)
+{
+    RevEach w = {
+        .q = {
+            .arena = arena,
+            .ops = id ? &by_id_ops : &by_addr_ops,
+            .by_id = id != NULL,
+            .id = id ? *id : 0,
+            .bound = last,
+            .reach = first,
+            .found = IOVA_REF_NONE,
+            .visit = each_visit,
+        },
+        .fn = fn,
+        .opaque = opaque,
+    };
+    rev_walk(&w.q, id ? rev->by_id_root : rev->by_addr_root, id == NULL, false);
+}

@@ -133,4 +133,17 @@ int iova_reverse_check(const IOVAReverse *rev, const IOVAArena *arena, size_t ex
  */
 bool iova_reverse_contains(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
 
+/* Called with each map in turn; returning true stops the walk. */
+typedef bool (*IOVAReverseFn)(const DMAMap *map, void *opaque);
+
+/**
+ * iova_reverse_foreach: call @fn on every map whose translated range overlaps [@first, @last]
+ * (and whose id is *@id unless @id is NULL), in reverse-tree order (translated_addr, then
+ * IOVA), until it returns true.  Subtrees whose furthest reach stops below @first are
+ * skipped: O(log n + k) when the k hits lie together in that order (no aliasing), at worst
+ * O(log n + k log(n / k)) when aliases scatter them.
+ */
+void iova_reverse_foreach(const IOVAReverse *rev, const IOVAArena *arena, hwaddr first,
+                          hwaddr last, const uint64_t *id, IOVAReverseFn fn, void *opaque);
+
 #endif /* IOVA_REVERSE_H */

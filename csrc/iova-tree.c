@@ -8,6 +8,7 @@
 
 #include "iova-arena.h"
 #include "iova-holes.h"
+#include "iova-range.h"
 #include "iova-reverse.h"
 
 /*
@@ -665,4 +666,17 @@ int iova_tree_check(const IOVATree *tree, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------- for iova-range.c */
+
+IOVATreeView iova_tree_view(const IOVATree *tree)
+{
+    IOVATreeView view = {
+        .gtree = tree->tree,
+        .by_translated = tree->by_translated,
+        .reverse = tree->by_translated ? NULL : &tree->reverse,
+        .arena = tree->by_translated ? NULL : &tree->entries,
+    };
+    return view;
 }

@@ -241,3 +241,20 @@ int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uin
     ib_guard_leave(&v->guard, FALSE);
     return rc;
 }
+
+int ib_vhost_find_key(IBVhost *v, int which, uint64_t key, uint64_t size, uint64_t *out)
+{
+    VhostIOVATree *tree = ib_guard_enter(&v->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    DMAMap needle = { 0 };
+    needle.iova = needle.translated_addr = key;
+    needle.size = size;
+    const DMAMap *m = key + size < key ? NULL : iova_tree_find(vhost_part(tree, which), &needle);
+    if (m) {
+        ib_map_out(m, out);
+    }
+    ib_guard_leave(&v->guard, FALSE);
+    return m != NULL;
+}

@@ -47,4 +47,7 @@ int ib_vhost_check(IBVhost *v, char *err, size_t errlen);
 int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uint64_t *out,
                           int has_missing, uint64_t missing, size_t *miss);
 
+/* As ib_tree_find() on the tree @which (IB_VHOST_*), by that tree's own key. */
+int ib_vhost_find_key(IBVhost *v, int which, uint64_t key, uint64_t size, uint64_t *out);
+
 #endif /* VHOST_BINDING_H */

@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$ROOT/tools-build
 CC=${CC:-cc}
-CORE=(iova-arena.c iova-avl.c iova-holes.c iova-reverse.c iova-tree.c vhost-iova-tree.c)
+CORE=(iova-arena.c iova-avl.c iova-holes.c iova-reverse.c iova-tree.c iova-range.c vhost-iova-tree.c)
 CFLAGS=(-O2 -g -fno-omit-frame-pointer -std=c11 -Wall -Wextra)
 
 if ! pkg-config --exists glib-2.0; then

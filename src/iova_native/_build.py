@@ -24,6 +24,7 @@ SOURCES = [
     f"{CSRC}/iova-holes.c",
     f"{CSRC}/iova-reverse.c",
     f"{CSRC}/iova-tree.c",
+    f"{CSRC}/iova-range.c",
     f"{CSRC}/vhost-iova-tree.c",
     f"{CSRC}/iova-binding.c",
     f"{CSRC}/vhost-binding.c",

@@ -41,6 +41,9 @@ int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t
 int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
                          uint64_t id, int has_missing, uint64_t missing, size_t *miss);
 size_t ib_heap_in_use(void);
+int64_t ib_tree_find_all(IBTree *t, uint64_t key, uint64_t size, uint64_t *out, size_t cap);
+int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
+                              uint64_t *out, size_t cap);
 
 typedef struct IBVhost IBVhost;
 IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last);
@@ -65,3 +68,4 @@ int64_t ib_vhost_dump(IBVhost *v, int which, uint64_t *out, size_t cap);
 int ib_vhost_check(IBVhost *v, char *err, size_t errlen);
 int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uint64_t *out,
                           int has_missing, uint64_t missing, size_t *miss);
+int ib_vhost_find_key(IBVhost *v, int which, uint64_t key, uint64_t size, uint64_t *out);

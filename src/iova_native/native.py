@@ -14,10 +14,11 @@ the call, and two threads must never read each other's answers.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
 from . import _types as T
+from ._container import Container, TreeContainer
 from ._core import ffi, lib
 from ._types import (
     MAX_U64,
@@ -51,6 +52,9 @@ _ib_find = lib.ib_tree_find
 _ib_find_iova = lib.ib_tree_find_iova
 _ib_remove = lib.ib_tree_remove
 _ib_insert = lib.ib_tree_insert
+_ib_find_all = lib.ib_tree_find_all
+_ib_find_iova_all = lib.ib_tree_find_iova_all
+_RANGE_CAP = 16  # maps the first range-query call has room for
 
 
 def _maps(words: list[int]) -> list[DMAMap]:
@@ -173,6 +177,12 @@ class _Native:
             if total <= cap:
                 return _maps(view[0 : _WORDS * total].tolist())
             cap = total + total // 8 + _CHUNK  # it grew since the last look: room to spare
+
+    def _change_count(self) -> int:
+        gen = self._generation_fn(self._h)
+        if gen == _CLOSED:
+            self._raise_closed()
+        return int(gen)
 
     def _iterate(self, which: tuple[int, ...], key_index: int) -> Iterator[DMAMap]:
         gen = self._generation_fn(self._h)  # the snapshot is taken by iter(), not next()
@@ -305,7 +315,7 @@ class _Native:
         raise TranslationError(f"no map covers address {address:#x}", address)
 
 
-class _Tree(_Native):
+class _Tree(_Native, TreeContainer):
     """IOVATree and GPATree: one C tree, keyed by IOVA (kind 0) or translated address (1)."""
 
     __slots__ = ()
@@ -320,8 +330,10 @@ class _Tree(_Native):
     _check_fn = staticmethod(lib.ib_tree_check)
     _clear_fn = staticmethod(lib.ib_tree_clear)
 
-    def __init__(self) -> None:
+    def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
+        """An empty tree, then every map of ``maps`` inserted, all or nothing."""
         self._setup(lib.ib_tree_new(self._kind), lib.ib_tree_free)
+        self._fill(maps)
 
     def __iter__(self) -> Iterator[DMAMap]:
         return self._iterate((), self._kind)
@@ -355,6 +367,26 @@ class _Tree(_Native):
         if rc == _ERR_OVERLAP:
             raise OverlapError(f"{map!r} overlaps the stored {existing!r}", existing)
         self._fail(rc)
+
+    def _range(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[DMAMap]:
+        """``call(h, *args, buf, cap)`` answering how many maps there are; grown until they fit
+        (the tree may change between two calls)."""
+        cap = _RANGE_CAP
+        while True:
+            buf, view = _words(_WORDS * cap)
+            total = call(self._h, *args, buf, cap)
+            if total < 0:
+                self._fail(total)
+            if total <= cap:
+                return _maps(view[0 : _WORDS * total].tolist())
+            cap = total + total // 8 + _RANGE_CAP
+
+    def _find_all_key(self, key: int, size: int = 0) -> list[DMAMap]:
+        try:
+            return self._range(_ib_find_all, (key, size))
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            return self._range(_ib_find_all, T.check_range(key, size, self._key_name))
 
     # The hot paths are written out in one frame each: one C call, one read, one DMAMap.
 
@@ -401,6 +433,27 @@ class IOVATree(_Tree):
 
     find = _Tree._find_key
     remove = _Tree._remove_key
+
+    def find_all(self, iova: int, size: int = 0) -> list[DMAMap]:
+        """Every stored map whose IOVA range overlaps ``[iova, iova + size]``, in IOVA order;
+        O(log n + k)."""
+        return self._find_all_key(iova, size)
+
+    def find_iova_all(
+        self, translated_addr: int, size: int = 0, id: int | None = None
+    ) -> list[DMAMap]:
+        """Every stored map whose translated range overlaps ``[translated_addr,
+        translated_addr + size]`` (and whose id is ``id`` unless None), in IOVA order."""
+        try:
+            if id is None:
+                return self._range(_ib_find_iova_all, (translated_addr, size, 0, 0))
+            return self._range(_ib_find_iova_all, (translated_addr, size, 1, id))
+        except (*_ARG_ERRORS, InvalidMapError):
+            self._check_open()
+            translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
+            id = T.check_optional_id(id)
+            args = (translated_addr, size, 0, 0) if id is None else (translated_addr, size, 1, id)
+            return self._range(_ib_find_iova_all, args)
 
     def find_iova(
         self, translated_addr: int, size: int = 0, id: int | None = None
@@ -508,6 +561,7 @@ class GPATree(_Tree):
     __slots__ = ()
     _kind = 1
     _key_name = "translated_addr"
+    _key_field = 1
 
     def find(self, translated_addr: int, size: int = 0) -> DMAMap | None:
         """The map with the lowest translated address overlapping the range."""
@@ -516,6 +570,10 @@ class GPATree(_Tree):
     def remove(self, translated_addr: int, size: int = 0) -> int:
         """Remove every map whose translated range overlaps; return how many."""
         return self._remove_key(translated_addr, size)
+
+    def find_all(self, translated_addr: int, size: int = 0) -> list[DMAMap]:
+        """Every map whose translated range overlaps the range, in translated order."""
+        return self._find_all_key(translated_addr, size)
 
     def to_iova_many(self, translated_addrs: Any, missing: int | None = None) -> array:
         """For each GPA, ``map.iova + (gpa - map.translated_addr)``, in one C call."""
@@ -527,10 +585,10 @@ class GPATree(_Tree):
         return self._batch(call, translated_addrs, missing)
 
 
-class VhostIOVATree(_Native):
+class VhostIOVATree(_Native, Container):
     """QEMU's ``VhostIOVATree`` in C: allocations, host-only and guest trees (docs/contract.md)."""
 
-    __slots__ = ()
+    __slots__ = ("_iova_first", "_iova_last")
     _len_fn = staticmethod(lib.ib_vhost_len)
     _generation_fn = staticmethod(lib.ib_vhost_generation)
     _copy_fn = staticmethod(lib.ib_vhost_copy)
@@ -548,6 +606,39 @@ class VhostIOVATree(_Native):
                 f"iova_last={last:#x} is below the first usable IOVA {max(first, 4096):#x}"
             )
         self._setup(lib.ib_vhost_new(first, last), lib.ib_vhost_free)
+        self._iova_first = max(first, 4096)
+        self._iova_last = last
+
+    def _equality_state(self) -> tuple[int, int, list[DMAMap], list[DMAMap], list[DMAMap]]:
+        allocated = self.allocated()  # first: a closed tree raises before the others
+        return (self._iova_first, self._iova_last, allocated, self.host_maps(),
+                self.gpa_maps())
+
+    @classmethod
+    def _from_state(cls, state: Any) -> VhostIOVATree:
+        first, last, allocated, host, guest = state
+        tree = cls(first, last)
+        try:
+            _replay_allocations(tree, allocated, host, guest)
+        except BaseException:
+            tree.close()
+            raise
+        return tree
+
+    def __contains__(self, item: object) -> bool:
+        """Whether a host-only or a guest map equals ``item``; O(log n)."""
+        self._check_open()
+        if not isinstance(item, DMAMap):
+            return False
+        for which, key in ((lib.IB_VHOST_HOST, 0), (lib.IB_VHOST_GUEST, 1)):
+            try:
+                found = self._one_map(lib.ib_vhost_find_key,
+                                      (which, tuple.__getitem__(item, key), 0))
+            except _ARG_ERRORS:
+                return False
+            if found is not None and tuple.__eq__(found, item):
+                return True
+        return False
 
     def _alloc(self, size: Any, taddr: Any, perm: Any, gpa: bool) -> DMAMap:
         try:
@@ -667,3 +758,33 @@ class VhostIOVATree(_Native):
     def allocated(self) -> list[DMAMap]:
         """The allocations (``translated_addr`` and ``id`` 0), in IOVA order."""
         return self._copy_all((lib.IB_VHOST_ALLOCATIONS,))
+
+
+def _replay_allocations(tree: VhostIOVATree, allocated: list[DMAMap], host: list[DMAMap],
+                        guest: list[DMAMap]) -> None:
+    """Give the fresh ``tree`` exactly these allocations and maps through its own calls.
+
+    The allocator takes the lowest free range, so the maps are allocated in IOVA order, each
+    gap before one first taken by a filler that is removed at the end.  ``ValueError`` when
+    the state is not one a VhostIOVATree can hold.
+    """
+    owners = {(m.iova, m.size): (m, False) for m in host}
+    owners.update({(m.iova, m.size): (m, True) for m in guest})
+    if len(owners) != len(allocated) or len(host) + len(guest) != len(allocated):
+        raise ValueError("VhostIOVATree state: maps and allocations do not match")
+    fillers: list[DMAMap] = []
+    cursor = tree._iova_first
+    for a in sorted(allocated):
+        owner = owners.get((a.iova, a.size))
+        if owner is None or a.iova < cursor:
+            raise ValueError(f"VhostIOVATree state: allocation {a!r} has no map of its own")
+        if a.iova > cursor:
+            fillers.append(tree.map_alloc(a.iova - cursor - 1, 0))
+        m, is_guest = owner
+        got = (tree.map_alloc_gpa if is_guest else tree.map_alloc)(
+            m.size, m.translated_addr, m.perm)
+        if got != m:
+            raise ValueError(f"VhostIOVATree state: {m!r} cannot be restored (got {got!r})")
+        cursor = a.last + 1
+    for f in fillers:
+        tree.remove(f.iova, f.size)

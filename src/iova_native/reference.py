@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
+from ._container import Container, TreeContainer
 from ._types import (
     MAX_U64,
     DMAMap,
@@ -173,8 +174,9 @@ def _translated_last(m: DMAMap) -> int:
     return m.translated_last
 
 
-class _TreeBase:
-    """What ``IOVATree`` and ``GPATree`` share: storage, closing, listing, iteration."""
+class _TreeBase(TreeContainer):
+    """What ``IOVATree`` and ``GPATree`` share: storage, closing, listing, iteration, and the
+    container API of ``_container``."""
 
     _name = "tree"
 
@@ -188,6 +190,10 @@ class _TreeBase:
         if self._closed:
             raise ValueError(f"{self._name} is closed")
 
+    def _change_count(self) -> int:
+        self._check_open()
+        return self._store.mods
+
     @property
     def closed(self) -> bool:
         """Whether ``close()`` has been called."""
@@ -198,6 +204,11 @@ class _TreeBase:
         if not self._closed:
             self._store.clear()
             self._closed = True
+
+    def _find_all(self, start: Any, size: Any, name: str) -> list[DMAMap]:
+        self._check_open()
+        start, size = check_range(start, size, name)
+        return self._store.overlapping(start, start + size)
 
     def clear(self) -> None:
         """Remove every map."""
@@ -272,9 +283,11 @@ class IOVATree(_TreeBase):
 
     _name = "IOVATree"
 
-    def __init__(self) -> None:
-        """An empty tree (``iova_tree_new``)."""
+    def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
+        """An empty tree (``iova_tree_new``), then every map of ``maps`` inserted, all or
+        nothing."""
         super().__init__(_iova_first, _iova_last)
+        self._fill(maps)
 
     def insert(self, map: DMAMap) -> None:
         """Store ``map``.
@@ -290,6 +303,28 @@ class IOVATree(_TreeBase):
         self._check_open()
         iova, size = check_range(iova, size, "iova")
         return self._store.find(iova, iova + size)
+
+    def find_all(self, iova: int, size: int = 0) -> list[DMAMap]:
+        """Every stored map whose IOVA range overlaps ``[iova, iova + size]``, in IOVA order."""
+        return self._find_all(iova, size, "iova")
+
+    def find_iova_all(
+        self, translated_addr: int, size: int = 0, id: int | None = None
+    ) -> list[DMAMap]:
+        """Every stored map whose translated range overlaps ``[translated_addr,
+        translated_addr + size]`` (and whose ``id`` equals ``id`` unless it is None), in IOVA
+        order."""
+        self._check_open()
+        translated_addr, size = check_range(translated_addr, size, "translated_addr")
+        id = check_optional_id(id)
+        last = translated_addr + size
+        return [
+            m
+            for m in self._store.maps
+            if m.translated_addr <= last
+            and translated_addr <= m.translated_last
+            and (id is None or m.id == id)
+        ]
 
     def _find_iova(self, addr: int, last: int, id: int | None) -> DMAMap | None:
         for m in self._store.maps:  # IOVA order: the first hit has the lowest IOVA
@@ -461,10 +496,16 @@ class GPATree(_TreeBase):
     """QEMU's ``gpa_tree_new``: maps keyed by the translated address (GPA), never overlapping."""
 
     _name = "GPATree"
+    _key_field = 1
 
-    def __init__(self) -> None:
-        """An empty tree."""
+    def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
+        """An empty tree, then every map of ``maps`` inserted, all or nothing."""
         super().__init__(_translated_first, _translated_last)
+        self._fill(maps)
+
+    def find_all(self, translated_addr: int, size: int = 0) -> list[DMAMap]:
+        """Every map whose translated range overlaps the range, in translated order."""
+        return self._find_all(translated_addr, size, "translated_addr")
 
     def insert(self, map: DMAMap) -> None:
         """Store ``map``.
@@ -527,7 +568,7 @@ class GPATree(_TreeBase):
 # --------------------------------------------------------------------------- VhostIOVATree
 
 
-class VhostIOVATree:
+class VhostIOVATree(Container):
     """QEMU's ``VhostIOVATree``: an IOVA allocation tree, host-only IOVA->HVA maps and
     GPA->IOVA maps for guest memory.
 
@@ -587,6 +628,30 @@ class VhostIOVATree:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _equality_state(self) -> tuple[int, int, list[DMAMap], list[DMAMap], list[DMAMap]]:
+        self._check_open()
+        return (self._iova_first, self._iova_last, self._alloc.maps(), self._host.maps(),
+                self._gpa.maps())
+
+    @classmethod
+    def _from_state(cls, state: Any) -> VhostIOVATree:
+        first, last, allocated, host, guest = state
+        tree = cls(first, last)
+        tree._alloc.update(allocated)
+        tree._host.update(host)
+        tree._gpa.update(guest)
+        try:
+            tree.check()
+        except AssertionError as exc:
+            tree.close()
+            raise ValueError(f"VhostIOVATree state: {exc}") from None
+        return tree
+
+    def __contains__(self, item: object) -> bool:
+        """Whether a host-only or a guest map equals ``item``."""
+        self._check_open()
+        return item in self._host or item in self._gpa
 
     def __repr__(self) -> str:
         if self._closed:
