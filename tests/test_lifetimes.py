@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import inspect
+import pickle
 import threading
 from array import array
 from collections.abc import Callable
@@ -179,6 +181,16 @@ IOVA_CALLS: dict[str, Callable[[Any], Any]] = {
     "__len__": len,
     "__iter__": iter,
     "__enter__": lambda t: t.__enter__(),
+    "find_all": lambda t: t.find_all(0, 0xFFFFF),
+    "find_iova_all": lambda t: t.find_iova_all(0x100000, 0xFFFFF, id=0),
+    "__reversed__": lambda t: list(reversed(t)),
+    "update": lambda t: t.update([DMAMap(1 << 41, 0, 0)]),
+    "__contains__": lambda t: DMAMap(0, 0x100000, PAGE - 1) in t,
+    "__eq__": lambda t: t == t.copy() if not t.closed else t == t,
+    "copy": lambda t: t.copy(),
+    "__copy__": copy.copy,
+    "__deepcopy__": copy.deepcopy,
+    "__reduce__": pickle.dumps,
 }
 GPA_CALLS: dict[str, Callable[[Any], Any]] = {
     "insert": lambda t: t.insert(DMAMap(0, 1 << 40, 0)),
@@ -191,6 +203,15 @@ GPA_CALLS: dict[str, Callable[[Any], Any]] = {
     "__len__": len,
     "__iter__": iter,
     "__enter__": lambda t: t.__enter__(),
+    "find_all": lambda t: t.find_all(0x100000, 0xFFFFF),
+    "__reversed__": lambda t: list(reversed(t)),
+    "update": lambda t: t.update([DMAMap(0, 1 << 41, 0)]),
+    "__contains__": lambda t: DMAMap(0, 0x100000, PAGE - 1) in t,
+    "__eq__": lambda t: t == t.copy() if not t.closed else t == t,
+    "copy": lambda t: t.copy(),
+    "__copy__": copy.copy,
+    "__deepcopy__": copy.deepcopy,
+    "__reduce__": pickle.dumps,
 }
 VHOST_CALLS: dict[str, Callable[[Any], Any]] = {
     "map_alloc": lambda v: v.map_alloc(0xFFF, 0x1000),
@@ -209,6 +230,12 @@ VHOST_CALLS: dict[str, Callable[[Any], Any]] = {
     "check": lambda v: v.check(),
     "__len__": len,
     "__enter__": lambda v: v.__enter__(),
+    "__contains__": lambda t: DMAMap(0, 0x100000, PAGE - 1) in t,
+    "__eq__": lambda t: t == t.copy() if not t.closed else t == t,
+    "copy": lambda t: t.copy(),
+    "__copy__": copy.copy,
+    "__deepcopy__": copy.deepcopy,
+    "__reduce__": pickle.dumps,
 }
 # The same methods with bad arguments: the closed check comes first, so still ValueError.
 BAD_ARG_CALLS: dict[str, Callable[[Any], Any]] = {
@@ -218,6 +245,9 @@ BAD_ARG_CALLS: dict[str, Callable[[Any], Any]] = {
     "to_iova_many": lambda t: t.to_iova_many(None),
 }
 NOT_METHODS = {"close", "closed"}  # allowed after close
+# The special methods of the API (the container protocol, copy and pickle).
+API_DUNDERS = {"__len__", "__iter__", "__enter__", "__contains__", "__eq__", "__reversed__",
+               "__copy__", "__deepcopy__", "__reduce__"}
 ALL_CALLS = {"IOVATree": IOVA_CALLS, "GPATree": GPA_CALLS, "VhostIOVATree": VHOST_CALLS}
 
 
@@ -237,8 +267,9 @@ def test_every_public_method_is_listed(backend: ModuleType, cls: str) -> None:
     public = {
         name
         for name, member in inspect.getmembers(getattr(backend, cls))
-        if (not name.startswith("_") or name in ("__len__", "__iter__", "__enter__"))
+        if (not name.startswith("_") or name in API_DUNDERS)
         and (callable(member) or isinstance(member, property))
+        and (name != "__reduce__" or member is not object.__reduce__)
     }
     assert public - NOT_METHODS == set(ALL_CALLS[cls])
 
