@@ -49,9 +49,10 @@ import importlib
 import math
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+from ._container import same_kind
 from ._types import MAX_U64, DivergenceError, DMAMap, Perm
 from .api import Segment, U64Input
 
@@ -74,6 +75,7 @@ _CALL = 0  # obj.method(*args, **kwargs)
 _LEN = 1  # len(obj)
 _LIST = 2  # list(obj): iteration, compared eagerly
 _ATTR = 3  # obj.method, a property (``closed``)
+_REVERSED = 4  # list(reversed(obj)), compared eagerly
 
 
 class _Raised(NamedTuple):
@@ -109,6 +111,8 @@ class Operation(NamedTuple):
             return len(obj)
         if self.kind == _LIST:
             return list(obj)
+        if self.kind == _REVERSED:
+            return list(reversed(obj))
         return getattr(obj, self.method)
 
     def render(self, name: str = "tree", imports: set[str] | None = None) -> str:
@@ -118,6 +122,8 @@ class Operation(NamedTuple):
             return f"len({name})"
         if self.kind == _LIST:
             return f"list({name})"
+        if self.kind == _REVERSED:
+            return f"list(reversed({name}))"
         if self.kind == _ATTR:
             return f"{name}.{self.method}"
         parts = [_render(a, imports) for a in self.args]
@@ -163,6 +169,12 @@ def _p(name: str, default: Any = _NO_DEFAULT, *, kw: bool = False, batch: bool =
     return _Param(name, None if required else default, required, not kw, batch)
 
 
+# The container calls of IOVATree and GPATree (``update``'s iterable is read once, as a batch).
+_CONTAINER_METHODS: dict[str, tuple[_Param, ...]] = {
+    "__contains__": (_p("item"),),
+    "update": (_p("maps", batch=True),),
+}
+
 # Parameters per method, in signature order.  Required parameters and the leading optional ones
 # that read naturally by position (``size``) are passed positionally; the rest by keyword, and
 # only when they differ from the default, so that a reproducer reads like hand-written code.
@@ -171,6 +183,8 @@ _IOVA_METHODS: dict[str, tuple[_Param, ...]] = {
     "insert": (_p("map"),),
     "find": (_p("iova"), _p("size", 0)),
     "find_iova": (_p("translated_addr"), _p("size", 0), _p("id", None, kw=True)),
+    "find_all": (_p("iova"), _p("size", 0)),
+    "find_iova_all": (_p("translated_addr"), _p("size", 0), _p("id", None, kw=True)),
     "translate": (_p("translated_addr"), _p("length"), _p("id", None, kw=True)),
     "alloc": (
         _p("size"),
@@ -189,10 +203,13 @@ _IOVA_METHODS: dict[str, tuple[_Param, ...]] = {
         _p("id", None, kw=True),
         _p("missing", None, kw=True),
     ),
+    **_CONTAINER_METHODS,
 }
 _GPA_METHODS: dict[str, tuple[_Param, ...]] = {
     "insert": (_p("map"),),
     "find": (_p("translated_addr"), _p("size", 0)),
+    "find_all": (_p("translated_addr"), _p("size", 0)),
+    **_CONTAINER_METHODS,
     "remove": (_p("translated_addr"), _p("size", 0)),
     "to_iova_many": (_p("translated_addrs", batch=True), _p("missing", None, kw=True)),
 }
@@ -206,6 +223,7 @@ _VHOST_METHODS: dict[str, tuple[_Param, ...]] = {
     "translate": (_p("hva"), _p("length"), _p("gpa", None, kw=True)),
     "to_iova_many": (_p("hvas", batch=True), _p("missing", None, kw=True)),
     "gpa_to_iova_many": (_p("gpas", batch=True), _p("missing", None, kw=True)),
+    "__contains__": (_p("item"),),
 }
 
 # Calls that only look: a first shrinking guess drops them all (but the last).
@@ -214,6 +232,12 @@ _QUERIES = frozenset(
         "find",
         "find_iova",
         "find_gpa",
+        "find_all",
+        "find_iova_all",
+        "__contains__",
+        "__reversed__",
+        "_equality_state",
+        "copy",
         "translate",
         "to_translated_many",
         "to_iova_many",
@@ -328,6 +352,10 @@ def _norm(value: Any) -> Any:
         return ("list", [_norm(x) for x in value])
     if isinstance(value, tuple):
         return ("tuple", tuple(_norm(x) for x in value))
+    if hasattr(type(value), "_equality_state") and hasattr(value, "closed"):
+        # A tree (what copy() returns): compared by class name and contents, across backends.
+        state = None if value.closed else _norm(value._equality_state())
+        return ("tree", type(value).__name__, state)
     if isinstance(value, (array, memoryview)) or type(value).__module__ == "numpy":
         # Batch results: compared as lists of values (an ``array('Q')`` against a NumPy array
         # with the same numbers agrees).
@@ -516,6 +544,12 @@ class _Differential:
         return self._run(op, args, kwargs)
 
     def _run(self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._run_both(op, args, kwargs)[0]
+
+    def _run_both(
+        self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        """Run ``op`` on both sides; both values when they agree, else as ``_run``."""
         self._log.append(op)
         if op.kind == _CALL:
             # Not op.apply(): the sides get the caller's own objects, the log keeps copies.
@@ -533,7 +567,7 @@ class _Differential:
                 raise exc
             finally:
                 del exc
-        return lo
+        return lo, ro
 
     def _plain(self, method: str, kind: int = _CALL) -> Any:
         return self._run(Operation(method, kind=kind), (), {})
@@ -569,6 +603,59 @@ class _Differential:
     def __exit__(self, *exc: object) -> None:
         # Both sides close; the exception info is not theirs to see, and not renderable.
         self._run(Operation("__exit__", (None, None, None)), (None, None, None), {})
+
+    # ----------------------------------------------------------------- container API
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by contents
+
+    def _equality_state(self) -> Any:
+        return self._plain("_equality_state")
+
+    def __eq__(self, other: object) -> bool:
+        """Same class name and equal contents (both sides must agree on this tree's)."""
+        if not same_kind(self, other):
+            return NotImplemented
+        return bool(self._equality_state() == other._equality_state())  # type: ignore[attr-defined]
+
+    def __contains__(self, item: object) -> bool:
+        """Whether a stored map equals ``item`` in all five fields."""
+        return bool(self._call("__contains__", (item,)))
+
+    def copy(self) -> Any:
+        """An independent differential tree: each side copied by its own backend, the call log
+        carried over (the copy's reproducers start from the same fresh tree)."""
+        left, right = self._run_both(Operation("copy"), (), {})
+        return self._twin(left, right, list(self._log))
+
+    def __copy__(self) -> Any:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self.copy()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self._equality_state()  # the sides must agree before they are saved
+        # Queries change nothing: the log keeps only what a replay needs (and can pickle).
+        log = [op for op in self._log if op.method not in _QUERIES]
+        state = (self._left_cls, self._right_cls, self._ctor_args, self.shrink_timeout, log,
+                 self.left, self.right)
+        return (_rebuild, (type(self), state))
+
+    def _twin(self, left: Any, right: Any, log: list[Operation]) -> Any:
+        twin = object.__new__(type(self))
+        twin._left_cls, twin._right_cls = self._left_cls, self._right_cls
+        twin._ctor_args, twin.shrink_timeout = self._ctor_args, self.shrink_timeout
+        twin._log, twin.left, twin.right = log, left, right
+        return twin
+
+    def _fill(self, maps: Any) -> None:
+        """The ``maps=`` constructor argument: ``update(maps)``, or close both sides and raise."""
+        try:
+            self._call("update", (maps,))
+        except BaseException:
+            _close_quietly(self.left)
+            _close_quietly(self.right)
+            raise
 
     @property
     def log(self) -> list[Operation]:
@@ -789,6 +876,16 @@ class _Differential:
         raise DivergenceError(message, operation, _public(lo), _public(ro), reproducer)
 
 
+def _rebuild(cls: Any, state: tuple[Any, ...]) -> Any:
+    """Unpickle a differential tree."""
+    left_cls, right_cls, ctor_args, shrink_timeout, log, left, right = state
+    tree = object.__new__(cls)
+    tree._left_cls, tree._right_cls, tree._ctor_args = left_cls, right_cls, ctor_args
+    tree.shrink_timeout, tree._log, tree.left, tree.right = shrink_timeout, log, left, right
+    tree._equality_state()  # the two sides saved must still agree
+    return tree
+
+
 def _construct(cls: Any, args: tuple[Any, ...]) -> Any:
     try:
         return cls(*args)
@@ -823,11 +920,28 @@ class IOVATree(_Differential):
     _listings = ("maps",)
 
     def __init__(
-        self, *, left: Any = None, right: Any = None, shrink_timeout: float | None = None
+        self,
+        maps: Iterable[DMAMap] = (),
+        *,
+        left: Any = None,
+        right: Any = None,
+        shrink_timeout: float | None = None,
     ) -> None:
         """``left``/``right``: classes with the IOVATree API (default: native, reference).
-        ``shrink_timeout``: seconds for shrinking a divergence (default ``SHRINK_TIMEOUT``)."""
+        ``shrink_timeout``: seconds for shrinking a divergence (default ``SHRINK_TIMEOUT``).
+        ``maps``: inserted with ``update()``, all or nothing."""
         super().__init__((), left, right, shrink_timeout)
+        self._fill(maps)
+
+    def find_all(self, iova: int, size: int = 0) -> list[DMAMap]:
+        """Every stored map overlapping ``[iova, iova + size]``, in IOVA order."""
+        return self._call("find_all", (iova, size))  # type: ignore[no-any-return]
+
+    def find_iova_all(
+        self, translated_addr: int, size: int = 0, id: int | None = None
+    ) -> list[DMAMap]:
+        """Every map whose translated range overlaps (and ``id`` matches), in IOVA order."""
+        return self._call("find_iova_all", (translated_addr, size, id))  # type: ignore[no-any-return]
 
     def insert(self, map: DMAMap) -> None:
         """Store ``map`` (``OverlapError`` if its IOVA range is taken)."""
@@ -885,6 +999,13 @@ class IOVATree(_Differential):
         # Eager: both sides listed and compared now (see the module docstring).
         return iter(self._plain("__iter__", _LIST))
 
+    def __reversed__(self) -> Iterator[DMAMap]:
+        return iter(self._plain("__reversed__", _REVERSED))
+
+    def update(self, maps: Iterable[DMAMap]) -> None:
+        """Insert every map, all or nothing."""
+        self._call("update", (maps,))
+
 
 class GPATree(_Differential):
     """``GPATree`` (docs/contract.md) run on two backends side by side."""
@@ -894,10 +1015,21 @@ class GPATree(_Differential):
     _listings = ("maps",)
 
     def __init__(
-        self, *, left: Any = None, right: Any = None, shrink_timeout: float | None = None
+        self,
+        maps: Iterable[DMAMap] = (),
+        *,
+        left: Any = None,
+        right: Any = None,
+        shrink_timeout: float | None = None,
     ) -> None:
-        """``left``/``right``: classes with the GPATree API (default: native, reference)."""
+        """``left``/``right``: classes with the GPATree API (default: native, reference).
+        ``maps``: inserted with ``update()``, all or nothing."""
         super().__init__((), left, right, shrink_timeout)
+        self._fill(maps)
+
+    def find_all(self, translated_addr: int, size: int = 0) -> list[DMAMap]:
+        """Every map whose translated range overlaps the range, in translated order."""
+        return self._call("find_all", (translated_addr, size))  # type: ignore[no-any-return]
 
     def insert(self, map: DMAMap) -> None:
         """Store ``map`` (``OverlapError`` if its translated range is taken)."""
@@ -921,6 +1053,13 @@ class GPATree(_Differential):
 
     def __iter__(self) -> Iterator[DMAMap]:
         return iter(self._plain("__iter__", _LIST))
+
+    def __reversed__(self) -> Iterator[DMAMap]:
+        return iter(self._plain("__reversed__", _REVERSED))
+
+    def update(self, maps: Iterable[DMAMap]) -> None:
+        """Insert every map, all or nothing."""
+        self._call("update", (maps,))
 
 
 class VhostIOVATree(_Differential):

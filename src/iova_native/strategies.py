@@ -28,6 +28,8 @@ Needs ``hypothesis`` (``pip install iova-native[testing]``).  Two kinds of piece
 
 from __future__ import annotations
 
+import copy
+import pickle
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from . import differential
+from ._container import same_kind
 from ._types import MAX_U64, DMAMap, IOVAError, Perm
 from .api import VhostIOVATreeAPI
 from .differential import Operation
@@ -590,6 +593,46 @@ def _batch(values: list[int], container: str) -> Any:
 
 _CONTAINERS = st.sampled_from(("list", "array", "tuple", "iterator", "long"))
 
+# How a tree is copied, and what is then done to the copy (the original must not notice).
+_COPY_WAYS = st.sampled_from(("copy", "copy.copy", "copy.deepcopy", "pickle"))
+_AFTER_COPY = st.sampled_from(("close", "clear", "change"))
+
+
+def _copied(tree: Any, how: str) -> Any:
+    if how == "copy":
+        return tree.copy()
+    if how == "copy.copy":
+        return copy.copy(tree)
+    if how == "copy.deepcopy":
+        return copy.deepcopy(tree)
+    return pickle.loads(pickle.dumps(tree))
+
+
+def _changed(m: DMAMap, how: str) -> Any:
+    """``m`` with one field changed (a map ``in`` must not mistake for ``m``), or ``m``."""
+    try:
+        if how == "perm":
+            return m.replace(perm=Perm.RO if m.perm != Perm.RO else Perm.RW)
+        if how == "id":
+            return m.replace(id=m.id ^ 1)
+        if how == "translated":
+            return m.replace(translated_addr=m.translated_addr ^ 1)
+        if how == "size":
+            return m.replace(size=m.size // 2)
+    except IOVAError:  # the changed map would wrap: probe with the map itself
+        pass
+    return m
+
+
+_CHANGES = st.sampled_from((None, "perm", "id", "translated", "size"))
+# Values that are not maps: ``in`` answers False for each.
+_NOT_MAPS = st.one_of(
+    st.integers(0, MAX_U64),
+    st.none(),
+    st.text(max_size=2),
+    st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFF)),
+)
+
 
 # --------------------------------------------------------------------------- machines
 
@@ -643,13 +686,126 @@ class _Comparison(RuleBasedStateMachine):
         self.tree = self._new_tree()
 
     def _closed_probes(self) -> list[Callable[[], Any]]:
-        return [self.tree.clear, lambda: len(self.tree), self.tree.check]
+        return [self.tree.clear, lambda: len(self.tree), self.tree.check, self.tree.copy,
+                lambda: pickle.dumps(self.tree), lambda: DMAMap(0, 0, 0) in self.tree]
+
+    def _change_copy(self, twin: Any) -> None:
+        raise NotImplementedError
+
+    @rule(how=_COPY_WAYS, then=_AFTER_COPY)
+    def copy_round_trip(self, how: str, then: str) -> None:
+        """Copy or pickle, each side by its own backend; then close, clear or change the copy:
+        the original keeps what it held."""
+        before = self.tree._equality_state()
+        twin = _copied(self.tree, how)
+        assert type(twin) is type(self.tree)
+        assert type(twin.left) is type(self.tree.left)
+        assert type(twin.right) is type(self.tree.right)
+        assert twin == self.tree
+        twin.check()
+        if then == "close":
+            twin.close()
+        elif then == "clear":
+            twin.clear()
+        else:
+            self._change_copy(twin)
+        assert self.tree._equality_state() == before
+        twin.close()
+        self.tree.check()
+
+    @rule()
+    def equality(self) -> None:
+        """Equal across backends, never equal to what is not a tree."""
+        left, right = self.tree.left, self.tree.right
+        if same_kind(left, right):
+            assert left == right and right == left and not left != right
+        state = self.tree._equality_state()
+        assert self.tree != state and self.tree != object()
+
+    @rule(value=_NOT_MAPS)
+    def contains_not_a_map(self, value: Any) -> None:
+        assert (value in self.tree) is False
 
     def teardown(self) -> None:
         self.tree.close()
 
 
-class IOVATreeComparison(_Comparison):
+class _TreeRules(_Comparison):
+    """The container rules IOVATree and GPATree share: find_all, in, reversed, update."""
+
+    maps = Bundle("maps")
+    #: Whether the tree's key is the translated address (GPATree).
+    _by_translated = False
+
+    def _tree_class(self) -> Any:
+        raise NotImplementedError
+
+    def _first(self, m: DMAMap) -> int:
+        return m.translated_addr if self._by_translated else m.iova
+
+    def _change_copy(self, twin: Any) -> None:
+        twin.remove(0, MAX_U64)
+        _attempt(twin.insert, DMAMap(PAGE, PAGE, PAGE - 1))
+
+    def _range(self, key: int, size: int) -> None:
+        """``find_all`` in key order, its first hit what ``find`` and the batch form give."""
+        hits = _attempt(self.tree.find_all, key, size)
+        if not _ok(hits):
+            return
+        assert hits == sorted(hits, key=self._first)
+        assert all(self._first(m) <= key + size and key <= self._first(m) + m.size for m in hits)
+        assert (hits[0] if hits else None) == self.tree.find(key, size)
+        if size == 0:
+            self._single_batch_agrees(key, hits)
+
+    def _single_batch_agrees(self, key: int, hits: list[DMAMap]) -> None:
+        raise NotImplementedError
+
+    @rule(key=addresses(), size=sizes())
+    def find_all(self, key: int, size: int) -> None:
+        self._range(key, size)
+
+    @rule(src=maps, where=_WHERE, size=st.sampled_from((0, 1, 0xFFF, 0x7FFF, MAX_U64)))
+    def find_all_near(self, src: DMAMap, where: str, size: int) -> None:
+        key = _near(src, where, translated=self._by_translated)
+        self._range(key, min(size, MAX_U64 - key))
+
+    @rule(src=maps, change=_CHANGES)
+    def contains(self, src: DMAMap, change: str | None) -> None:
+        probe = src if change is None else _changed(src, change)
+        assert (probe in self.tree) == (probe in self.tree.maps())
+
+    @rule()
+    def reversed_order(self) -> None:
+        assert list(reversed(self.tree)) == list(self.tree)[::-1]
+
+    @rule(
+        target=maps,
+        new=st.lists(dma_maps(), max_size=4),
+        known=st.lists(maps, max_size=1),
+        iterator=st.booleans(),
+    )
+    def update(self, new: list[DMAMap], known: list[DMAMap], iterator: bool) -> Any:
+        """Insert several maps at once; one that overlaps (a known one, say) fails them all."""
+        batch = new + known
+        before = self.tree.maps()
+        out = _attempt(self.tree.update, iter(batch) if iterator else batch)
+        if _ok(out):
+            return multiple(*batch)
+        assert self.tree.maps() == before
+        return multiple()
+
+    @rule(extra=st.lists(dma_maps(), max_size=2))
+    def build_from_maps(self, extra: list[DMAMap]) -> None:
+        """``cls(maps)`` equals the tree it was listed from, or fails whole."""
+        maps = self.tree.maps() + extra
+        built = _attempt(self._tree_class(), maps, **self._sides())
+        if _ok(built):
+            assert built.maps() == sorted(maps, key=self._first)
+            built.close()
+
+
+class IOVATreeComparison(_TreeRules):
     """An ``IOVATree`` (``left``) against another (``right``) through ``differential.IOVATree``.
 
     Rules: insert (valid maps, overlapping ones, aliases of a stored translated range with the
@@ -665,6 +821,47 @@ class IOVATreeComparison(_Comparison):
 
     def _new_tree(self) -> Any:
         return differential.IOVATree(**self._sides())
+
+    def _tree_class(self) -> Any:
+        return differential.IOVATree
+
+    def _single_batch_agrees(self, key: int, hits: list[DMAMap]) -> None:
+        out = _attempt(self.tree.to_translated_many, [key])
+        if hits:
+            assert list(out) == [hits[0].translated_addr + key - hits[0].iova]
+        else:
+            assert not _ok(out)
+
+    def _reverse_range(self, addr: int, size: int, id: int | None) -> None:
+        """``find_iova_all`` in IOVA order, its first hit what ``find_iova`` and the batch
+        form give."""
+        hits = _attempt(self.tree.find_iova_all, addr, size, id)
+        if not _ok(hits):
+            return
+        assert hits == sorted(hits)
+        assert all(m.translated_addr <= addr + size and addr <= m.translated_last for m in hits)
+        assert id is None or all(m.id == id for m in hits)
+        assert (hits[0] if hits else None) == self.tree.find_iova(addr, size, id)
+        if size == 0:
+            out = _attempt(self.tree.to_iova_many, [addr], id)
+            if hits:
+                assert list(out) == [hits[0].iova + addr - hits[0].translated_addr]
+            else:
+                assert not _ok(out)
+
+    @rule(addr=addresses(), size=sizes(), id=_optional(ids()))
+    def find_iova_all(self, addr: int, size: int, id: int | None) -> None:
+        self._reverse_range(addr, size, id)
+
+    @rule(
+        src=maps,
+        where=_WHERE,
+        size=st.sampled_from((0, 1, 0xFFF, 0x7FFF, MAX_U64)),
+        use_id=st.booleans(),
+    )
+    def find_iova_all_near(self, src: DMAMap, where: str, size: int, use_id: bool) -> None:
+        addr = _near(src, where, translated=True)
+        self._reverse_range(addr, min(size, MAX_U64 - addr), src.id if use_id else None)
 
     def _insert(self, m: Any) -> Any:
         return m if _ok(_attempt(self.tree.insert, m)) else multiple()
@@ -826,14 +1023,25 @@ class IOVATreeComparison(_Comparison):
             _attempt(getattr(self.tree, method), *args)
 
 
-class GPATreeComparison(_Comparison):
+class GPATreeComparison(_TreeRules):
     """A ``GPATree`` against another through ``differential.GPATree``: insert (overlapping
     translated ranges too), find, remove, the batch form, listings, closing, bad input."""
 
     maps = Bundle("maps")
+    _by_translated = True
 
     def _new_tree(self) -> Any:
         return differential.GPATree(**self._sides())
+
+    def _tree_class(self) -> Any:
+        return differential.GPATree
+
+    def _single_batch_agrees(self, key: int, hits: list[DMAMap]) -> None:
+        out = _attempt(self.tree.to_iova_many, [key])
+        if hits:
+            assert list(out) == [hits[0].iova + key - hits[0].translated_addr]
+        else:
+            assert not _ok(out)
 
     @initialize(target=maps, layout=disjoint_maps(max_size=8, key="translated"))
     def start_with(self, layout: list[DMAMap]) -> Any:
@@ -904,6 +1112,16 @@ class VhostIOVATreeComparison(_Comparison):
     def _new_tree(self) -> Any:
         cls = type(self)
         return differential.VhostIOVATree(cls.iova_first, cls.iova_last, **self._sides())
+
+    def _change_copy(self, twin: Any) -> None:
+        twin.remove_gpa(0, MAX_U64)
+        _attempt(twin.map_alloc, PAGE - 1, 0)
+
+    @rule(src=st.one_of(host, guest), change=_CHANGES)
+    def contains(self, src: DMAMap, change: str | None) -> None:
+        probe = src if change is None else _changed(src, change)
+        stored = self.tree.host_maps() + self.tree.gpa_maps()
+        assert (probe in self.tree) == (probe in stored)
 
     @initialize(target=guest, layout=_optional(svq_guest_layouts()))
     def start_with(self, layout: SVQLayout | None) -> Any:
