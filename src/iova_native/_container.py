@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """What every backend's trees share as Python containers: ``in``, ``==``, ``reversed``,
-``update`` and the ``maps=`` constructor, ``copy`` and pickling (SPEC sections 4 to 6).
+``update`` and the ``maps=`` constructor, ``copy`` and pickling (docs/contract.md).
 
 Each is written once here on top of the API every backend has (``find``, ``insert``,
 ``remove``, ``maps``), so the native and the reference trees cannot differ in them, and a tree

@@ -353,9 +353,9 @@ def _norm(value: Any) -> Any:
     if isinstance(value, tuple):
         return ("tuple", tuple(_norm(x) for x in value))
     if hasattr(type(value), "_equality_state") and hasattr(value, "closed"):
-        # A tree (what copy() returns): compared by class name and contents, across backends.
-        state = None if value.closed else _norm(value._equality_state())
-        return ("tree", type(value).__name__, state)
+        # A tree (what copy() returns): compared by contents, across backends (a user's
+        # subclass on one side copies to its own class).
+        return ("tree", None if value.closed else _norm(value._equality_state()))
     if isinstance(value, (array, memoryview)) or type(value).__module__ == "numpy":
         # Batch results: compared as lists of values (an ``array('Q')`` against a NumPy array
         # with the same numbers agrees).
@@ -650,6 +650,8 @@ class _Differential:
 
     def _fill(self, maps: Any) -> None:
         """The ``maps=`` constructor argument: ``update(maps)``, or close both sides and raise."""
+        if type(maps) is tuple and not maps:
+            return  # the default: nothing to log
         try:
             self._call("update", (maps,))
         except BaseException:
