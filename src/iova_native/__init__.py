@@ -8,7 +8,7 @@ two backends side by side.  docs/contract.md is the contract.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._types import (
     IOVA_ERR_INVALID,
@@ -50,6 +50,11 @@ __all__ = [
 ]
 
 _NATIVE_NAMES = ("IOVATree", "GPATree", "VhostIOVATree")
+
+if TYPE_CHECKING:
+    # What type checkers see: the native classes themselves (at run time they are imported on
+    # first use, below), so ``iova_native.IOVATree`` is checked exactly, not as ``Any``.
+    from .native import GPATree, IOVATree, VhostIOVATree
 
 
 def __getattr__(name: str) -> Any:

@@ -17,9 +17,11 @@ raising ``ValueError``, as every other call on it does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._types import DMAMap, InvalidMapError
+
+_C = TypeVar("_C", bound="Container")
 
 #: What ``in`` may meet when it looks a forged ``DMAMap`` up (a field that is no u64).
 _LOOKUP_ERRORS = (TypeError, OverflowError, InvalidMapError)
@@ -58,15 +60,15 @@ class Container:
             return NotImplemented
         return bool(self._equality_state() == other._equality_state())  # type: ignore[attr-defined]
 
-    def copy(self) -> Any:
+    def copy(self: _C) -> _C:
         """An independent tree of the same backend and class with equal contents; changing or
         closing either never touches the other.  ``ValueError`` on a closed tree."""
-        return type(self)._from_state(self._equality_state())
+        return type(self)._from_state(self._equality_state())  # type: ignore[no-any-return]
 
-    def __copy__(self) -> Any:
+    def __copy__(self: _C) -> _C:
         return self.copy()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+    def __deepcopy__(self: _C, memo: dict[int, Any]) -> _C:
         return self.copy()  # maps are immutable: a copy of the tree is a deep copy
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -91,8 +93,8 @@ class TreeContainer(Container):
         def _change_count(self) -> int: ...
         def maps(self) -> list[DMAMap]: ...
         def insert(self, map: DMAMap) -> None: ...
-        def find(self, key: int, size: int = 0) -> DMAMap | None: ...
-        def remove(self, key: int, size: int = 0) -> int: ...
+        def find(self, key: int, size: int = 0, /) -> DMAMap | None: ...
+        def remove(self, key: int, size: int = 0, /) -> int: ...
         def close(self) -> None: ...
 
     def _equality_state(self) -> list[DMAMap]:
@@ -103,7 +105,7 @@ class TreeContainer(Container):
         return cls(state)  # type: ignore[call-arg]
 
     def _fill(self, maps: Iterable[DMAMap]) -> None:
-        """The constructor's ``maps=``: on a failure the new tree is freed, then the error raised."""
+        """The constructor's ``maps=``: on a failure the tree is freed, then the error raised."""
         try:
             self.update(maps)
         except BaseException:

@@ -50,7 +50,7 @@ import math
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ._container import same_kind
 from ._types import MAX_U64, DivergenceError, DMAMap, Perm
@@ -64,6 +64,8 @@ __all__ = [
     "VhostIOVATree",
     "same_outcome",
 ]
+
+_D = TypeVar("_D", bound="_Differential")
 
 #: Seconds that shrinking a divergence may take, unless the constructor says otherwise.
 SHRINK_TIMEOUT: float = 10.0
@@ -596,7 +598,7 @@ class _Differential:
         for listing in self._listings:
             self._plain(listing)
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _D) -> _D:
         self._plain("__enter__")
         return self
 

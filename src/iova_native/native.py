@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from . import _types as T
 from ._container import Container, TreeContainer
@@ -55,6 +55,9 @@ _ib_insert = lib.ib_tree_insert
 _ib_find_all = lib.ib_tree_find_all
 _ib_find_iova_all = lib.ib_tree_find_iova_all
 _RANGE_CAP = 16  # maps the first range-query call has room for
+
+
+_N = TypeVar("_N", bound="_Native")
 
 
 def _maps(words: list[int]) -> list[DMAMap]:
@@ -233,7 +236,7 @@ class _Native:
         """Whether ``close()`` was called."""
         return bool(self._closed_fn(self._h))
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _N) -> _N:
         self._check_open()
         return self
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ._container import Container, TreeContainer
 from ._types import (
@@ -45,6 +45,8 @@ __all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
 VHOST_MIN_IOVA = 4096
 
 _VALID_PERMS = (Perm.RO, Perm.WO, Perm.RW)
+_T = TypeVar("_T", bound="_TreeBase")
+_V = TypeVar("_V", bound="VhostIOVATree")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -215,7 +217,7 @@ class _TreeBase(TreeContainer):
         self._check_open()
         self._store.clear()
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _T) -> _T:
         self._check_open()
         return self
 
@@ -622,7 +624,7 @@ class VhostIOVATree(Container):
         self._host.clear()
         self._gpa.clear()
 
-    def __enter__(self) -> Any:
+    def __enter__(self: _V) -> _V:
         self._check_open()
         return self
 
