@@ -70,6 +70,31 @@ class IOVATreeAPI(Protocol):
     def remove(self, iova: int, size: int = 0) -> int:
         """Remove every map overlapping ``[iova, iova + size]``; return how many."""
 
+    def find_all(self, iova: int, size: int = 0) -> list[DMAMap]:
+        """Every stored map overlapping ``[iova, iova + size]``, in IOVA order; O(log n + k)."""
+
+    def find_iova_all(
+        self, translated_addr: int, size: int = 0, id: int | None = None
+    ) -> list[DMAMap]:
+        """Every stored map whose translated range overlaps (and whose ``id`` equals ``id``
+        unless it is None), in IOVA order."""
+
+    def __contains__(self, item: object) -> bool:
+        """Whether a stored map equals the ``DMAMap`` ``item`` in all five fields; O(log n).
+        Anything that is not a ``DMAMap`` is not in the tree."""
+
+    def __eq__(self, other: object) -> bool:
+        """Same class name and equal contents, whichever backend each is."""
+
+    def copy(self) -> Any:
+        """An independent tree of the same backend and class with equal contents (also
+        ``copy.copy``, ``copy.deepcopy`` and pickling)."""
+    def __reversed__(self) -> Iterator[DMAMap]:
+        """The maps in descending key order."""
+
+    def update(self, maps: Iterable[DMAMap]) -> None:
+        """Insert every map of ``maps``, all or nothing."""
+
     def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
         """Batch IOVA -> translated address."""
 
@@ -102,6 +127,25 @@ class GPATreeAPI(Protocol):
 
     def remove(self, translated_addr: int, size: int = 0) -> int:
         """Remove every map whose translated range overlaps; return how many."""
+
+    def find_all(self, translated_addr: int, size: int = 0) -> list[DMAMap]:
+        """Every map whose translated range overlaps the range, in translated order."""
+
+    def __contains__(self, item: object) -> bool:
+        """Whether a stored map equals the ``DMAMap`` ``item`` in all five fields; O(log n).
+        Anything that is not a ``DMAMap`` is not in the tree."""
+
+    def __eq__(self, other: object) -> bool:
+        """Same class name and equal contents, whichever backend each is."""
+
+    def copy(self) -> Any:
+        """An independent tree of the same backend and class with equal contents (also
+        ``copy.copy``, ``copy.deepcopy`` and pickling)."""
+    def __reversed__(self) -> Iterator[DMAMap]:
+        """The maps in descending key order."""
+
+    def update(self, maps: Iterable[DMAMap]) -> None:
+        """Insert every map of ``maps``, all or nothing."""
 
     def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> array:
         """Batch GPA -> IOVA."""
@@ -137,6 +181,18 @@ class VhostIOVATreeAPI(Protocol):
         """Without ``gpa``: the buffer at ``hva`` through the host-only tree.  With ``gpa``: the
         same buffer, known to the guest at ``gpa``, through the GPA->IOVA tree (``hva`` is only
         checked, as SVQ does)."""
+
+    def __contains__(self, item: object) -> bool:
+        """Whether a host-only or a guest map equals the ``DMAMap`` ``item`` in all five
+        fields; O(log n).  Anything that is not a ``DMAMap`` is not in the tree."""
+
+    def __eq__(self, other: object) -> bool:
+        """Same class name, same allocation range (effective first IOVA, ``iova_last``),
+        equal allocations, host-only maps and guest maps."""
+
+    def copy(self) -> Any:
+        """An independent tree of the same backend and class with equal contents (also
+        ``copy.copy``, ``copy.deepcopy`` and pickling)."""
 
     def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array: ...
     def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> array: ...
