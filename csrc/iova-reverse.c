@@ -205,9 +205,8 @@ static void cover_visit(RevQuery *q, IOVARef n, bool whole_subtree)
     }
 }
 
-static RevQuery rev_query(const IOVAReverse *rev, const IOVAArena *arena, const uint64_t *id,
-                          hwaddr bound, hwaddr reach,
-                          void (*visit)(RevQuery *q, IOVARef n, bool whole_subtree))
+static RevQuery rev_setup(const IOVAArena *arena, const uint64_t *id, hwaddr bound,
+                          hwaddr reach, void (*visit)(RevQuery *q, IOVARef n, bool whole_subtree))
 {
     RevQuery q = {
         .arena = arena,
@@ -219,8 +218,21 @@ static RevQuery rev_query(const IOVAReverse *rev, const IOVAArena *arena, const 
         .found = IOVA_REF_NONE,
         .visit = visit,
     };
+    return q;
+}
+
+static void rev_run(RevQuery *q, const IOVAReverse *rev)
+{
     /* Without an id every map is in the group, so the range is bounded above only. */
-    rev_walk(&q, id ? rev->by_id_root : rev->by_addr_root, id == NULL, false);
+    rev_walk(q, q->by_id ? rev->by_id_root : rev->by_addr_root, !q->by_id, false);
+}
+
+static RevQuery rev_query(const IOVAReverse *rev, const IOVAArena *arena, const uint64_t *id,
+                          hwaddr bound, hwaddr reach,
+                          void (*visit)(RevQuery *q, IOVARef n, bool whole_subtree))
+{
+    RevQuery q = rev_setup(arena, id, bound, reach, visit);
+    rev_run(&q, rev);
     return q;
 }
 
@@ -454,18 +466,9 @@ void iova_reverse_foreach(const IOVAReverse *rev, const IOVAArena *arena, hwaddr
                           hwaddr last, const uint64_t *id, IOVAReverseFn fn, void *opaque)
 {
     RevEach w = {
-        .q = {
-            .arena = arena,
-            .ops = id ? &by_id_ops : &by_addr_ops,
-            .by_id = id != NULL,
-            .id = id ? *id : 0,
-            .bound = last,
-            .reach = first,
-            .found = IOVA_REF_NONE,
-            .visit = each_visit,
-        },
+        .q = rev_setup(arena, id, last, first, each_visit),
         .fn = fn,
         .opaque = opaque,
     };
-    rev_walk(&w.q, id ? rev->by_id_root : rev->by_addr_root, id == NULL, false);
+    rev_run(&w.q, rev);
 }

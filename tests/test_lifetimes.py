@@ -164,6 +164,15 @@ def test_change_during_iteration_other_thread(backend: ModuleType) -> None:
 
 # ----------------------------------------------------------------------------- after close
 
+# The container calls every class has (issue 19).
+CONTAINER_CALLS: dict[str, Callable[[Any], Any]] = {
+    "__contains__": lambda t: DMAMap(0, 0x100000, PAGE - 1) in t,
+    "__eq__": lambda t: t == t.copy() if not t.closed else t == t,
+    "copy": lambda t: t.copy(),
+    "__copy__": copy.copy,
+    "__deepcopy__": copy.deepcopy,
+    "__reduce__": pickle.dumps,
+}
 # Every public method with valid arguments.  test_every_public_method_is_listed keeps this in
 # step with the classes.
 IOVA_CALLS: dict[str, Callable[[Any], Any]] = {
@@ -185,12 +194,7 @@ IOVA_CALLS: dict[str, Callable[[Any], Any]] = {
     "find_iova_all": lambda t: t.find_iova_all(0x100000, 0xFFFFF, id=0),
     "__reversed__": lambda t: list(reversed(t)),
     "update": lambda t: t.update([DMAMap(1 << 41, 0, 0)]),
-    "__contains__": lambda t: DMAMap(0, 0x100000, PAGE - 1) in t,
-    "__eq__": lambda t: t == t.copy() if not t.closed else t == t,
-    "copy": lambda t: t.copy(),
-    "__copy__": copy.copy,
-    "__deepcopy__": copy.deepcopy,
-    "__reduce__": pickle.dumps,
+    **CONTAINER_CALLS,
 }
 GPA_CALLS: dict[str, Callable[[Any], Any]] = {
     "insert": lambda t: t.insert(DMAMap(0, 1 << 40, 0)),
@@ -206,12 +210,7 @@ GPA_CALLS: dict[str, Callable[[Any], Any]] = {
     "find_all": lambda t: t.find_all(0x100000, 0xFFFFF),
     "__reversed__": lambda t: list(reversed(t)),
     "update": lambda t: t.update([DMAMap(0, 1 << 41, 0)]),
-    "__contains__": lambda t: DMAMap(0, 0x100000, PAGE - 1) in t,
-    "__eq__": lambda t: t == t.copy() if not t.closed else t == t,
-    "copy": lambda t: t.copy(),
-    "__copy__": copy.copy,
-    "__deepcopy__": copy.deepcopy,
-    "__reduce__": pickle.dumps,
+    **CONTAINER_CALLS,
 }
 VHOST_CALLS: dict[str, Callable[[Any], Any]] = {
     "map_alloc": lambda v: v.map_alloc(0xFFF, 0x1000),
@@ -230,12 +229,7 @@ VHOST_CALLS: dict[str, Callable[[Any], Any]] = {
     "check": lambda v: v.check(),
     "__len__": len,
     "__enter__": lambda v: v.__enter__(),
-    "__contains__": lambda t: DMAMap(0, 0x100000, PAGE - 1) in t,
-    "__eq__": lambda t: t == t.copy() if not t.closed else t == t,
-    "copy": lambda t: t.copy(),
-    "__copy__": copy.copy,
-    "__deepcopy__": copy.deepcopy,
-    "__reduce__": pickle.dumps,
+    **CONTAINER_CALLS,
 }
 # The same methods with bad arguments: the closed check comes first, so still ValueError.
 BAD_ARG_CALLS: dict[str, Callable[[Any], Any]] = {

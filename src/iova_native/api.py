@@ -31,7 +31,36 @@ U64Input = Union[Sequence[int], Iterable[int], memoryview, array, Any]
 Segment = tuple[int, int]
 
 
-class IOVATreeAPI(Protocol):
+class ContainerAPI(Protocol):
+    """What every class has of a Python container: ``in``, ``==`` (``__hash__`` is None: the
+    trees are mutable), copies and pickling."""
+
+    def __contains__(self, item: object) -> bool:
+        """Whether a stored map (``VhostIOVATree``: a host-only or a guest map) equals the
+        ``DMAMap`` ``item`` in all five fields; O(log n).  Anything that is not a ``DMAMap`` is
+        not in the tree."""
+
+    def __eq__(self, other: object) -> bool:
+        """Same class name and equal contents, whichever backend each is.  The contents of a
+        ``VhostIOVATree``: its effective first IOVA and ``iova_last``, allocations, host-only
+        and guest maps."""
+
+    def copy(self) -> Any:
+        """An independent tree of the same backend and class with equal contents (also
+        ``copy.copy``, ``copy.deepcopy`` and pickling)."""
+
+
+class TreeContainerAPI(ContainerAPI, Protocol):
+    """``IOVATree`` and ``GPATree`` also: ``reversed``, and ``update`` (and ``cls(maps)``)."""
+
+    def __reversed__(self) -> Iterator[DMAMap]:
+        """The maps in descending key order."""
+
+    def update(self, maps: Iterable[DMAMap]) -> None:
+        """Insert every map of ``maps``, all or nothing."""
+
+
+class IOVATreeAPI(TreeContainerAPI, Protocol):
     """QEMU's ``IOVATree`` plus the reverse tree."""
 
     def insert(self, map: DMAMap) -> None:
@@ -79,22 +108,6 @@ class IOVATreeAPI(Protocol):
         """Every stored map whose translated range overlaps (and whose ``id`` equals ``id``
         unless it is None), in IOVA order."""
 
-    def __contains__(self, item: object) -> bool:
-        """Whether a stored map equals the ``DMAMap`` ``item`` in all five fields; O(log n).
-        Anything that is not a ``DMAMap`` is not in the tree."""
-
-    def __eq__(self, other: object) -> bool:
-        """Same class name and equal contents, whichever backend each is."""
-
-    def copy(self) -> Any:
-        """An independent tree of the same backend and class with equal contents (also
-        ``copy.copy``, ``copy.deepcopy`` and pickling)."""
-    def __reversed__(self) -> Iterator[DMAMap]:
-        """The maps in descending key order."""
-
-    def update(self, maps: Iterable[DMAMap]) -> None:
-        """Insert every map of ``maps``, all or nothing."""
-
     def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
         """Batch IOVA -> translated address."""
 
@@ -115,7 +128,7 @@ class IOVATreeAPI(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class GPATreeAPI(Protocol):
+class GPATreeAPI(TreeContainerAPI, Protocol):
     """QEMU's ``gpa_tree_new``: keyed by the translated address (GPA)."""
 
     def insert(self, map: DMAMap) -> None:
@@ -130,22 +143,6 @@ class GPATreeAPI(Protocol):
 
     def find_all(self, translated_addr: int, size: int = 0) -> list[DMAMap]:
         """Every map whose translated range overlaps the range, in translated order."""
-
-    def __contains__(self, item: object) -> bool:
-        """Whether a stored map equals the ``DMAMap`` ``item`` in all five fields; O(log n).
-        Anything that is not a ``DMAMap`` is not in the tree."""
-
-    def __eq__(self, other: object) -> bool:
-        """Same class name and equal contents, whichever backend each is."""
-
-    def copy(self) -> Any:
-        """An independent tree of the same backend and class with equal contents (also
-        ``copy.copy``, ``copy.deepcopy`` and pickling)."""
-    def __reversed__(self) -> Iterator[DMAMap]:
-        """The maps in descending key order."""
-
-    def update(self, maps: Iterable[DMAMap]) -> None:
-        """Insert every map of ``maps``, all or nothing."""
 
     def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> array:
         """Batch GPA -> IOVA."""
@@ -162,7 +159,7 @@ class GPATreeAPI(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class VhostIOVATreeAPI(Protocol):
+class VhostIOVATreeAPI(ContainerAPI, Protocol):
     """QEMU's ``VhostIOVATree``: allocation tree, host-only IOVA->HVA tree, GPA->IOVA tree."""
 
     def map_alloc(self, size: int, hva: int, perm: Perm = Perm.RW) -> DMAMap:
@@ -181,18 +178,6 @@ class VhostIOVATreeAPI(Protocol):
         """Without ``gpa``: the buffer at ``hva`` through the host-only tree.  With ``gpa``: the
         same buffer, known to the guest at ``gpa``, through the GPA->IOVA tree (``hva`` is only
         checked, as SVQ does)."""
-
-    def __contains__(self, item: object) -> bool:
-        """Whether a host-only or a guest map equals the ``DMAMap`` ``item`` in all five
-        fields; O(log n).  Anything that is not a ``DMAMap`` is not in the tree."""
-
-    def __eq__(self, other: object) -> bool:
-        """Same class name, same allocation range (effective first IOVA, ``iova_last``),
-        equal allocations, host-only maps and guest maps."""
-
-    def copy(self) -> Any:
-        """An independent tree of the same backend and class with equal contents (also
-        ``copy.copy``, ``copy.deepcopy`` and pickling)."""
 
     def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array: ...
     def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> array: ...

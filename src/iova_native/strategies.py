@@ -624,6 +624,16 @@ def _changed(m: DMAMap, how: str) -> Any:
     return m
 
 
+def _check_single_batch(out: Any, hits: list[DMAMap], key: int, translated_key: bool) -> None:
+    """A one-address batch answer ``out`` for ``key`` against the first hit of a range query."""
+    if not hits:
+        assert not _ok(out)
+        return
+    m = hits[0]
+    start, other = (m.translated_addr, m.iova) if translated_key else (m.iova, m.translated_addr)
+    assert list(out) == [other + key - start]
+
+
 _CHANGES = st.sampled_from((None, "perm", "id", "translated", "size"))
 # Values that are not maps: ``in`` answers False for each.
 _NOT_MAPS = st.one_of(
@@ -826,11 +836,7 @@ class IOVATreeComparison(_TreeRules):
         return differential.IOVATree
 
     def _single_batch_agrees(self, key: int, hits: list[DMAMap]) -> None:
-        out = _attempt(self.tree.to_translated_many, [key])
-        if hits:
-            assert list(out) == [hits[0].translated_addr + key - hits[0].iova]
-        else:
-            assert not _ok(out)
+        _check_single_batch(_attempt(self.tree.to_translated_many, [key]), hits, key, False)
 
     def _reverse_range(self, addr: int, size: int, id: int | None) -> None:
         """``find_iova_all`` in IOVA order, its first hit what ``find_iova`` and the batch
@@ -843,11 +849,7 @@ class IOVATreeComparison(_TreeRules):
         assert id is None or all(m.id == id for m in hits)
         assert (hits[0] if hits else None) == self.tree.find_iova(addr, size, id)
         if size == 0:
-            out = _attempt(self.tree.to_iova_many, [addr], id)
-            if hits:
-                assert list(out) == [hits[0].iova + addr - hits[0].translated_addr]
-            else:
-                assert not _ok(out)
+            _check_single_batch(_attempt(self.tree.to_iova_many, [addr], id), hits, addr, True)
 
     @rule(addr=addresses(), size=sizes(), id=_optional(ids()))
     def find_iova_all(self, addr: int, size: int, id: int | None) -> None:
@@ -1037,11 +1039,7 @@ class GPATreeComparison(_TreeRules):
         return differential.GPATree
 
     def _single_batch_agrees(self, key: int, hits: list[DMAMap]) -> None:
-        out = _attempt(self.tree.to_iova_many, [key])
-        if hits:
-            assert list(out) == [hits[0].iova + key - hits[0].translated_addr]
-        else:
-            assert not _ok(out)
+        _check_single_batch(_attempt(self.tree.to_iova_many, [key]), hits, key, True)
 
     @initialize(target=maps, layout=disjoint_maps(max_size=8, key="translated"))
     def start_with(self, layout: list[DMAMap]) -> Any:
