@@ -9,13 +9,22 @@ alignment / policy, ``ValueError`` for a closed object -- and leave the tree exa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
 
 from iova_native import MAX_U64, DMAMap, InvalidMapError, IOVAError, Perm
+
+try:
+    np: Any = importlib.import_module("numpy")
+except ImportError:  # the NumPy cases are left out
+    np = None
 
 # ------------------------------------------------------------------------ bad values by kind
 
@@ -66,6 +75,143 @@ KINDS = {
     "batch": BATCH_BAD,
     "map": MAP_BAD,
 }
+
+# ------------------------------------------------------------------------ hostile scalars
+#
+# Values that pass for an int by ``__int__`` but have no ``__index__``: cffi's own conversion
+# takes them, so the native backend must never hand them to C (issue 15, class 2).  Each stands
+# for the good value of its argument, so a backend that accepted one would answer or change the
+# tree, not fail for some other reason.
+
+
+class Make:
+    """A value built afresh for every call (a one-shot iterator cannot be shared by the runs)."""
+
+    def __init__(self, build: Callable[[], Any], label: str) -> None:
+        self.build = build
+        self.label = label
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+def built(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(a.build() if isinstance(a, Make) else a for a in args)
+
+
+class OnlyInt:
+    """Converts with ``int()`` but is no integer (no ``__index__``)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __int__(self) -> int:
+        return self.value
+
+
+class IndexBoom(Exception):
+    """What ``RaisingIndex.__index__`` raises: propagated unchanged by both backends."""
+
+
+class RaisingIndex:
+    def __int__(self) -> int:
+        return 0x1000
+
+    def __index__(self) -> int:
+        raise IndexBoom("__index__ refuses")
+
+
+class Index:
+    """An integer type of the user's own: accepted through ``__index__``, like NumPy ints."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+def hostile_scalars(good: Any) -> list[tuple[Any, type[BaseException], str]]:
+    """Non-integers that convert to ``good`` with ``int()``; each must raise ``TypeError``."""
+    value = int(good) if isinstance(good, int) else 1
+    cases: list[tuple[Any, type[BaseException], str]] = [
+        (Decimal(value) + Decimal("0.7"), TypeError, "Decimal"),
+        (Fraction(value), TypeError, "Fraction"),
+        (OnlyInt(value), TypeError, "only-__int__"),
+        (RaisingIndex(), IndexBoom, "raising-__index__"),
+    ]
+    if np is not None:
+        cases += [
+            (np.float32(value), TypeError, "np.float32"),
+            (np.float64(value), TypeError, "np.float64"),
+            (np.bool_(bool(value)), TypeError, "np.bool_"),
+        ]
+    return cases
+
+
+def _two_d() -> memoryview:
+    return memoryview(array("Q", [0x1000] * 4)).cast("B").cast("Q", [2, 2])
+
+
+def hostile_batches(good: list[int]) -> list[tuple[Any, type[BaseException], str]]:
+    """Batch inputs each backend must refuse whole, one-shot iterators first (class 1)."""
+    x = good[0]
+    cases: list[tuple[Any, type[BaseException], str]] = [
+        (Make(lambda: (v for v in [x, x + 1, -1]), "gen-last-bad"), InvalidMapError, "gen-last"),
+        (Make(lambda: iter([-1, x]), "iter-first-bad"), InvalidMapError, "iter-first"),
+        (Make(lambda: iter([x, Decimal(x)]), "iter-Decimal"), TypeError, "iter-Decimal"),
+        (Make(lambda: iter([x, RaisingIndex()]), "iter-raising"), IndexBoom, "iter-raising"),
+        ([x, Decimal(x)], TypeError, "elem-Decimal"),
+        ([x, Fraction(x)], TypeError, "elem-Fraction"),
+        ([x, OnlyInt(x)], TypeError, "elem-only-__int__"),
+        ((x, RaisingIndex()), IndexBoom, "elem-raising-__index__"),
+        (Make(_two_d, "2-D memoryview"), TypeError, "memoryview-2d"),
+        (Make(lambda: memoryview(b"").cast("B", [0, 0]), "2-D empty"), TypeError, "mv-2d-empty"),
+        (array("d", [float(x)]), TypeError, "array-d"),
+    ]
+    if np is not None:
+        cases += [
+            ([x, np.float32(x)], TypeError, "elem-np.float32"),
+            ([x, np.bool_(True)], TypeError, "elem-np.bool_"),
+            (Make(lambda: np.array([x, x], dtype="datetime64[s]"), "dt64"), TypeError, "dt64"),
+            (Make(lambda: np.array([x], dtype=np.float64), "f64 array"), TypeError, "np-f64"),
+            (Make(lambda: np.full((2, 2), x, dtype=np.uint64), "2-D"), TypeError, "np-2d"),
+            (Make(lambda: np.uint64(x), "np 0-d"), TypeError, "np-scalar"),
+            (Make(lambda: np.array(x, dtype=np.uint64), "0-d array"), TypeError, "np-0d"),
+        ]
+    return cases
+
+
+def forged_maps() -> list[tuple[Any, type[BaseException], str]]:
+    """DMAMaps built around the constructor with ``tuple.__new__`` (class 5 and class 2)."""
+    forge = tuple.__new__
+    cases: list[tuple[Any, type[BaseException], str]] = [
+        (forge(DMAMap, (0x9000, 0, 0xFFF, Perm.RW)), TypeError, "forged-4-fields"),
+        (forge(DMAMap, ()), TypeError, "forged-0-fields"),
+        (forge(DMAMap, (0x9000, 0, 0xFFF, Perm.RW, 0, 0)), TypeError, "forged-6-fields"),
+        (forge(DMAMap, (Decimal(0x9000), 0, 0xFFF, Perm.RW, 0)), TypeError, "forged-Decimal"),
+        (forge(DMAMap, (0x9000, OnlyInt(0), 0xFFF, Perm.RW, 0)), TypeError, "forged-only-int"),
+        (forge(DMAMap, (0x9000, 0, 0xFFF, Perm.RW, Fraction(1))), TypeError, "forged-Fraction"),
+        (forge(DMAMap, (0x9000, 0, 0xFFF, 3.0, 0)), TypeError, "forged-perm-float"),
+        (forge(DMAMap, (0x9000, 0, RaisingIndex(), 3, 0)), IndexBoom, "forged-raising"),
+        (forge(DMAMap, (0x9000, 0, -1, 3, 0)), InvalidMapError, "forged-negative"),
+    ]
+    if np is not None:
+        cases += [
+            (forge(DMAMap, (np.float32(0x9000), 0, 0xFFF, Perm.RW, 0)), TypeError, "forged-f32"),
+            (forge(DMAMap, (0x9000, 0, 0xFFF, np.bool_(True), 0)), TypeError, "forged-np.bool_"),
+        ]
+    return cases
+
+
+def hostile(kind: str, good: Any) -> list[tuple[Any, type[BaseException], str]]:
+    if kind in ("u64", "opt", "perm"):
+        return hostile_scalars(3 if kind == "perm" else good)
+    if kind == "batch":
+        return hostile_batches(good)
+    if kind == "map":
+        return forged_maps()
+    return []
 
 
 @dataclass(frozen=True)
@@ -246,7 +392,7 @@ def _bad_cases() -> Iterator[Any]:
     for m in METHODS:
         good = tuple(value for _, _, value in m.params)
         for pos, (pname, kind, _) in enumerate(m.params):
-            for value, error, label in KINDS.get(kind, POLICY_BAD):
+            for value, error, label in KINDS.get(kind, POLICY_BAD) + hostile(kind, good[pos]):
                 args = good[:pos] + (value,) + good[pos + 1 :]
                 yield pytest.param(
                     m.cls, m.name, args, error, id=f"{m.cls}.{m.name}-{pname}-{label}"
@@ -312,9 +458,124 @@ def test_bad_argument(backend, cls, name, args, error):
     obj = make(backend, cls)
     before = state(obj)
     with pytest.raises(error):
-        getattr(obj, name)(*args)
+        getattr(obj, name)(*built(args))
     assert state(obj) == before
     obj.check()
+
+
+def _index_cases() -> Iterator[Any]:
+    """Each scalar argument of each method replaced by an integer that is not an ``int``."""
+    for m in METHODS:
+        good = tuple(value for _, _, value in m.params)
+        for pos, (pname, kind, value) in enumerate(m.params):
+            if kind not in ("u64", "opt", "perm") or value is None:
+                continue
+            raw = int(value)
+            kinds: list[tuple[Any, str]] = [(Index(raw), "__index__")]
+            if raw in (0, 1):
+                kinds.append((bool(raw), "bool"))
+            if np is not None:
+                kinds.append((np.uint64(raw), "np.uint64"))
+            for other, label in kinds:
+                args = good[:pos] + (other,) + good[pos + 1 :]
+                label = f"{m.cls}.{m.name}-{pname}-{label}"
+                yield pytest.param(m.cls, m.name, good, args, id=label)
+
+
+@pytest.mark.parametrize("cls, name, good, args", list(_index_cases()))
+def test_integer_types_are_taken_as_their_int(backend, cls, name, good, args):
+    """``__index__`` (NumPy integers, a user's own type; ``True`` is 1) is what makes an int:
+    the call answers and changes the tree exactly as with the plain int."""
+    plain, other = make(backend, cls), make(backend, cls)
+    expected = outcome(lambda: getattr(plain, name)(*good))
+    got = outcome(lambda: getattr(other, name)(*args))
+    assert got == expected
+    assert state(other) == state(plain)
+
+
+def outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # compared by type and text
+        return (type(exc), str(exc))
+
+
+class Closer:
+    """An integer whose ``__index__`` closes the object it is passed to (class 6)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+        self.victim: Any = None
+
+    def __index__(self) -> int:
+        self.victim.close()
+        return self.value
+
+
+def _with_closer(kind: str, value: Any, closer: Closer) -> Any:
+    if kind == "batch":
+        return [*value, closer]
+    if kind == "map":
+        return tuple.__new__(DMAMap, (value[0], value[1], closer, value[3], value[4]))
+    return closer
+
+
+def _closer_cases() -> Iterator[Any]:
+    for m in METHODS:
+        for pos, (pname, kind, value) in enumerate(m.params):
+            if kind == "policy":
+                continue
+            # The int the closer stands for: the good value (a map's size field, a batch's
+            # first address; an id for None), so only the closing makes the call fail.
+            raw = {"perm": 3, "batch": value[0] if kind == "batch" else 0}.get(kind, value)
+            if kind == "map":
+                raw = value[2]
+            elif raw is None:
+                raw = 1
+            yield pytest.param(m.cls, m.name, pos, kind, raw, id=f"{m.cls}.{m.name}-{pname}")
+
+
+@pytest.mark.parametrize("cls, name, pos, kind, raw", list(_closer_cases()))
+def test_index_that_closes_the_tree(backend, cls, name, pos, kind, raw):
+    """The call sees the tree closed, as any call on a closed tree: ``ValueError``, and no
+    answer or map from a closed tree."""
+    m = next(m for m in METHODS if m.cls == cls and m.name == name)
+    obj = make(backend, cls)
+    closer = Closer(raw)
+    closer.victim = obj
+    args = [value for _, _, value in m.params]
+    args[pos] = _with_closer(kind, args[pos], closer)
+    with pytest.raises(ValueError) as info:
+        getattr(obj, name)(*args)
+    assert not isinstance(info.value, IOVAError)
+    assert obj.closed is True
+
+
+def _one_shot_cases() -> Iterator[Any]:
+    for m in METHODS:
+        if m.params[0][1] == "batch":
+            yield pytest.param(m.cls, m.name, id=f"{m.cls}.{m.name}")
+
+
+@pytest.mark.parametrize("cls, name", list(_one_shot_cases()))
+@pytest.mark.parametrize(
+    "container",
+    [
+        pytest.param(lambda xs: (x for x in xs), id="generator"),
+        pytest.param(iter, id="iterator"),
+        pytest.param(lambda xs: dict.fromkeys(xs).keys(), id="dict-keys"),
+        pytest.param(lambda xs: map(int, xs), id="map"),
+    ],
+)
+def test_one_shot_iterators_line_up(backend, cls, name, container):
+    """A one-shot iterator gives one answer per address, as a list does (class 1)."""
+    obj = make(backend, cls)
+    addresses = [a for addrs in (obj.host_maps() if cls == "VhostIOVATree" else obj.maps())
+                 for a in (addrs.iova, addrs.translated_addr)]
+    addresses = list(dict.fromkeys(addresses + [0x5, 0x1234_5678]))
+    expected = getattr(obj, name)(addresses, missing=0xDEAD)
+    assert len(expected) == len(addresses)
+    assert getattr(obj, name)(container(addresses), missing=0xDEAD) == expected
 
 
 @pytest.mark.parametrize("cls, name, args", list(_good_calls()))

@@ -528,4 +528,75 @@ def test_iteration_is_eager_and_reproducer_renders_batch_inputs() -> None:
     values = iter([0x10, 0x20])  # a one-shot iterator: both sides must see the same values
     with pytest.raises(DivergenceError) as caught:
         tree.to_translated_many(values)
-    assert "tree.to_translated_many([0x10, 0x20])" in caught.value.reproducer
+    assert "tree.to_translated_many(iter([0x10, 0x20]))" in caught.value.reproducer
+
+
+# --------------------------------------------------------------------------- issue 15, 1 and 2
+
+
+class ConsumingIOVATree(reference.IOVATree):
+    """The batch bug of issue 15: a fast conversion eats a one-shot iterator up to its first
+    bad value, and the fallback reads only what is left."""
+
+    def to_translated_many(self, iovas: Any, missing: int | None = None) -> array:
+        try:
+            values: Any = array("Q", iovas)
+        except (TypeError, OverflowError):
+            values = list(iovas)  # what is left of a one-shot iterator
+        return super().to_translated_many(values, missing)
+
+
+class IntConvertingIOVATree(reference.IOVATree):
+    """The scalar bug of issue 15: anything with ``__int__`` taken as an int (cffi's way)."""
+
+    def remove(self, iova: Any, size: Any = 0) -> int:
+        return super().remove(int(iova), int(size))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(lambda: iter([-1, 0x1000]), id="bad-first"),
+        pytest.param(lambda: (x for x in [0x1000, 0x1001, -1]), id="bad-last"),
+    ],
+)
+def test_one_shot_iterator_bug_is_caught(values: Any) -> None:
+    """Each side gets its own iterator over the same values: a backend that reads one twice
+    diverges (a differential that handed both sides a list would hide it)."""
+    tree = differential.IOVATree(left=ConsumingIOVATree, right=reference.IOVATree)
+    tree.insert(DMAMap(0x1000, 0x5000, 0xFFF))
+    with pytest.raises(DivergenceError) as caught:
+        tree.to_translated_many(values())
+    err = caught.value
+    assert isinstance(err.right, InvalidMapError)
+    assert not isinstance(err.left, InvalidMapError)
+    assert "iter([" in err.reproducer
+    planted, ref = run_reproducer(err.reproducer, ConsumingIOVATree(), reference.IOVATree())
+    assert not same_outcome(planted, ref)
+
+
+def test_int_conversion_bug_is_caught() -> None:
+    from decimal import Decimal
+
+    tree = differential.IOVATree(left=IntConvertingIOVATree, right=reference.IOVATree)
+    tree.insert(DMAMap(0x1000, 0x5000, 0xFFF))
+    with pytest.raises(DivergenceError) as caught:
+        tree.remove(Decimal("4096.7"))
+    assert caught.value.left == 1 and isinstance(caught.value.right, TypeError)
+
+
+@needs_native
+def test_native_agrees_on_one_shot_iterators_and_non_integers() -> None:
+    """The default sides agree where the native backend used to lose data (issue 15)."""
+    from decimal import Decimal
+
+    tree = differential.IOVATree()
+    tree.insert(DMAMap(0x1000, 0x5000, 0xFFF))
+    for values in (iter([-1, 0x1000]), (x for x in [0x1000, 0x1001, -1])):
+        with pytest.raises(InvalidMapError):
+            tree.to_translated_many(values)
+    with pytest.raises(TypeError):
+        tree.remove(Decimal("4096.7"))
+    assert tree.to_translated_many(iter([0x1000, 0x1FFF])) == array("Q", [0x5000, 0x5FFF])
+    tree.check()
+    tree.close()

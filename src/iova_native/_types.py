@@ -2,8 +2,23 @@
 """Types shared by every backend: ``DMAMap``, ``Perm``, the errors, and argument checks.
 
 The checks live here, once, so that the native and reference backends reject bad input with the
-same exception for the same reason (docs/contract.md).  The native backend only calls them on
-its slow path, after cffi has refused an argument, to produce the precise error and message.
+same exception for the same reason (docs/contract.md).  The native backend passes an argument
+straight to C only when it is an exact ``int`` (or, for ``perm``, an exact ``Perm``); anything
+else takes its slow path, which converts it with these same functions first.  cffi's own
+conversion is never trusted with a non-int: it calls ``__int__``, which floats, ``Decimal`` and
+NumPy floats and bools all have.
+
+How a scalar becomes an int (:func:`check_u64`, the one conversion every scalar goes through):
+
+* an ``int`` (``bool`` included: ``True`` is 1, as everywhere in Python) is taken as it is;
+* ``float``, ``str``, ``bytes`` and ``None`` raise ``TypeError``;
+* anything else must have ``__index__`` (``operator.index``): NumPy integers do; NumPy floats
+  and ``numpy.bool_``, ``Decimal``, ``Fraction`` and objects with only ``__int__`` do not, and
+  raise ``TypeError``;
+* an exception that ``__index__`` raises itself (other than ``TypeError``) propagates
+  unchanged, as it does from Python's own int-taking built-ins;
+* ``__index__`` is user code that runs after the closed check: if it closes the tree, the call
+  raises ``ValueError`` as on any closed tree and stores nothing.
 """
 
 from __future__ import annotations
@@ -108,7 +123,10 @@ class DivergenceError(AssertionError):
 
 
 def check_u64(value: Any, name: str) -> int:
-    """Return ``value`` as an int in 0..2**64-1, or raise TypeError / InvalidMapError."""
+    """Return ``value`` as an int in 0..2**64-1, or raise TypeError / InvalidMapError.
+
+    The one conversion of a scalar argument (see the module docstring for what converts).
+    """
     if type(value) is not int:
         if isinstance(value, (float, str, bytes)) or value is None:
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -146,6 +164,78 @@ def check_length(addr: Any, length: Any, addr_name: str) -> tuple[int, int]:
     if length and addr + length - 1 > MAX_U64:
         raise InvalidMapError(f"buffer {addr_name}={addr:#x} length={length:#x} wraps past 2**64-1")
     return addr, length
+
+
+def check_map(map: Any) -> DMAMap:
+    """``map`` rebuilt through the ``DMAMap`` constructor, which checks every field again.
+
+    ``TypeError`` unless ``map`` is a ``DMAMap`` of exactly five fields (``tuple.__new__`` can
+    forge one of any length), or if a field has the wrong type; ``InvalidMapError`` for an
+    out-of-range field, a wrapping range or ``Perm.NONE``.
+    """
+    if not isinstance(map, DMAMap):
+        raise TypeError(f"insert() needs a DMAMap, not {type(map).__name__}")
+    fields = tuple.__len__(map)
+    if fields != 5:
+        raise TypeError(f"insert() needs a DMAMap of 5 fields, not one of {fields}")
+    return DMAMap(*tuple.__iter__(map))
+
+
+def _batch_type_error(values: Any) -> TypeError:
+    return TypeError(
+        f"expected a sequence of ints or a buffer of uint64, not {type(values).__name__}"
+    )
+
+
+#: Containers that iterate the same way every time: a batch in one of them is read directly
+#: (the native backend converts it in one C pass, and checks it again only to name an error).
+REITERABLE = (list, tuple, range)
+
+
+def batch_input(values: Any) -> tuple[Any, bool, bool]:
+    """Classify a batch argument (a U64Input); return ``(source, in_place, checked)``.
+
+    ``in_place`` is True when ``values`` is a one-dimensional C-contiguous buffer of native
+    uint64, which C can read as it is; ``source`` is then ``values``.  Otherwise ``source`` is a
+    re-iterable sequence of the same elements: ``values`` itself (not yet checked) for a list,
+    tuple, range or other one-dimensional buffer, else a list of the elements already checked
+    in one pass (:func:`check_u64_list`; ``checked`` is then True), so a one-shot iterator is
+    consumed exactly once and the answers line up with what it gave.
+
+    ``TypeError`` for ``str``, ``bytes``, ``bytearray``, a buffer that is not one-dimensional,
+    or an object that is not iterable.
+    """
+    if isinstance(values, (str, bytes, bytearray)):
+        raise _batch_type_error(values)
+    if type(values) in REITERABLE:
+        return values, False, False
+    try:
+        with memoryview(values) as view:
+            ndim = view.ndim
+            in_place = (
+                ndim == 1
+                and view.itemsize == 8
+                and view.format.lstrip("@=<") in ("Q", "L")
+                and view.c_contiguous
+            )
+    except TypeError:  # no buffer interface: an iterable, or not one at all
+        ndim = -1
+    except (ValueError, NotImplementedError):  # a buffer whose format cannot be exported
+        ndim = -1  # (NumPy datetime64): its elements are checked one by one below
+    if ndim == 1:
+        return values, in_place, False
+    if ndim != -1:
+        raise TypeError(f"a buffer of addresses must be one-dimensional, not {ndim}-dimensional")
+    try:
+        iterator = iter(values)
+    except TypeError:
+        raise _batch_type_error(values) from None
+    return check_u64_list(iterator), False, True
+
+
+def check_u64_list(values: Any) -> list[int]:
+    """Every element of the iterable ``values`` through :func:`check_u64`, in order."""
+    return [check_u64(x, "address") for x in values]
 
 
 def check_perm(perm: Any) -> Perm:
@@ -288,10 +378,13 @@ class DMAMap(tuple):  # type: ignore[type-arg]
         return DMAMap(**fields)
 
     def __repr__(self) -> str:
-        return (
-            f"DMAMap(iova={self[0]:#x}, translated_addr={self[1]:#x}, size={self[2]:#x}, "
-            f"perm=Perm.{Perm(self[3]).name}, id={self[4]:#x})"
-        )
+        try:
+            return (
+                f"DMAMap(iova={self[0]:#x}, translated_addr={self[1]:#x}, size={self[2]:#x}, "
+                f"perm=Perm.{Perm(self[3]).name}, id={self[4]:#x})"
+            )
+        except (IndexError, TypeError, ValueError):  # forged with tuple.__new__: show the fields
+            return f"tuple.__new__(DMAMap, {tuple.__repr__(self)})"
 
     def __getnewargs__(self) -> tuple[int, int, int, Perm, int]:  # pickling
         return tuple(self)  # type: ignore[return-value]

@@ -96,6 +96,43 @@ class _Self:
 _SELF = _Self()
 
 
+class _OneShot:
+    """A one-shot iterator given to a batch form, read once: each side, and each replay, gets
+    a fresh iterator over the same values (ending with the same exception if the caller's
+    iterator raised one), so a backend that mishandles one-shot iterators still shows it."""
+
+    __slots__ = ("values", "error")
+
+    def __init__(self, iterator: Any) -> None:
+        self.values: list[Any] = []
+        self.error: Exception | None = None
+        try:
+            for value in iterator:
+                self.values.append(value)
+        except Exception as exc:  # the sides must meet it too, at the same place
+            self.error = exc
+
+    def fresh(self) -> Iterator[Any]:
+        """A new one-shot iterator over the values."""
+        return _replay_values(self.values, self.error)
+
+    def __repr__(self) -> str:
+        return f"iter({self.values!r})"
+
+
+def _replay_values(values: list[Any], error: Exception | None) -> Iterator[Any]:
+    yield from values
+    if error is not None:
+        raise error
+
+
+def _fresh_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with a recorded one-shot iterator (always the first argument) made new."""
+    if args and type(args[0]) is _OneShot:
+        return (args[0].fresh(), *args[1:])
+    return args
+
+
 class Operation(NamedTuple):
     """One recorded call: the method, and the arguments exactly as passed to both sides."""
 
@@ -107,7 +144,7 @@ class Operation(NamedTuple):
     def apply(self, obj: Any) -> Any:
         """Run this operation on ``obj``; return its value (exceptions propagate)."""
         if self.kind == _CALL:
-            result = getattr(obj, self.method)(*self.args, **dict(self.kwargs))
+            result = getattr(obj, self.method)(*_fresh_args(self.args), **dict(self.kwargs))
             return _SELF if result is obj and self.method == "__enter__" else result
         if self.kind == _LEN:
             return len(obj)
@@ -160,7 +197,7 @@ class _Param(NamedTuple):
     default: Any = None
     required: bool = False
     positional: bool = True
-    batch: bool = False  # a U64Input: snapshotted, iterators materialised
+    batch: bool = False  # a U64Input: snapshotted, iterators replayed
 
 
 _NO_DEFAULT = object()
@@ -264,16 +301,17 @@ def _is_default(value: Any, default: Any) -> bool:
 def _batch_input(value: Any) -> tuple[Any, Any]:
     """``(what both sides get, what the log keeps)`` for a batch argument.
 
-    A one-shot iterator is materialised to a list so both sides see the same values; anything
-    else goes to both sides as it is, and the log keeps a copy so a replay sees the values of the
-    time of the call even if the caller reuses the buffer.
+    A one-shot iterator is read once into a ``_OneShot``, from which each side gets a fresh
+    iterator (``_invoke``): both see the same values, and both get an iterator, as the caller
+    passed.  Anything else goes to both sides as it is, and the log keeps a copy so a replay sees
+    the values of the time of the call even if the caller reuses the buffer.
     """
     try:
         is_iterator = iter(value) is value
-    except TypeError:
+    except (TypeError, NotImplementedError):  # NotImplementedError: a 2-D memoryview
         return value, value  # not iterable: a bad-input call, both sides should refuse it
     if is_iterator:
-        value = list(value)
+        value = _OneShot(value)
         return value, value
     if type(value) is list:
         return value, list(value)
@@ -430,6 +468,8 @@ def _render(value: Any, imports: set[str]) -> str:
     if type(value) is tuple:
         inner = ", ".join(_render(x, imports) for x in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if type(value) is _OneShot:
+        return f"iter({_render(value.values, imports)})"
     if type(value) is range:
         bounds = [value.start, value.stop] + ([value.step] if value.step != 1 else [])
         return f"range({', '.join(_render(x, imports) for x in bounds)})"
@@ -443,7 +483,8 @@ def _render(value: Any, imports: set[str]) -> str:
             imports.add("array")
             items = ", ".join(_render(x, imports) for x in value.tolist())
             return f"memoryview(array({fmt!r}, [{items}]))"
-        return f"memoryview({bytes(value)!r}).cast({value.format!r})"
+        shape = "" if value.ndim == 1 else f", {list(value.shape or ())!r}"
+        return f"memoryview({bytes(value)!r}).cast({value.format!r}{shape})"
     if type(value).__module__ == "numpy":
         imports.add("numpy")
         if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a NumPy scalar
@@ -899,7 +940,7 @@ def _construct(cls: Any, args: tuple[Any, ...]) -> Any:
 
 def _invoke(obj: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
-        result = getattr(obj, method)(*args, **kwargs)
+        result = getattr(obj, method)(*_fresh_args(args), **kwargs)
     except Exception as exc:  # an outcome to compare
         return _Raised(exc)
     # ``__enter__`` returns each side itself: the same answer, though not the same object.

@@ -68,23 +68,20 @@ def _maps(words: list[int]) -> list[DMAMap]:
 
 
 def _u64_view(values: Any) -> Any:
-    """``values`` as a cffi ``uint64_t[]``; a C-contiguous uint64 buffer is used in place."""
-    try:
-        with memoryview(values) as view:
-            in_place = (view.itemsize == 8 and view.format.lstrip("@=<") in ("Q", "L")
-                        and view.ndim == 1 and view.c_contiguous)
-    except TypeError:
-        in_place = False
+    """``values`` as a cffi ``uint64_t[]``; a C-contiguous uint64 buffer is used in place.
+
+    Every other input is read once (``_types.batch_input``): a one-shot iterator is never
+    consumed by a failed fast attempt and then read again from where it stopped.
+    """
+    source, in_place, _ = T.batch_input(values)
     if in_place:
         # The object itself, not a memoryview of it: cffi must own the buffer export, or a
         # garbage collection can release the view under it.
-        return ffi.from_buffer("uint64_t[]", values)
-    if isinstance(values, (str, bytes, bytearray)):
-        raise TypeError(f"addresses must be a sequence of ints, not {type(values).__name__}")
+        return ffi.from_buffer("uint64_t[]", source)
     try:
-        converted = array("Q", values)
+        converted = array("Q", source)  # one C pass; __index__ semantics, as check_u64
     except _ARG_ERRORS:
-        converted = array("Q", [T.check_u64(value, "address") for value in values])
+        converted = array("Q", T.check_u64_list(source))  # raises the precise error
     return ffi.from_buffer("uint64_t[]", converted)
 
 
@@ -292,7 +289,7 @@ class _Native:
             missing = T.check_missing(missing)
         try:
             src = _u64_view(values)
-        except (*_ARG_ERRORS, InvalidMapError):
+        except Exception:  # whatever an element's __index__ raised: a closed tree says so first
             self._check_open()
             raise
         # Buffer exports are released as soon as the call returns: an exception's traceback
@@ -347,20 +344,26 @@ class _Tree(_Native, TreeContainer):
 
     def insert(self, map: DMAMap) -> None:
         """Store ``map``; OverlapError (``.existing``, the lowest map hit) if its range is taken."""
-        if not isinstance(map, DMAMap):
+        if type(map) is not DMAMap or tuple.__len__(map) != 5:
             self._check_open()
-            raise TypeError(f"insert() needs a DMAMap, not {type(map).__name__}")
+            map = T.check_map(map)
+        iova, taddr, size, perm, id = tuple.__iter__(map)
+        if not (type(iova) is int and type(taddr) is int and type(size) is int
+                and type(perm) is Perm and type(id) is int):
+            # Only a DMAMap built around its checks can get here: rebuilding it through the
+            # constructor raises what the reference raises, or normalises it.
+            self._check_open()
+            map = T.check_map(map)
+            iova, taddr, size, perm, id = tuple.__iter__(map)
         pool = self._maps_pool
         pair = _pop(pool, _map_buffer)
         try:
-            rc = _ib_insert(self._h, map[0], map[1], map[2], map[3], map[4], pair[0])
-        except _ARG_ERRORS:
+            rc = _ib_insert(self._h, iova, taddr, size, perm, id, pair[0])
+        except _ARG_ERRORS:  # out of range: a forged map; the constructor names the field
             pool.append(pair)
-            # Only a DMAMap built around its checks can get here: rebuilding it through the
-            # constructor raises what the reference raises.
             self._check_open()
-            self.insert(DMAMap(*tuple.__iter__(map)))
-            return
+            T.check_map(map)
+            raise
         if rc == _OK:
             pool.append(pair)
             return
@@ -395,32 +398,36 @@ class _Tree(_Native, TreeContainer):
 
     def _find_key(self, iova: int, size: int = 0) -> DMAMap | None:
         """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``."""
-        pool = self._maps_pool
-        pair = _pop(pool, _map_buffer)
-        try:
-            rc = _ib_find(self._h, iova, size, pair[0])
-            if rc == 1:
-                o = pair[1]  # read before the buffer goes back to the pool
-                return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
-        except _ARG_ERRORS:
-            rc = _ERR_INVALID
-        finally:
-            pool.append(pair)
-        if rc == 0:
-            return None
-        if rc != _ERR_INVALID:
-            self._fail(rc)
+        # Only exact ints go straight to C (cffi would take anything with __int__).
+        if type(iova) is int and type(size) is int:
+            pool = self._maps_pool
+            pair = _pop(pool, _map_buffer)
+            try:
+                rc = _ib_find(self._h, iova, size, pair[0])
+                if rc == 1:
+                    o = pair[1]  # read before the buffer goes back to the pool
+                    return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+            except _ARG_ERRORS:
+                rc = _ERR_INVALID
+            finally:
+                pool.append(pair)
+            if rc == 0:
+                return None
+            if rc != _ERR_INVALID:
+                self._fail(rc)
         self._check_open()
         return self._one_map(_ib_find, T.check_range(iova, size, self._key_name))
 
     def _remove_key(self, iova: int, size: int = 0) -> int:
         """Remove every map overlapping ``[iova, iova + size]``; return how many."""
-        try:
-            n = _ib_remove(self._h, iova, size)
-        except _ARG_ERRORS:
-            n = _ERR_INVALID
-        if n >= 0:
-            return int(n)
+        n = _ERR_INVALID
+        if type(iova) is int and type(size) is int:
+            try:
+                n = _ib_remove(self._h, iova, size)
+            except _ARG_ERRORS:
+                pass
+            if n >= 0:
+                return int(n)
         if n == _ERR_INVALID:
             self._check_open()
             n = _ib_remove(self._h, *T.check_range(iova, size, self._key_name))
@@ -462,24 +469,25 @@ class IOVATree(_Tree):
         self, translated_addr: int, size: int = 0, id: int | None = None
     ) -> DMAMap | None:
         """The lowest-IOVA map whose translated range overlaps (and whose id is ``id``)."""
-        pool = self._maps_pool
-        pair = _pop(pool, _map_buffer)
-        try:
-            if id is None:
-                rc = _ib_find_iova(self._h, translated_addr, size, 0, 0, pair[0])
-            else:
-                rc = _ib_find_iova(self._h, translated_addr, size, 1, id, pair[0])
-            if rc == 1:
-                o = pair[1]
-                return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
-        except _ARG_ERRORS:
-            rc = _ERR_INVALID
-        finally:
-            pool.append(pair)
-        if rc == 0:
-            return None
-        if rc != _ERR_INVALID:
-            self._fail(rc)
+        if type(translated_addr) is int and type(size) is int and (id is None or type(id) is int):
+            pool = self._maps_pool
+            pair = _pop(pool, _map_buffer)
+            try:
+                if id is None:
+                    rc = _ib_find_iova(self._h, translated_addr, size, 0, 0, pair[0])
+                else:
+                    rc = _ib_find_iova(self._h, translated_addr, size, 1, id, pair[0])
+                if rc == 1:
+                    o = pair[1]
+                    return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+            except _ARG_ERRORS:
+                rc = _ERR_INVALID
+            finally:
+                pool.append(pair)
+            if rc == 0:
+                return None
+            if rc != _ERR_INVALID:
+                self._fail(rc)
         self._check_open()
         translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
         id = T.check_optional_id(id)
@@ -490,12 +498,14 @@ class IOVATree(_Tree):
         self, translated_addr: int, length: int, id: int | None = None
     ) -> list[tuple[int, int]]:
         """Minimal ``(iova, nbytes)`` segments covering ``length`` bytes from the address."""
-        try:
-            return self._translate_raw(translated_addr, length, id)
-        except (*_ARG_ERRORS, InvalidMapError):
-            self._check_open()
-            translated_addr, length = T.check_length(translated_addr, length, "translated_addr")
-            return self._translate_raw(translated_addr, length, T.check_optional_id(id))
+        if type(translated_addr) is int and type(length) is int and (id is None or type(id) is int):
+            try:
+                return self._translate_raw(translated_addr, length, id)
+            except (*_ARG_ERRORS, InvalidMapError):
+                pass
+        self._check_open()
+        translated_addr, length = T.check_length(translated_addr, length, "translated_addr")
+        return self._translate_raw(translated_addr, length, T.check_optional_id(id))
 
     def _translate_raw(self, addr: Any, length: Any, id: Any) -> list[tuple[int, int]]:
         args = (addr, length, 0, 0) if id is None else (addr, length, 1, id)
@@ -515,7 +525,9 @@ class IOVATree(_Tree):
         """Place, insert and return a map of ``size``: lowest (``"first"``) or highest
         (``"last"``) ``align``-aligned IOVA in ``[iova_begin, iova_last]`` where it fits."""
         top_down = _POLICIES.get(policy) if type(policy) is str else None
-        if top_down is not None:
+        if (top_down is not None and type(size) is int and type(translated_addr) is int
+                and type(perm) is Perm and type(id) is int and type(iova_begin) is int
+                and type(iova_last) is int and type(align) is int):
             try:
                 return self._alloc_raw(size, translated_addr, perm, id, iova_begin, iova_last,
                                        align, top_down)
@@ -644,12 +656,14 @@ class VhostIOVATree(_Native, Container):
         return False
 
     def _alloc(self, size: Any, taddr: Any, perm: Any, gpa: bool) -> DMAMap:
-        try:
-            return self._alloc_raw(size, taddr, perm, gpa)
-        except (*_ARG_ERRORS, InvalidMapError):
-            self._check_open()
-            taddr, size = T.check_sized(size, taddr, "gpa" if gpa else "hva")
-            return self._alloc_raw(size, taddr, T.check_perm(perm), gpa)
+        if type(size) is int and type(taddr) is int and type(perm) is Perm:
+            try:
+                return self._alloc_raw(size, taddr, perm, gpa)
+            except (*_ARG_ERRORS, InvalidMapError):
+                pass
+        self._check_open()
+        taddr, size = T.check_sized(size, taddr, "gpa" if gpa else "hva")
+        return self._alloc_raw(size, taddr, T.check_perm(perm), gpa)
 
     def _alloc_raw(self, size: Any, taddr: Any, perm: Any, gpa: bool) -> DMAMap:
         pool = self._maps_pool
@@ -683,11 +697,13 @@ class VhostIOVATree(_Native, Container):
         return self._alloc(size, gpa, perm, True)
 
     def _find(self, call: Callable[..., int], addr: int, size: int, name: str) -> DMAMap | None:
-        try:
-            return self._one_map(call, (addr, size))
-        except (*_ARG_ERRORS, InvalidMapError):
-            self._check_open()
-            return self._one_map(call, T.check_range(addr, size, name))
+        if type(addr) is int and type(size) is int:
+            try:
+                return self._one_map(call, (addr, size))
+            except (*_ARG_ERRORS, InvalidMapError):
+                pass
+        self._check_open()
+        return self._one_map(call, T.check_range(addr, size, name))
 
     def find_iova(self, hva: int, size: int = 0) -> DMAMap | None:
         """The host-only map (lowest IOVA) overlapping the HVA range."""
@@ -698,10 +714,12 @@ class VhostIOVATree(_Native, Container):
         return self._find(lib.ib_vhost_find_gpa, gpa, size, "gpa")
 
     def _remove(self, call: Callable[..., int], key: int, size: int, name: str) -> int:
-        try:
-            n = call(self._h, key, size)
-        except _ARG_ERRORS:
-            n = _ERR_INVALID
+        n = _ERR_INVALID
+        if type(key) is int and type(size) is int:
+            try:
+                n = call(self._h, key, size)
+            except _ARG_ERRORS:
+                pass
         if n == _ERR_INVALID:
             self._check_open()
             n = call(self._h, *T.check_range(key, size, name))
@@ -720,19 +738,20 @@ class VhostIOVATree(_Native, Container):
     def translate(self, hva: int, length: int, gpa: int | None = None) -> list[tuple[int, int]]:
         """Segments of the buffer: through the host-only tree, or, given the ``gpa`` the guest
         knows it by, through the GPA tree (``hva`` is then only checked)."""
-        try:
-            if gpa is None:
-                return self._translate(lib.ib_vhost_translate, (hva, length, 0))
-            if type(hva) is not int or not 0 <= hva <= MAX_U64 or hva + length > MAX_U64 + 1:
-                raise TypeError("hva")  # the slow path gives the precise error
-            return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
-        except (*_ARG_ERRORS, InvalidMapError):
-            self._check_open()
-            hva, length = T.check_length(hva, length, "hva")
-            if gpa is None:
-                return self._translate(lib.ib_vhost_translate, (hva, length, 0))
-            gpa = T.check_length(gpa, length, "gpa")[0]
-            return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
+        if type(hva) is int and type(length) is int:
+            try:
+                if gpa is None:
+                    return self._translate(lib.ib_vhost_translate, (hva, length, 0))
+                if type(gpa) is int and 0 <= hva <= MAX_U64 and hva + length <= MAX_U64 + 1:
+                    return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
+            except (*_ARG_ERRORS, InvalidMapError):
+                pass
+        self._check_open()
+        hva, length = T.check_length(hva, length, "hva")
+        if gpa is None:
+            return self._translate(lib.ib_vhost_translate, (hva, length, 0))
+        gpa = T.check_length(gpa, length, "gpa")[0]
+        return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
 
     def to_iova_many(self, hvas: Any, missing: int | None = None) -> array:
         """For each HVA, the IOVA through the host-only map covering it."""

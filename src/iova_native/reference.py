@@ -28,14 +28,17 @@ from ._types import (
     OverlapError,
     Perm,
     TranslationError,
+    batch_input,
     check_alloc,
     check_length,
+    check_map,
     check_missing,
     check_optional_id,
     check_perm,
     check_range,
     check_sized,
     check_u64,
+    check_u64_list,
 )
 from .api import Segment, U64Input
 
@@ -56,19 +59,12 @@ def _u64_list(values: U64Input) -> list[int]:
     """Every element of ``values`` (an iterable of ints or a buffer of uint64), checked.
 
     ``bytes``, ``bytearray`` and ``str`` are refused: they are buffers of bytes or text, not of
-    uint64, and reading them as a sequence of small ints would hide a caller's mistake.
+    uint64, and reading them as a sequence of small ints would hide a caller's mistake.  A
+    one-shot iterator is read once; a buffer must be one-dimensional (``_types.batch_input``,
+    which the native backend uses too).
     """
-    if isinstance(values, (str, bytes, bytearray)):
-        raise TypeError(
-            f"expected a sequence of ints or a buffer of uint64, not {type(values).__name__}"
-        )
-    try:
-        iterator = iter(values)
-    except TypeError:
-        raise TypeError(
-            f"expected a sequence of ints or a buffer of uint64, not {type(values).__name__}"
-        ) from None
-    return [check_u64(x, "address") for x in iterator]
+    source, _, checked = batch_input(values)
+    return source if checked else check_u64_list(source)
 
 
 def _check_map_fields(m: Any, where: str) -> None:
@@ -253,11 +249,10 @@ class _TreeBase(TreeContainer):
 
     def _insert_checked(self, map: Any) -> DMAMap:
         """Type-check and re-validate ``map``; raise ``OverlapError`` if its key is taken."""
-        if not isinstance(map, DMAMap):
-            raise TypeError(f"insert() needs a DMAMap, not {type(map).__name__}")
         # Rebuilding through the constructor validates every field again (a DMAMap built with
-        # ``_trusted`` is not checked) and normalises it to a plain DMAMap.
-        m = DMAMap(*tuple.__iter__(map))
+        # ``_trusted`` or ``tuple.__new__`` is not checked) and normalises it to a plain DMAMap.
+        m = check_map(map)
+        self._check_open()  # a field's __index__ may have closed it
         store = self._store
         existing = store.find(store.first(m), store.last(m))
         if existing is not None:
@@ -304,6 +299,7 @@ class IOVATree(_TreeBase):
         """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``, else None."""
         self._check_open()
         iova, size = check_range(iova, size, "iova")
+        self._check_open()  # an argument's __index__ may have closed it
         return self._store.find(iova, iova + size)
 
     def find_all(self, iova: int, size: int = 0) -> list[DMAMap]:
@@ -347,6 +343,7 @@ class IOVATree(_TreeBase):
         self._check_open()
         translated_addr, size = check_range(translated_addr, size, "translated_addr")
         id = check_optional_id(id)
+        self._check_open()  # an argument's __index__ may have closed it
         return self._find_iova(translated_addr, translated_addr + size, id)
 
     def _translate(self, addr: int, length: int, id: int | None) -> list[Segment]:
@@ -379,6 +376,7 @@ class IOVATree(_TreeBase):
         self._check_open()
         translated_addr, length = check_length(translated_addr, length, "translated_addr")
         id = check_optional_id(id)
+        self._check_open()  # an argument's __index__ may have closed it
         return self._translate(translated_addr, length, id)
 
     def _holes(self) -> Iterator[tuple[int, int]]:
@@ -433,6 +431,7 @@ class IOVATree(_TreeBase):
         size, translated_addr, perm, id, iova_begin, iova_last, align, policy = check_alloc(
             size, translated_addr, perm, id, iova_begin, iova_last, align, policy
         )
+        self._check_open()  # an argument's __index__ may have closed it
         iova = self._place(size, iova_begin, iova_last, align, policy)
         if iova is None:
             raise NoSpaceError(
@@ -447,6 +446,7 @@ class IOVATree(_TreeBase):
         """Remove every map whose IOVA range overlaps ``[iova, iova + size]``; return how many."""
         self._check_open()
         iova, size = check_range(iova, size, "iova")
+        self._check_open()  # an argument's __index__ may have closed it
         return len(self._store.discard(iova, iova + size))
 
     def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
@@ -457,8 +457,10 @@ class IOVATree(_TreeBase):
         """
         self._check_open()
         missing = check_missing(missing)
+        values = _u64_list(iovas)
+        self._check_open()  # an argument's __index__ may have closed it
         out = array("Q")
-        for iova in _u64_list(iovas):
+        for iova in values:
             m = self._store.find(iova, iova)
             if m is not None:
                 out.append(m.translated_addr + (iova - m.iova))
@@ -479,8 +481,10 @@ class IOVATree(_TreeBase):
         self._check_open()
         id = check_optional_id(id)
         missing = check_missing(missing)
+        values = _u64_list(translated_addrs)
+        self._check_open()  # an argument's __index__ may have closed it
         out = array("Q")
-        for addr in _u64_list(translated_addrs):
+        for addr in values:
             m = self._find_iova(addr, addr, id)
             if m is not None:
                 out.append(m.iova + (addr - m.translated_addr))
@@ -522,12 +526,14 @@ class GPATree(_TreeBase):
         """The map with the lowest translated address overlapping the range, else None."""
         self._check_open()
         translated_addr, size = check_range(translated_addr, size, "translated_addr")
+        self._check_open()  # an argument's __index__ may have closed it
         return self._store.find(translated_addr, translated_addr + size)
 
     def remove(self, translated_addr: int, size: int = 0) -> int:
         """Remove every map whose translated range overlaps the range; return how many."""
         self._check_open()
         translated_addr, size = check_range(translated_addr, size, "translated_addr")
+        self._check_open()  # an argument's __index__ may have closed it
         return len(self._store.discard(translated_addr, translated_addr + size))
 
     def _translate(self, addr: int, length: int) -> list[Segment]:
@@ -555,8 +561,10 @@ class GPATree(_TreeBase):
         """
         self._check_open()
         missing = check_missing(missing)
+        values = _u64_list(translated_addrs)
+        self._check_open()  # an argument's __index__ may have closed it
         out = array("Q")
-        for gpa in _u64_list(translated_addrs):
+        for gpa in values:
             m = self._store.find(gpa, gpa)
             if m is not None:
                 out.append(m.iova + (gpa - m.translated_addr))
@@ -676,6 +684,7 @@ class VhostIOVATree(Container):
         self._check_open()
         hva, size = check_sized(size, hva, "hva")
         perm = check_perm(perm)
+        self._check_open()  # an argument's __index__ may have closed it
         a = self._allocate(size, perm)
         m = DMAMap(a.iova, hva, size, perm, 0)
         self._host.insert(m)  # cannot overlap: the IOVA range was just allocated
@@ -691,6 +700,7 @@ class VhostIOVATree(Container):
         self._check_open()
         gpa, size = check_sized(size, gpa, "gpa")
         perm = check_perm(perm)
+        self._check_open()  # an argument's __index__ may have closed it
         a = self._allocate(size, perm)
         m = DMAMap(a.iova, gpa, size, perm, gpa)
         try:
@@ -705,12 +715,14 @@ class VhostIOVATree(Container):
         size]``, else None."""
         self._check_open()
         hva, size = check_range(hva, size, "hva")
+        self._check_open()  # an argument's __index__ may have closed it
         return self._host._find_iova(hva, hva + size, None)
 
     def find_gpa(self, gpa: int, size: int = 0) -> DMAMap | None:
         """The guest map with the lowest GPA overlapping ``[gpa, gpa + size]``, else None."""
         self._check_open()
         gpa, size = check_range(gpa, size, "gpa")
+        self._check_open()  # an argument's __index__ may have closed it
         return self._gpa.find(gpa, size)
 
     def remove(self, iova: int, size: int = 0) -> int:
@@ -718,6 +730,7 @@ class VhostIOVATree(Container):
         how many maps."""
         self._check_open()
         iova, size = check_range(iova, size, "iova")
+        self._check_open()  # an argument's __index__ may have closed it
         hits = self._host._store.overlapping(iova, iova + size)
         for m in hits:
             self._host.remove(m.iova, m.size)
@@ -729,6 +742,7 @@ class VhostIOVATree(Container):
         many maps."""
         self._check_open()
         gpa, size = check_range(gpa, size, "gpa")
+        self._check_open()  # an argument's __index__ may have closed it
         hits = self._gpa._store.overlapping(gpa, gpa + size)
         for m in hits:
             self._gpa.remove(m.translated_addr, m.size)
@@ -748,8 +762,10 @@ class VhostIOVATree(Container):
         self._check_open()
         hva, length = check_length(hva, length, "hva")
         if gpa is None:
+            self._check_open()  # an argument's __index__ may have closed it
             return self._host._translate(hva, length, None)
         gpa, length = check_length(gpa, length, "gpa")
+        self._check_open()  # an argument's __index__ may have closed it
         return self._gpa._translate(gpa, length)
 
     def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array:

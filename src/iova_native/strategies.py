@@ -33,6 +33,8 @@ import pickle
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from functools import cache
 from typing import Any, Callable
 
@@ -77,6 +79,8 @@ __all__ = [
     "svq_guest_layouts",
     "operations",
     "bad_values",
+    "OnlyInt",
+    "RaisingIndex",
     "run_operations",
     "IOVATreeComparison",
     "GPATreeComparison",
@@ -365,29 +369,86 @@ def svq_guest_layouts(draw: Callable[..., Any]) -> SVQLayout:
 # --------------------------------------------------------------------------- bad input
 
 
+class OnlyInt:
+    """A number that converts with ``int()`` but is no integer: it has ``__int__`` and no
+    ``__index__`` (like ``Decimal``, ``Fraction`` and NumPy floats).  Must raise ``TypeError``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"OnlyInt({self.value:#x})"
+
+
+class RaisingIndex:
+    """An integer type whose ``__index__`` raises (a ``ValueError``, which both backends pass
+    on unchanged); ``__int__`` would answer 0x1000."""
+
+    def __int__(self) -> int:
+        return 0x1000
+
+    def __index__(self) -> int:
+        raise ValueError("RaisingIndex.__index__ refuses")
+
+    def __repr__(self) -> str:
+        return "RaisingIndex()"
+
+
+def _not_integers(value: int) -> tuple[Any, ...]:
+    """Non-integers that ``int()`` turns into ``value`` (issue 15: cffi takes them)."""
+    found: list[Any] = [Decimal(value) + Decimal("0.5"), Fraction(value), OnlyInt(value)]
+    found.append(RaisingIndex())
+    try:
+        import numpy
+    except ImportError:  # the NumPy kinds are left out
+        return tuple(found)
+    return (*found, numpy.float32(value), numpy.float64(value), numpy.bool_(bool(value)))
+
+
 @cache  # strategies are immutable: build each once
 def bad_values(kind: str = "u64") -> st.SearchStrategy[Any]:
-    """Values an argument of ``kind`` must refuse (``TypeError`` or ``InvalidMapError``).
+    """Values an argument of ``kind`` must refuse (``TypeError`` or ``InvalidMapError``, or the
+    ``ValueError`` of a :class:`RaisingIndex`).
 
     ``kind``: ``"u64"`` (an address, size or id), ``"perm"``, ``"policy"``, ``"align"``,
     ``"batch"`` (a U64Input) or ``"map"``.  Some are right in type and range but wrong in context
-    (2**64-1 as a size wraps any range not starting at 0).
+    (2**64-1 as a size wraps any range not starting at 0).  The hostile kinds of issue 15 are in:
+    non-integers that convert with ``int()`` (``Decimal``, ``Fraction``, :class:`OnlyInt`, NumPy
+    floats and bools), an ``__index__`` that raises, one-shot iterators with a bad element,
+    two-dimensional buffers and ``DMAMap``s forged with ``tuple.__new__``.
     """
+    forge = tuple.__new__
     values: dict[str, tuple[Any, ...]] = {
-        "u64": (-1, 1 << 64, 1.5, 4096.0, "0x1000", b"\x00", None, MAX_U64, [0x1000]),
-        "perm": (Perm.NONE, 0, 4, -1, "RW", None, 1.5),
+        "u64": (-1, 1 << 64, 1.5, 4096.0, "0x1000", b"\x00", None, MAX_U64, [0x1000],
+                *_not_integers(0x1000)),
+        "perm": (Perm.NONE, 0, 4, -1, "RW", None, 1.5, *_not_integers(3)),
         "policy": ("middle", "", "FIRST", 1, None),
-        "align": (0, 3, 0x1800, -1, 1.0, None),
-        "batch": ([-1], [1 << 64], [1.5], ["0x1000"], [None], [0x1000, None], 5, None),
+        "align": (0, 3, 0x1800, -1, 1.0, None, *_not_integers(0x1000)),
+        "batch": ([-1], [1 << 64], [1.5], ["0x1000"], [None], [0x1000, None], 5, None,
+                  *([0x1000, x] for x in _not_integers(0x1000))),
         "map": (
             None,
             (0x1000, 0x1000, 0xFFF, Perm.RW, 0),
             [0x1000, 0x1000, 0xFFF],
             1.5,
             "map",
+            forge(DMAMap, (0x1000, 0x1000, 0xFFF, Perm.RW)),
+            forge(DMAMap, ()),
+            forge(DMAMap, (0x1000, 0x1000, 0xFFF, Perm.RW, 0, 0)),
+            forge(DMAMap, (Decimal(0x1000), 0x1000, 0xFFF, Perm.RW, 0)),
+            forge(DMAMap, (0x1000, OnlyInt(0x1000), 0xFFF, Perm.RW, 0)),
         ),
     }
-    return st.sampled_from(values[kind])
+    fixed = st.sampled_from(values[kind])
+    if kind != "batch":
+        return fixed
+    # One-shot iterators, built afresh for every draw: the first or the last value is bad.
+    one_shot = st.sampled_from(([-1, 0x1000], [0x1000, 0x1001, -1], [0x1000, Fraction(1)]))
+    two_d = st.builds(lambda: memoryview(array("Q", [0x1000] * 4)).cast("B").cast("Q", [2, 2]))
+    return st.one_of(fixed, one_shot.map(iter), two_d)
 
 
 # One valid call per method and the kind of each argument; a bad-input rule spoils one or two
@@ -440,8 +501,18 @@ def _bad_call(
 # --------------------------------------------------------------------------- operations
 
 
+def _is_one_shot(value: Any) -> bool:
+    try:
+        return iter(value) is value
+    except (TypeError, NotImplementedError):  # NotImplementedError: a 2-D memoryview
+        return False
+
+
 def _op(method: str, *args: Any, **kwargs: Any) -> Operation:
     # None is the default of every optional keyword used here: leave it out, as a caller would.
+    if args and _is_one_shot(args[0]):
+        # Recorded so that every apply() gets a fresh iterator over the same values.
+        args = (differential._OneShot(args[0]), *args[1:])
     return Operation(method, args, tuple((k, v) for k, v in kwargs.items() if v is not None))
 
 
