@@ -315,6 +315,15 @@ def test_each_format_is_named_in_the_report(fmt: str,
     assert err == ""
 
 
+def test_a_file_of_two_formats_names_both(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "two.txt"
+    path.write_bytes(render("log") + render("simpletrace"))
+    assert cli.main(["replay", "--no-progress", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "format   log: QEMU's log trace backend; also 16 lines of simpletrace\n" in out
+
+
 def test_warnings_are_counted_not_malformed(twin: trace.CompiledTrace) -> None:
     assert twin.stats.not_trace == 2 and twin.stats.malformed == 0
     ftrace = trace.compile_trace(DATA / FILES["ftrace"], strict=True).stats

@@ -466,7 +466,7 @@ counted and never fatal.
 
 Formats read, told apart per file, plain or gzip:
   log          -trace 'vhost_vdpa_*' (or -d trace:vhost_vdpa_*) with the log
-               backend, to stderr or -D FILE; bare, with the TID@SEC.USEC:
+               backend, to stderr or -D FILE; bare, with the PID@SEC.USEC:
                prefix (-msg timestamp=on before QEMU 10.1), with an ISO-8601
                timestamp (-msg timestamp=on, QEMU 10.1 and later), or after the
                program(thread): prefix that later QEMU prints

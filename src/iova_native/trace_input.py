@@ -9,8 +9,9 @@ Formats, by the key the report names them with (:data:`FORMATS`):
     The ``log`` trace backend (``-trace 'vhost_vdpa_*'``, ``-d trace:vhost_vdpa_*``): one line
     per event, ``NAME ARGS`` where ``ARGS`` is the event's printf format from ``trace-events``.
 ``log-pid``
-    The same with the ``TID@SEC.USEC:`` prefix that the backend itself printed before QEMU 10.1
-    when ``-msg timestamp=on`` was given (the thread id, then the wall clock).
+    The same with the ``PID@SEC.USEC:`` prefix that the backend itself printed before QEMU 10.1
+    when ``-msg timestamp=on`` was given (the id of the thread that traced, which is the PID
+    for the main thread, then the wall clock).
 ``log-iso``
     QEMU 10.1 and later: with ``-msg timestamp=on`` every ``qemu_log`` line, trace lines included,
     starts with an ISO-8601 UTC timestamp and a space (``2025-11-30T10:15:42.100000Z NAME ARGS``).
@@ -68,7 +69,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Union
+from typing import IO, Any, NamedTuple, Protocol, Union
 
 from ._types import MAX_U64, Perm
 
@@ -101,7 +102,7 @@ DEFAULT_TRACE = "default-trace.log.gz"
 #: Every format read, by the key the report uses, and what it is.
 FORMATS: dict[str, str] = {
     "log": "QEMU's log trace backend",
-    "log-pid": "QEMU's log trace backend, TID@SEC.USEC: prefix (-msg timestamp=on, QEMU < 10.1)",
+    "log-pid": "QEMU's log trace backend, PID@SEC.USEC: prefix (-msg timestamp=on, QEMU < 10.1)",
     "log-iso": "QEMU's log trace backend, ISO-8601 prefix (-msg timestamp=on, QEMU >= 10.1)",
     "log-context": "QEMU's log trace backend, program(thread): message prefix",
     "stap": "qemu-trace-stap (SystemTap) output",
@@ -112,7 +113,7 @@ FORMATS: dict[str, str] = {
 
 #: One line naming what is read, for messages.
 FORMATS_READ = (
-    "formats read: QEMU's log trace backend (bare, TID@SEC.USEC: or ISO-8601 prefix), "
+    "formats read: QEMU's log trace backend (bare, PID@SEC.USEC: or ISO-8601 prefix), "
     "ftrace, simple (binary), qemu-trace-stap and simpletrace.py output, plain or gzip"
 )
 
@@ -745,10 +746,14 @@ _EVENT_NAMES: dict[type, str] = {
 _SNIFF = 1 << 16
 
 
+class _Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _CountingReader(io.RawIOBase):
     """Counts the bytes read from the underlying file, for the progress bar."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: _Reader) -> None:
         self.raw = raw
         self.count = 0
 
@@ -765,7 +770,7 @@ class _CountingReader(io.RawIOBase):
 class _Replayed(io.RawIOBase):
     """``head`` (already read to look at it), then the rest of ``raw``."""
 
-    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
+    def __init__(self, head: bytes, raw: _Reader) -> None:
         self.head = memoryview(head)
         self.raw = raw
 
@@ -783,7 +788,7 @@ class _Replayed(io.RawIOBase):
         return len(data)
 
 
-def _read_head(raw: IO[bytes]) -> bytes:
+def _read_head(raw: _Reader) -> bytes:
     """Up to _SNIFF bytes (a pipe may hand them out in pieces)."""
     parts, size = [], 0
     while size < _SNIFF:
@@ -860,7 +865,7 @@ def open_trace(source: str | Path | None) -> TraceInput:
         compressed = head[:2] == b"\x1f\x8b"
         if compressed:
             unpacked = gzip.GzipFile(fileobj=stream)
-            head = _read_head(unpacked)  # type: ignore[arg-type]
+            head = _read_head(unpacked)
             stream = io.BufferedReader(_Replayed(head, unpacked), buffer_size=1 << 16)
     except (OSError, EOFError, zlib.error) as exc:
         for f in files:
