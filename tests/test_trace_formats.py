@@ -19,15 +19,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
+import os
 import random
 import re
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from iova_native import cli, reference, trace
 
@@ -380,6 +384,7 @@ def bad_inputs(tmp_path: Path) -> dict[str, Path]:
         "simple file of version 3": struct.pack("<QQQ", 2**64 - 1, 0xF2B177CB0AA429B4, 3)
         + b"\x00" * 64,
         "damaged simple file": render_simple()[:24] + struct.pack("<Q", 9) + b"\x00" * 64,
+        "simple header cut short": render_simple()[:16],
     }
     paths = {}
     for index, (what, data) in enumerate(files.items()):
@@ -424,6 +429,7 @@ def test_bad_input_messages_say_what_was_seen(tmp_path: Path) -> None:
     assert "version 3" in message("simple file of version 3") and \
         "scripts/simpletrace.py" in message("simple file of version 3")
     assert "type 9 is neither 0 (event name) nor 1 (event)" in message("damaged simple file")
+    assert "cut short inside its 24-byte header" in message("simple header cut short")
 
 
 def test_bin_ls_through_the_installed_command(tmp_path: Path) -> None:
@@ -432,6 +438,37 @@ def test_bin_ls_through_the_installed_command(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=False)
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+_PIECES = [_line(ev) for ev in SCENARIO if isinstance(ev, Ev)] + [
+    "qemu-system-x86_64: warning: x", "# tracer: nop", "48213@1.2:", "2025-11-30T10:15:42Z ",
+    "vhost_vdpa_dma_map ", "size: 0x", "pid=1 iova=0x", " tracing_mark_write: ", "\t", "\r",
+]
+
+
+@settings(max_examples=int(os.environ.get("IOVA_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(
+    st.binary(max_size=600),
+    st.lists(st.sampled_from(_PIECES) | st.text(max_size=12), max_size=30).map(
+        lambda parts: "\n".join(p[: len(p) // 2] if i % 3 else p for i, p in enumerate(parts))
+        .encode()),
+    st.binary(max_size=300).map(lambda tail: render_simple()[:24] + tail),
+    st.integers(0, 1600).map(lambda cut: render_simple()[:cut]),
+))
+def test_any_input_reads_or_is_refused_in_one_line(data: bytes) -> None:
+    """Whatever the bytes, the reader returns a trace or raises one of its two errors."""
+    fd, name = tempfile.mkstemp()
+    try:
+        os.write(fd, data)
+        os.close(fd)
+        for strict in (False, True):
+            try:
+                trace.compile_trace(name, strict=strict)
+            except (trace.TraceInputError, trace.MalformedLine) as exc:
+                assert "\n" not in str(exc)
+    finally:
+        os.unlink(name)
 
 
 # --------------------------------------------------------------------------- --strict

@@ -514,6 +514,9 @@ def _simple_items(stream: IO[bytes], name: str,
     """The records of a simple backend file: events, other events, or malformed records."""
     header = stream.read(24)
     order = _simple_order(header) or "<"
+    if len(header) < 24:
+        raise TraceInputError(f"{name}: a simple trace backend file cut short inside its "
+                              "24-byte header")
     _id, _magic, version = struct.unpack(order + "QQQ", header)
     if version != _SIMPLE_VERSION:
         raise TraceInputError(
