@@ -8,40 +8,54 @@
 
 #include "iova-avl.h"
 
-static IOVAHole *hole_at(const IOVAArena *arena, IOVARef ref)
+AVL_INLINE IOVAHole *hole_at(const IOVAArena *arena, IOVARef ref)
 {
     return iova_arena_ptr(arena, ref);
 }
 
-static int hole_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE int hole_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
 {
     hwaddr fa = hole_at(arena, a)->first, fb = hole_at(arena, b)->first;
     return fa < fb ? -1 : fa > fb;
 }
 
 /* The longer hole is better; between equals, the lower one (a total order). */
-static bool hole_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool hole_better(const IOVAArena *arena, IOVARef a, IOVARef b)
 {
     const IOVAHole *ha = hole_at(arena, a), *hb = hole_at(arena, b);
     hwaddr la = ha->last - ha->first, lb = hb->last - hb->first;
     return la != lb ? la > lb : ha->first < hb->first;
 }
 
+/*
+ * The largest k such that the hole holds a multiple of 2^k: 64 for a hole that starts at 0,
+ * else the highest bit in which first - 1 and last differ (a multiple of 2^k lies in
+ * [first, last] exactly when the two differ at bit k or above).
+ */
+AVL_INLINE uint16_t hole_align_cap(const IOVAArena *arena, IOVARef n)
+{
+    const IOVAHole *h = hole_at(arena, n);
+    return h->first == 0 ? 64 : (uint16_t)(63 - __builtin_clzll(h->last ^ (h->first - 1)));
+}
+
 static const AvlOps hole_ops = {
+    .elem_size = sizeof(IOVAHole),
     .link_off = offsetof(IOVAHole, link),
     .height_off = offsetof(IOVAHole, height),
     .cmp = hole_cmp,
     .better = hole_better,
+    .key16 = hole_align_cap,
+    .min16_off = offsetof(IOVAHole, align_max),
+    .max8 = true,
     .name = "hole tree",
 };
 
-static IOVARef hole_add(IOVAHoles *holes, IOVARef ref, hwaddr first, hwaddr last)
+static void hole_add(IOVAHoles *holes, IOVARef ref, hwaddr first, hwaddr last)
 {
     IOVAHole *h = hole_at(&holes->arena, ref);
     h->first = first;
     h->last = last;
     holes->root = avl_insert(&holes->arena, &hole_ops, holes->root, ref);
-    return ref;
 }
 
 static void hole_unlink(IOVAHoles *holes, IOVARef ref)
@@ -49,15 +63,22 @@ static void hole_unlink(IOVAHoles *holes, IOVARef ref)
     holes->root = avl_remove(&holes->arena, &hole_ops, holes->root, ref);
 }
 
-/* The hole with the highest first address <= @addr, or none. */
-static IOVARef hole_floor(const IOVAHoles *holes, hwaddr addr)
+/*
+ * The hole with the highest first address <= @addr, or none; @path[0..*@depth) receives the
+ * way from the root down to it, for avl_refresh_path() after a change in place.
+ */
+static IOVARef hole_floor(const IOVAHoles *holes, hwaddr addr, IOVARef *path, int *depth)
 {
     IOVARef n = holes->root, found = IOVA_REF_NONE;
+    int d = 0;
 
+    *depth = 0;
     while (n != IOVA_REF_NONE) {
         const IOVAHole *h = hole_at(&holes->arena, n);
+        path[d++] = n;
         if (h->first <= addr) {
             found = n;
+            *depth = d;
             n = h->link[AVL_RIGHT];
         } else {
             n = h->link[AVL_LEFT];
@@ -84,75 +105,105 @@ void iova_holes_destroy(IOVAHoles *holes)
     holes->root = IOVA_REF_NONE;
 }
 
+/*
+ * A hole that only shrinks or grows keeps its place in the order (holes are disjoint), so it
+ * is changed where it stands and only the summaries on its path are recomputed: a map
+ * inserted inside a hole costs one descent and at most one AVL insert (when it splits the
+ * hole in two), instead of an unlink and two inserts.
+ */
 int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
 {
-    IOVARef ref = hole_floor(holes, first);
+    IOVARef path[AVL_MAX_DEPTH];
+    int depth;
+    IOVARef ref = hole_floor(holes, first, path, &depth);
     if (ref == IOVA_REF_NONE || hole_at(&holes->arena, ref)->last < last) {
         return IOVA_ERR_OVERLAP;
     }
-    IOVAHole old = *hole_at(&holes->arena, ref);
-    bool keep_below = first > old.first;
-    bool keep_above = last < old.last;
-    IOVARef spare = IOVA_REF_NONE;
+    IOVAHole *h = hole_at(&holes->arena, ref);
+    bool keep_below = first > h->first;
+    bool keep_above = last < h->last;
 
-    /* Splitting one hole in two needs a second element: get it before changing anything. */
     if (keep_below && keep_above) {
-        spare = iova_arena_alloc(&holes->arena);
+        /* Splitting one hole in two needs a second element: get it before changing anything. */
+        IOVARef spare = iova_arena_alloc(&holes->arena);
         if (spare == IOVA_REF_NONE) {
             return IOVA_ERR_OOM;
         }
-    }
-    hole_unlink(holes, ref);
-    if (keep_below) {
-        hole_add(holes, ref, old.first, first - 1);
-        ref = spare;
-    }
-    if (keep_above) {
-        hole_add(holes, ref, last + 1, old.last);
-    } else if (!keep_below) {
+        h = hole_at(&holes->arena, ref); /* (the arena's blocks never move; for clarity) */
+        hwaddr old_last = h->last;
+        h->last = first - 1;
+        avl_refresh_path(&holes->arena, &hole_ops, path, depth);
+        hole_add(holes, spare, last + 1, old_last);
+    } else if (keep_below) {
+        h->last = first - 1;
+        avl_refresh_path(&holes->arena, &hole_ops, path, depth);
+    } else if (keep_above) {
+        h->first = last + 1;
+        avl_refresh_path(&holes->arena, &hole_ops, path, depth);
+    } else {
+        hole_unlink(holes, ref);
         iova_arena_release(&holes->arena, ref);
     }
     return IOVA_OK;
 }
 
+/*
+ * The holes either side of a freed range [first, last] are neighbours in the order, and one
+ * descent finds both: the floor of first - 1 (the hole below, if it ends at first - 1), and
+ * the last node where that descent turned left, which is the next hole after it (the hole
+ * above, if it starts at last + 1).  The way to each is a prefix of the descent's path.
+ */
 int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
 {
+    const IOVAArena *arena = &holes->arena;
+    IOVARef path[AVL_MAX_DEPTH];
+    uint8_t dirs[AVL_MAX_DEPTH];
+    int d = 0, below_depth = 0, above_depth = 0;
     IOVARef below = IOVA_REF_NONE, above = IOVA_REF_NONE;
+    hwaddr key = first - 1; /* with first == 0, no hole is below: every first compares above */
 
-    if (first > 0) {
-        below = hole_floor(holes, first - 1);
-        if (below != IOVA_REF_NONE && hole_at(&holes->arena, below)->last != first - 1) {
-            below = IOVA_REF_NONE;
+    for (IOVARef n = holes->root; n != IOVA_REF_NONE; d++) {
+        const IOVAHole *h = hole_at(arena, n);
+        path[d] = n;
+        if (first > 0 && h->first <= key) {
+            below = n;
+            below_depth = d + 1;
+            dirs[d] = AVL_RIGHT;
+            n = h->link[AVL_RIGHT];
+        } else {
+            above = n;
+            above_depth = d; /* the way to its parent */
+            dirs[d] = AVL_LEFT;
+            n = h->link[AVL_LEFT];
         }
     }
-    if (last < HWADDR_MAX) {
-        above = hole_floor(holes, last + 1);
-        if (above != IOVA_REF_NONE && hole_at(&holes->arena, above)->first != last + 1) {
-            above = IOVA_REF_NONE;
-        }
+    if (below != IOVA_REF_NONE && hole_at(arena, below)->last != first - 1) {
+        below = IOVA_REF_NONE;
     }
-    if (below == IOVA_REF_NONE && above == IOVA_REF_NONE) {
+    if (above != IOVA_REF_NONE && (last == HWADDR_MAX || hole_at(arena, above)->first != last + 1)) {
+        above = IOVA_REF_NONE;
+    }
+    if (below != IOVA_REF_NONE && above != IOVA_REF_NONE) {
+        /* The hole below grows over the range and the hole above, which goes. */
+        hole_at(arena, below)->last = hole_at(arena, above)->last;
+        avl_refresh_path(arena, &hole_ops, path, below_depth);
+        holes->root = avl_remove_path(arena, &hole_ops, holes->root, above, path, dirs,
+                                      above_depth);
+        iova_arena_release(&holes->arena, above);
+    } else if (below != IOVA_REF_NONE) {
+        hole_at(arena, below)->last = last;
+        avl_refresh_path(arena, &hole_ops, path, below_depth);
+    } else if (above != IOVA_REF_NONE) {
+        hole_at(arena, above)->first = first;
+        path[above_depth] = above;
+        avl_refresh_path(arena, &hole_ops, path, above_depth + 1);
+    } else {
         IOVARef fresh = iova_arena_alloc(&holes->arena);
         if (fresh == IOVA_REF_NONE) {
             return IOVA_ERR_OOM;
         }
         hole_add(holes, fresh, first, last);
-        return IOVA_OK;
     }
-    if (below != IOVA_REF_NONE) {
-        first = hole_at(&holes->arena, below)->first;
-        hole_unlink(holes, below);
-    }
-    if (above != IOVA_REF_NONE) {
-        last = hole_at(&holes->arena, above)->last;
-        hole_unlink(holes, above);
-    }
-    /* Reuse one of the merged holes' elements for the union; release the other. */
-    IOVARef keep = below != IOVA_REF_NONE ? below : above;
-    if (below != IOVA_REF_NONE && above != IOVA_REF_NONE) {
-        iova_arena_release(&holes->arena, above);
-    }
-    hole_add(holes, keep, first, last);
     return IOVA_OK;
 }
 
@@ -187,19 +238,25 @@ static bool hole_fits(const IOVAHole *h, const IOVAFitRequest *req, hwaddr *iova
 
 /*
  * Depth-first in the preferred direction, skipping every subtree whose longest hole is too
- * short and every subtree that lies wholly outside [begin, last].  With align 1 only the two
- * holes cut by begin and last can pass the length test and still not fit, so the search costs
- * O(log n); a larger alignment can add a descent for each hole that is long enough but
- * misplaced for it.
+ * short, every subtree none of whose holes holds a multiple of the alignment (the subtree's
+ * align_max), and every subtree that lies wholly outside [begin, last].  With align 1 only the
+ * two holes cut by begin and last can pass the length test and still not fit, so the search
+ * costs O(log n).  With a larger alignment A, a hole of at least size + A - 1 always fits, and
+ * a hole that holds no multiple of A never does; what remains are holes long enough, holding
+ * a multiple of A, yet too short after it (shorter than size + A - 1): each of those met
+ * before the answer adds a descent, O(log n) apiece.  Holes misaligned for A as a whole (the
+ * common pathological layout: page-sized holes between page-sized maps, asked for a larger
+ * alignment) cost nothing.
  */
-static bool fit_rec(const IOVAArena *arena, IOVARef n, const IOVAFitRequest *req, hwaddr *iova)
+static bool fit_rec(const IOVAArena *arena, IOVARef n, const IOVAFitRequest *req,
+                    unsigned align_log2, hwaddr *iova)
 {
     if (n == IOVA_REF_NONE) {
         return false;
     }
     const IOVAHole *h = hole_at(arena, n);
     const IOVAHole *best = hole_at(arena, h->link[AVL_BEST]);
-    if (best->last - best->first < req->size) {
+    if (best->last - best->first < req->size || h->align_max < align_log2) {
         return false;
     }
     bool left_useful = h->first > req->begin;  /* left holes end below h->first */
@@ -209,18 +266,19 @@ static bool fit_rec(const IOVAArena *arena, IOVARef n, const IOVAFitRequest *req
     bool near_useful = req->top_down ? right_useful : left_useful;
     bool far_useful = req->top_down ? left_useful : right_useful;
 
-    if (near_useful && fit_rec(arena, h->link[near], req, iova)) {
+    if (near_useful && fit_rec(arena, h->link[near], req, align_log2, iova)) {
         return true;
     }
     if (self_useful && hole_fits(h, req, iova)) {
         return true;
     }
-    return far_useful && fit_rec(arena, h->link[!near], req, iova);
+    return far_useful && fit_rec(arena, h->link[!near], req, align_log2, iova);
 }
 
 bool iova_holes_fit(const IOVAHoles *holes, const IOVAFitRequest *req, hwaddr *iova)
 {
-    return fit_rec(&holes->arena, holes->root, req, iova);
+    return fit_rec(&holes->arena, holes->root, req, (unsigned)__builtin_ctzll(req->align),
+                   iova);
 }
 
 static bool foreach_rec(const IOVAArena *arena, IOVARef n,

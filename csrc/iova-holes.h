@@ -24,6 +24,8 @@ typedef struct IOVAHole {
     hwaddr last;       /* inclusive */
     IOVARef link[3];   /* AVL left, right, longest hole of the subtree */
     uint8_t height;
+    uint8_t align_max; /* the largest k such that some hole of the subtree holds a multiple of
+                        * 2^k (64: one starts at 0): alloc skips subtrees misaligned for it */
 } IOVAHole;
 
 typedef struct IOVAHoles {

@@ -8,39 +8,39 @@
 
 #include "iova-avl.h"
 
-static const IOVAEntry *entry_at(const IOVAArena *arena, IOVARef ref)
+AVL_INLINE const IOVAEntry *entry_at(const IOVAArena *arena, IOVARef ref)
 {
     return iova_arena_ptr(arena, ref);
 }
 
-static hwaddr t_last(const IOVAEntry *e)
+AVL_INLINE hwaddr t_last(const IOVAEntry *e)
 {
     return e->map.translated_addr + e->map.size;
 }
 
 #define CMP(x, y) ((x) < (y) ? -1 : (x) > (y))
 
-static int by_addr_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE int by_addr_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
 {
     const DMAMap *ma = &entry_at(arena, a)->map, *mb = &entry_at(arena, b)->map;
     int c = CMP(ma->translated_addr, mb->translated_addr);
     return c ? c : CMP(ma->iova, mb->iova);
 }
 
-static int by_id_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE int by_id_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
 {
     int c = CMP(entry_at(arena, a)->map.id, entry_at(arena, b)->map.id);
     return c ? c : by_addr_cmp(arena, a, b);
 }
 
 /* Reaching further wins; then the lower IOVA (IOVAs are unique, so the order is total). */
-static bool reach_better(const IOVAEntry *ea, const IOVAEntry *eb)
+AVL_INLINE bool reach_better(const IOVAEntry *ea, const IOVAEntry *eb)
 {
     hwaddr la = t_last(ea), lb = t_last(eb);
     return la != lb ? la > lb : ea->map.iova < eb->map.iova;
 }
 
-static bool by_addr_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool by_addr_better(const IOVAArena *arena, IOVARef a, IOVARef b)
 {
     return reach_better(entry_at(arena, a), entry_at(arena, b));
 }
@@ -49,7 +49,7 @@ static bool by_addr_better(const IOVAArena *arena, IOVARef a, IOVARef b)
  * Within one id this is reach_better.  Across ids any total order will do: look-ups only
  * read the best of subtrees that lie wholly inside one id's group.
  */
-static bool by_id_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool by_id_better(const IOVAArena *arena, IOVARef a, IOVARef b)
 {
     const IOVAEntry *ea = entry_at(arena, a), *eb = entry_at(arena, b);
     return ea->map.id != eb->map.id ? ea->map.id > eb->map.id : reach_better(ea, eb);
@@ -60,7 +60,7 @@ static bool by_id_better(const IOVAArena *arena, IOVARef a, IOVARef b)
  * their shift.  Codes sort as the values do, so the minimum code decodes to a lower bound of
  * the minimum value.
  */
-static uint16_t floor_code(uint64_t x)
+AVL_INLINE uint16_t floor_code(uint64_t x)
 {
     int bits = x ? 64 - __builtin_clzll(x) : 0;
     int shift = bits > 10 ? bits - 10 : 0;
@@ -72,12 +72,13 @@ static uint64_t floor_decode(uint16_t code)
     return (uint64_t)(code & 0x3ff) << (code >> 10);
 }
 
-static uint16_t iova_code(const IOVAArena *arena, IOVARef n)
+AVL_INLINE uint16_t iova_code(const IOVAArena *arena, IOVARef n)
 {
     return floor_code(entry_at(arena, n)->map.iova);
 }
 
 static const AvlOps by_addr_ops = {
+    .elem_size = sizeof(IOVAEntry),
     .link_off = offsetof(IOVAEntry, by_addr),
     .height_off = offsetof(IOVAEntry, h_addr),
     .cmp = by_addr_cmp,
@@ -88,6 +89,7 @@ static const AvlOps by_addr_ops = {
 };
 
 static const AvlOps by_id_ops = {
+    .elem_size = sizeof(IOVAEntry),
     .link_off = offsetof(IOVAEntry, by_id),
     .height_off = offsetof(IOVAEntry, h_id),
     .cmp = by_id_cmp,

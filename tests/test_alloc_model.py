@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``alloc`` held to a brute-force first-fit / last-fit model, on random trees, every alignment.
+
+The model knows nothing of trees: it lists the gaps between the sorted maps and tries each one
+in order (lowest first, or highest first for ``policy="last"``), clipped to
+``[iova_begin, iova_last]``, for the lowest (or highest) multiple of ``align`` where the map
+fits.  Both backends run it (the fixture ``backend``); the native one is what this guards: its
+hole tree prunes subtrees by their longest hole and by the highest alignment any of their holes
+can offer, and neither shortcut may ever change an answer.  (The fixture's backend module is
+the same for every example; nothing of it is changed.)
+
+Layouts are drawn at a scale (bytes, pages, 2^40, 2^60) so that boundaries fall on and just off
+multiples of every alignment, including runs of holes that are long enough but misaligned.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iova_native import MAX_U64, DMAMap, NoSpaceError
+
+SCALES = (1, 0x10, 0x1000, 1 << 40, 1 << 60)
+
+
+@st.composite
+def boundaries(draw: st.DrawFn) -> list[int]:
+    """An even number of distinct sorted points: maps [p0, p1], [p2, p3], ..."""
+    scale = draw(st.sampled_from(SCALES))
+    near = st.builds(lambda k, d: (k * scale + d) % (MAX_U64 + 1),
+                     st.integers(0, 48), st.integers(-2, 2))
+    top = st.integers(MAX_U64 - 3 * scale, MAX_U64).filter(lambda v: v >= 0)
+    points = draw(st.lists(near | top | st.integers(0, MAX_U64), max_size=40, unique=True))
+    points.sort()
+    return points[: len(points) // 2 * 2]
+
+
+def gaps(maps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The complement of the (sorted, disjoint, inclusive) maps in [0, 2^64 - 1]."""
+    out, cursor = [], 0
+    for first, last in maps:
+        if first > cursor:
+            out.append((cursor, first - 1))
+        cursor = last + 1
+    if cursor <= MAX_U64:
+        out.append((cursor, MAX_U64))
+    return out
+
+
+def model(maps: list[tuple[int, int]], size: int, begin: int, last: int, align: int,
+          policy: str) -> int | None:
+    """Where a map of ``size`` (inclusive) goes, by trying every gap: None when none fits."""
+    candidates = []
+    for lo, hi in gaps(maps):
+        lo, hi = max(lo, begin), min(hi, last)
+        if lo > hi or hi - lo < size:
+            continue
+        if policy == "first":
+            at = -(-lo // align) * align
+            if at + size <= hi:
+                return at
+        else:
+            at = (hi - size) // align * align
+            if at >= lo:
+                candidates.append(at)
+    return max(candidates) if candidates else None
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(points=boundaries(), data=st.data())
+def test_alloc_matches_brute_force(backend: ModuleType, points: list[int],
+                                   data: st.DataObject) -> None:
+    maps = list(zip(points[::2], points[1::2]))
+    tree = backend.IOVATree()
+    for first, last in maps:
+        tree.insert(DMAMap(first, 0, last - first))
+    scale = data.draw(st.sampled_from(SCALES), label="size scale")
+    for _ in range(6):
+        size = data.draw(st.integers(0, 3 * scale) | st.integers(0, MAX_U64), label="size")
+        align = 1 << data.draw(st.integers(0, 63), label="align log2")
+        policy = data.draw(st.sampled_from(["first", "last"]), label="policy")
+        ends = data.draw(st.lists(st.sampled_from(points) if points else st.integers(0, MAX_U64),
+                                  min_size=2, max_size=2) | st.tuples(st.just(0),
+                                                                      st.just(MAX_U64)),
+                         label="iova_begin, iova_last")
+        begin, last = min(ends), max(ends)
+        want = model(maps, size, begin, last, align, policy)
+        try:
+            got = tree.alloc(size, iova_begin=begin, iova_last=last, align=align,
+                             policy=policy).iova
+        except NoSpaceError:
+            got = None
+        assert got == want, (maps, size, hex(begin), hex(last), hex(align), policy)
+        if got is not None:
+            maps = sorted(maps + [(got, got + size)])
+        tree.check()
+    tree.close()
