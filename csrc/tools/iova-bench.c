@@ -589,6 +589,127 @@ static void layout_c(Layout *l, uint64_t n)
     free(maps);
 }
 
+/* ------------------------------------------------------------------ the two sides: ours, QEMU's */
+
+/*
+ * QEMU's own util/iova-tree.c (the seed patch applied), built by scripts/build-tools.sh from
+ * ../shared/qemu when that folder is present, its global symbols renamed with a qemu_ prefix
+ * (objcopy --redefine-sym) so that both trees link into this one binary.  Its DMAMap is QEMU's
+ * packed 36-byte layout, declared here on its own so that this file never needs QEMU's header.
+ */
+#ifdef IOVA_BENCH_QEMU
+/* With the seed patch QEMU's DMAMap is the project's: packed, 36 bytes, the same fields. */
+_Static_assert(sizeof(DMAMap) == 36, "DMAMap is QEMU's packed layout");
+typedef struct QemuIOVATree QemuIOVATree;
+QemuIOVATree *qemu_iova_tree_new(void);
+int qemu_iova_tree_insert(QemuIOVATree *tree, const DMAMap *map);
+void qemu_iova_tree_remove(QemuIOVATree *tree, DMAMap map);
+const DMAMap *qemu_iova_tree_find(const QemuIOVATree *tree, const DMAMap *map);
+const DMAMap *qemu_iova_tree_find_iova(const QemuIOVATree *tree, const DMAMap *map);
+int qemu_iova_tree_alloc_map(QemuIOVATree *tree, DMAMap *map, hwaddr iova_begin,
+                             hwaddr iova_last);
+void qemu_iova_tree_destroy(QemuIOVATree *tree);
+#define HAVE_QEMU true
+#else
+#define HAVE_QEMU false
+#endif
+
+/*
+ * One side of the comparison: the project's tree or QEMU's, behind the same calls.  The
+ * indirect call costs both sides the same few nanoseconds.
+ */
+typedef struct Side {
+    const char *suffix;   /* "" for the project, " (QEMU)" */
+    void *(*make)(void);
+    int (*insert)(void *tree, const DMAMap *map);
+    void (*remove)(void *tree, hwaddr iova);
+    hwaddr (*find)(const void *tree, hwaddr iova);          /* translated_addr, or 1 */
+    hwaddr (*find_iova)(const void *tree, hwaddr hva, uint64_t id); /* iova, or 1 */
+    int (*alloc)(void *tree, hwaddr size, hwaddr *iova);    /* first fit in [0, 2^64-1] */
+    void (*destroy)(void *tree);
+} Side;
+
+/* The wrappers of one side, around the functions named PREFIX##iova_tree_*. */
+#define SIDE_WRAPPERS(side, PREFIX, suffix)                                             \
+    static void *side##_make(void)                                                      \
+    {                                                                                   \
+        return PREFIX##iova_tree_new();                                                 \
+    }                                                                                   \
+    static int side##_insert(void *tree, const DMAMap *map)                             \
+    {                                                                                   \
+        return PREFIX##iova_tree_insert(tree, map);                                     \
+    }                                                                                   \
+    static void side##_remove(void *tree, hwaddr iova)                                  \
+    {                                                                                   \
+        DMAMap gone = { .iova = iova };                                                 \
+        PREFIX##iova_tree_remove(tree, gone);                                           \
+    }                                                                                   \
+    static hwaddr side##_find(const void *tree, hwaddr iova)                            \
+    {                                                                                   \
+        DMAMap needle = { .iova = iova };                                               \
+        const DMAMap *m = PREFIX##iova_tree_find(tree, &needle);                        \
+        return m ? m->translated_addr : 1;                                              \
+    }                                                                                   \
+    static hwaddr side##_find_iova(const void *tree, hwaddr hva, uint64_t id)           \
+    {                                                                                   \
+        DMAMap needle = { .translated_addr = hva, .id = id };                           \
+        const DMAMap *m = PREFIX##iova_tree_find_iova(tree, &needle);                   \
+        return m ? m->iova : 1;                                                         \
+    }                                                                                   \
+    static int side##_alloc(void *tree, hwaddr size, hwaddr *iova)                      \
+    {                                                                                   \
+        DMAMap m = { .translated_addr = HVA_BASE, .size = size, .perm = IOMMU_RW };     \
+        int rc = PREFIX##iova_tree_alloc_map(tree, &m, 0, HWADDR_MAX);                  \
+        *iova = m.iova;                                                                 \
+        return rc;                                                                      \
+    }                                                                                   \
+    static void side##_destroy(void *tree)                                              \
+    {                                                                                   \
+        PREFIX##iova_tree_destroy(tree);                                                \
+    }                                                                                   \
+    static const Side side_##side = { suffix, side##_make, side##_insert, side##_remove, \
+                                      side##_find, side##_find_iova, side##_alloc,       \
+                                      side##_destroy }
+
+SIDE_WRAPPERS(ours, , "");
+#ifdef IOVA_BENCH_QEMU
+SIDE_WRAPPERS(qemu, qemu_, " (QEMU)");
+#endif
+
+
+/*
+ * Batches of at most @batch maps from @order (a permutation of @maps, taken in turn from
+ * *@next) come out of @tree, then go back in; only the half @time_insert says is timed.
+ */
+static uint64_t churn(const Side *side, void *tree, const DMAMap *maps, uint64_t n,
+                      const uint32_t *order, uint64_t batch, uint64_t *next, uint64_t iters,
+                      bool time_insert)
+{
+    uint64_t spent = 0;
+    for (uint64_t done = 0; done < iters;) {
+        uint64_t k = iters - done < batch ? iters - done : batch;
+        if (*next + k > n) {
+            *next = 0;
+        }
+        const uint32_t *victims = &order[*next];
+        *next += k;
+        uint64_t t0 = now_ns();
+        for (uint64_t j = 0; j < k; j++) {
+            side->remove(tree, maps[victims[j]].iova);
+        }
+        uint64_t t1 = now_ns();
+        for (uint64_t j = 0; j < k; j++) {
+            int rc = side->insert(tree, &maps[victims[j]]);
+            if (rc != IOVA_OK) {
+                die("insert", rc);
+            }
+        }
+        spent += time_insert ? now_ns() - t1 : t1 - t0;
+        done += k;
+    }
+    return spent;
+}
+
 static uint64_t run_find(void *ctx, uint64_t iters)
 {
     Layout *l = ctx;
@@ -690,30 +811,8 @@ static uint64_t run_translate(void *ctx, uint64_t iters)
  */
 static uint64_t run_churn(Layout *l, uint64_t iters, bool time_insert)
 {
-    uint64_t spent = 0;
-    for (uint64_t done = 0; done < iters;) {
-        uint64_t k = iters - done < l->churn_batch ? iters - done : l->churn_batch;
-        if (l->churn_next + k > l->n) {
-            l->churn_next = 0;
-        }
-        const uint32_t *victims = &l->churn[l->churn_next];
-        l->churn_next += k;
-        uint64_t t0 = now_ns();
-        for (uint64_t j = 0; j < k; j++) {
-            DMAMap gone = { .iova = l->maps[victims[j]].iova, .size = 0 };
-            sink += iova_tree_remove(l->tree, gone);
-        }
-        uint64_t t1 = now_ns();
-        for (uint64_t j = 0; j < k; j++) {
-            int rc = iova_tree_insert(l->tree, &l->maps[victims[j]]);
-            if (rc != IOVA_OK) {
-                die("iova_tree_insert", rc);
-            }
-        }
-        spent += time_insert ? now_ns() - t1 : t1 - t0;
-        done += k;
-    }
-    return spent;
+    return churn(&side_ours, l->tree, l->maps, l->n, l->churn, l->churn_batch, &l->churn_next,
+                 iters, time_insert);
 }
 
 static uint64_t run_insert(void *ctx, uint64_t iters)
@@ -1294,150 +1393,6 @@ static void bench_vhost(const Options *o, Table *t)
 
 /* ------------------------------------------------------------------ issue 17: against QEMU */
 
-/*
- * QEMU's own util/iova-tree.c (the seed patch applied), built by scripts/build-tools.sh from
- * ../shared/qemu when that folder is present, its global symbols renamed with a qemu_ prefix
- * (objcopy --redefine-sym) so that both trees link into this one binary.  Its DMAMap is QEMU's
- * packed 36-byte layout, declared here on its own so that this file never needs QEMU's header.
- */
-#ifdef IOVA_BENCH_QEMU
-typedef struct __attribute__((packed)) QemuDMAMap {
-    uint64_t iova;
-    uint64_t translated_addr;
-    uint64_t size;
-    uint64_t id;
-    uint32_t perm;
-} QemuDMAMap;
-typedef struct QemuIOVATree QemuIOVATree;
-QemuIOVATree *qemu_iova_tree_new(void);
-int qemu_iova_tree_insert(QemuIOVATree *tree, const QemuDMAMap *map);
-void qemu_iova_tree_remove(QemuIOVATree *tree, QemuDMAMap map);
-const QemuDMAMap *qemu_iova_tree_find(const QemuIOVATree *tree, const QemuDMAMap *map);
-const QemuDMAMap *qemu_iova_tree_find_iova(const QemuIOVATree *tree, const QemuDMAMap *map);
-int qemu_iova_tree_alloc_map(QemuIOVATree *tree, QemuDMAMap *map, uint64_t iova_begin,
-                             uint64_t iova_last);
-void qemu_iova_tree_destroy(QemuIOVATree *tree);
-#define HAVE_QEMU true
-#else
-#define HAVE_QEMU false
-#endif
-
-/*
- * One side of the comparison: the project's tree or QEMU's, behind the same five calls.  The
- * indirect call costs both sides the same few nanoseconds.
- */
-typedef struct Side {
-    const char *suffix;   /* "" for the project, " (QEMU)" */
-    void *(*make)(void);
-    int (*insert)(void *tree, const DMAMap *map);
-    void (*remove)(void *tree, hwaddr iova);
-    hwaddr (*find)(const void *tree, hwaddr iova);          /* translated_addr, or 1 */
-    hwaddr (*find_iova)(const void *tree, hwaddr hva, uint64_t id); /* iova, or 1 */
-    int (*alloc)(void *tree, hwaddr size, hwaddr *iova);    /* first fit in [0, 2^64-1] */
-    void (*destroy)(void *tree);
-} Side;
-
-static void *ours_make(void)
-{
-    return iova_tree_new();
-}
-
-static int ours_insert(void *tree, const DMAMap *map)
-{
-    return iova_tree_insert(tree, map);
-}
-
-static void ours_remove(void *tree, hwaddr iova)
-{
-    DMAMap gone = { .iova = iova };
-    sink += iova_tree_remove(tree, gone);
-}
-
-static hwaddr ours_find(const void *tree, hwaddr iova)
-{
-    DMAMap needle = { .iova = iova };
-    const DMAMap *m = iova_tree_find(tree, &needle);
-    return m ? m->translated_addr : 1;
-}
-
-static hwaddr ours_find_iova(const void *tree, hwaddr hva, uint64_t id)
-{
-    DMAMap needle = { .translated_addr = hva, .id = id };
-    const DMAMap *m = iova_tree_find_iova(tree, &needle);
-    return m ? m->iova : 1;
-}
-
-static int ours_alloc(void *tree, hwaddr size, hwaddr *iova)
-{
-    DMAMap m = { .translated_addr = HVA_BASE, .size = size, .perm = IOMMU_RW };
-    int rc = iova_tree_alloc_map(tree, &m, 0, HWADDR_MAX);
-    *iova = m.iova;
-    return rc;
-}
-
-static void ours_destroy(void *tree)
-{
-    iova_tree_destroy(tree);
-}
-
-static const Side side_ours = { "", ours_make, ours_insert, ours_remove, ours_find,
-                                ours_find_iova, ours_alloc, ours_destroy };
-
-#ifdef IOVA_BENCH_QEMU
-static QemuDMAMap qemu_map(const DMAMap *m)
-{
-    QemuDMAMap q = { m->iova, m->translated_addr, m->size, m->id, (uint32_t)m->perm };
-    return q;
-}
-
-static void *qemu_make(void)
-{
-    return qemu_iova_tree_new();
-}
-
-static int qemu_insert(void *tree, const DMAMap *map)
-{
-    QemuDMAMap q = qemu_map(map);
-    return qemu_iova_tree_insert(tree, &q);
-}
-
-static void qemu_remove(void *tree, hwaddr iova)
-{
-    QemuDMAMap gone = { .iova = iova };
-    qemu_iova_tree_remove(tree, gone);
-}
-
-static hwaddr qemu_find(const void *tree, hwaddr iova)
-{
-    QemuDMAMap needle = { .iova = iova };
-    const QemuDMAMap *m = qemu_iova_tree_find(tree, &needle);
-    return m ? m->translated_addr : 1;
-}
-
-static hwaddr qemu_find_iova(const void *tree, hwaddr hva, uint64_t id)
-{
-    QemuDMAMap needle = { .translated_addr = hva, .id = id };
-    const QemuDMAMap *m = qemu_iova_tree_find_iova(tree, &needle);
-    return m ? m->iova : 1;
-}
-
-static int qemu_alloc(void *tree, hwaddr size, hwaddr *iova)
-{
-    QemuDMAMap m = { .translated_addr = HVA_BASE, .size = size, .perm = IOMMU_RW };
-    int rc = qemu_iova_tree_alloc_map(tree, &m, 0, HWADDR_MAX);
-    *iova = m.iova;
-    return rc;
-}
-
-static void qemu_destroy(void *tree)
-{
-    qemu_iova_tree_destroy(tree);
-}
-
-static const Side side_qemu = { " (QEMU)", qemu_make, qemu_insert, qemu_remove, qemu_find,
-                                qemu_find_iova, qemu_alloc, qemu_destroy };
-#endif
-
 /* The random and the dense layout, as both sides hold them. */
 typedef struct VsLayout {
     DMAMap *maps;
@@ -1531,33 +1486,11 @@ static void *vs_build(const Side *side, const VsLayout *l)
     return tree;
 }
 
-/* Batches of random stored maps come out, then go back in; one half is timed. */
 static uint64_t vs_churn(VsRun *r, uint64_t iters, bool time_insert)
 {
     VsLayout *l = r->l;
-    uint64_t spent = 0;
-    for (uint64_t done = 0; done < iters;) {
-        uint64_t k = iters - done < l->batch ? iters - done : l->batch;
-        if (l->churn_next + k > l->n) {
-            l->churn_next = 0;
-        }
-        const uint32_t *victims = &l->churn[l->churn_next];
-        l->churn_next += k;
-        uint64_t t0 = now_ns();
-        for (uint64_t j = 0; j < k; j++) {
-            r->side->remove(r->tree, l->maps[victims[j]].iova);
-        }
-        uint64_t t1 = now_ns();
-        for (uint64_t j = 0; j < k; j++) {
-            int rc = r->side->insert(r->tree, &l->maps[victims[j]]);
-            if (rc != IOVA_OK) {
-                die("insert (against QEMU)", rc);
-            }
-        }
-        spent += time_insert ? now_ns() - t1 : t1 - t0;
-        done += k;
-    }
-    return spent;
+    return churn(r->side, r->tree, l->maps, l->n, l->churn, l->batch, &l->churn_next, iters,
+                 time_insert);
 }
 
 static uint64_t vs_run_insert(void *ctx, uint64_t iters)
