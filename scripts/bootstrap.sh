@@ -7,7 +7,7 @@
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 VENV=${IOVA_NATIVE_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
-EXTRAS=${IOVA_NATIVE_EXTRAS:-testing,replay,bench,fuzz}
+EXTRAS=${IOVA_NATIVE_EXTRAS:-testing,replay,bench,fuzz,packaging,docs}
 
 _say() { printf 'iova-native setup: %s\n' "$*" >&2; }
 

@@ -85,7 +85,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
     rm -rf "$WORK"
     mkdir -p "$WORK/src"
     cp -r "$ROOT"/csrc "$ROOT"/pyproject.toml "$ROOT"/setup.py "$WORK/src/"
-    cp "$ROOT"/MANIFEST.in "$ROOT"/README.md "$WORK/src/" 2>/dev/null || true
+    cp "$ROOT"/MANIFEST.in "$ROOT"/README.md "$ROOT"/LICENSE "$WORK/src/" 2>/dev/null || true
     mkdir -p "$WORK/src/src"
     cp -r "$ROOT"/src/iova_native "$WORK/src/src/"
     rm -f "$WORK"/src/src/iova_native/_core*.so "$WORK"/src/src/iova_native/_core.c

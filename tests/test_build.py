@@ -29,6 +29,22 @@ def test_missing_glib_is_one_line_naming_the_debian_package() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_too_old_glib_is_one_line_naming_found_and_needed(tmp_path: Path) -> None:
+    """A GLib older than 2.68 (no g_tree_lower_bound) stops the build with one line that names
+    the version pkg-config found and the one needed, before anything is compiled."""
+    (tmp_path / "glib-2.0.pc").write_text(
+        "Name: GLib\nDescription: old\nVersion: 2.66.8\nCflags: -I/nonexistent\nLibs: -lglib-2.0\n")
+    env = dict(os.environ, PKG_CONFIG_LIBDIR=str(tmp_path), PKG_CONFIG_PATH="")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "iova_native" / "_build.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "GLib 2.66.8 was found" in lines[0] and "2.68 or later is needed" in lines[0]
+
+
 def test_extension_is_built_with_debug_info_and_frame_pointers() -> None:
     """perf and callgrind attribute time to our functions only with symbols and frame
     pointers: the compiled module must carry DWARF info naming the core's functions."""

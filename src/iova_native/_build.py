@@ -2,7 +2,9 @@
 """cffi build script (API mode) for the C core: ``iova_native._core``.
 
 Run by setuptools through ``cffi_modules`` in setup.py.  GLib is found with ``pkg-config``;
-when its headers are missing the build stops with one line naming the Debian package.
+when its headers are missing, or older than the core needs, the build stops with one line that
+says so (naming the version found, the one needed and the Debian package), not deep in the
+compiler's output.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ GLIB_MISSING = (
     "iova_native: GLib's development files were not found (pkg-config glib-2.0); "
     "install the Debian package libglib2.0-dev (apt-get install libglib2.0-dev pkg-config)"
 )
+# g_tree_lower_bound() and g_tree_node_next(), which the forward look-ups and the batch sweeps
+# use, appeared in GLib 2.68.
+GLIB_NEEDED = "2.68"
 
 
 def pkg_config(*args: str) -> list[str]:
@@ -45,6 +50,17 @@ def pkg_config(*args: str) -> list[str]:
     if result.returncode != 0:
         sys.exit(GLIB_MISSING)
     return shlex.split(result.stdout)
+
+
+def check_glib_version() -> None:
+    """Exits with one line naming the GLib found and the one needed when it is too old."""
+    if subprocess.run(["pkg-config", f"--atleast-version={GLIB_NEEDED}", "glib-2.0"],
+                      capture_output=True, check=False).returncode == 0:
+        return
+    found = " ".join(pkg_config("--modversion")) or "unknown"
+    sys.exit(f"iova_native: GLib {found} was found (pkg-config glib-2.0), but GLib "
+             f"{GLIB_NEEDED} or later is needed (g_tree_lower_bound, g_tree_node_next); "
+             "install a newer libglib2.0-dev (Debian 12, Ubuntu 22.04 or later)")
 
 
 def compile_args() -> list[str]:
@@ -64,6 +80,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef_text())
 
 _cflags = pkg_config("--cflags")
+check_glib_version()
 ffibuilder.set_source(
     "iova_native._core",
     '#include "iova-map.h"\n#include "iova-binding.h"\n#include "vhost-binding.h"\n',
