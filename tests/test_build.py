@@ -14,19 +14,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_missing_glib_is_one_line_naming_the_debian_package() -> None:
-    """With pkg-config unable to find glib-2.0, the cffi build script stops at once with one
-    line on stderr that names libglib2.0-dev, and no traceback."""
-    env = dict(os.environ, PKG_CONFIG_LIBDIR="/nonexistent", PKG_CONFIG_PATH="")
+def build_script_error(pkg_config_libdir: Path, cwd: Path) -> str:
+    """The one line the cffi build script prints when it stops, with pkg-config looking for
+    glib-2.0.pc in ``pkg_config_libdir`` only; fails the test unless it stops that way."""
+    env = dict(os.environ, PKG_CONFIG_LIBDIR=str(pkg_config_libdir), PKG_CONFIG_PATH="")
     result = subprocess.run(
         [sys.executable, str(ROOT / "src" / "iova_native" / "_build.py")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "libglib2.0-dev" in lines[0]
     assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_missing_glib_is_one_line_naming_the_debian_package(tmp_path: Path) -> None:
+    """With pkg-config unable to find glib-2.0, the cffi build script stops at once with one
+    line on stderr that names libglib2.0-dev, and no traceback."""
+    assert "libglib2.0-dev" in build_script_error(Path("/nonexistent"), cwd=tmp_path)
 
 
 def test_too_old_glib_is_one_line_naming_found_and_needed(tmp_path: Path) -> None:
@@ -34,15 +40,8 @@ def test_too_old_glib_is_one_line_naming_found_and_needed(tmp_path: Path) -> Non
     the version pkg-config found and the one needed, before anything is compiled."""
     (tmp_path / "glib-2.0.pc").write_text(
         "Name: GLib\nDescription: old\nVersion: 2.66.8\nCflags: -I/nonexistent\nLibs: -lglib-2.0\n")
-    env = dict(os.environ, PKG_CONFIG_LIBDIR=str(tmp_path), PKG_CONFIG_PATH="")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "iova_native" / "_build.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "GLib 2.66.8 was found" in lines[0] and "2.68 or later is needed" in lines[0]
+    line = build_script_error(tmp_path, cwd=tmp_path)
+    assert "GLib 2.66.8 was found" in line and "2.68 or later is needed" in line
 
 
 def test_extension_is_built_with_debug_info_and_frame_pointers() -> None:
