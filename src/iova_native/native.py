@@ -54,7 +54,7 @@ _ib_remove = lib.ib_tree_remove
 _ib_insert = lib.ib_tree_insert
 _ib_find_all = lib.ib_tree_find_all
 _ib_find_iova_all = lib.ib_tree_find_iova_all
-_RANGE_CAP = 16  # maps the first range-query call has room for
+_POOLED_MAPS = 2 * _SEGS // _WORDS  # maps a range query's first call has room for
 
 
 _N = TypeVar("_N", bound="_Native")
@@ -375,17 +375,24 @@ class _Tree(_Native, TreeContainer):
         self._fail(rc)
 
     def _range(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[DMAMap]:
-        """``call(h, *args, buf, cap)`` answering how many maps there are; grown until they fit
-        (the tree may change between two calls)."""
-        cap = _RANGE_CAP
-        while True:
+        """``call(h, *args, buf, cap)`` answering how many maps there are.  Up to
+        ``_POOLED_MAPS`` come back in a pooled translate buffer; more in one grown until they
+        fit (the tree may change between two calls)."""
+        pool = self._segs_pool
+        bufs = _pop(pool, _segments_buffer)
+        try:
+            total = call(self._h, *args, bufs[0], _POOLED_MAPS)
+            if 0 <= total <= _POOLED_MAPS:
+                return _maps(bufs[1][0 : _WORDS * total].tolist())
+        finally:
+            pool.append(bufs)
+        while total >= 0:
+            cap = total + total // 8 + _POOLED_MAPS
             buf, view = _words(_WORDS * cap)
             total = call(self._h, *args, buf, cap)
-            if total < 0:
-                self._fail(total)
-            if total <= cap:
+            if 0 <= total <= cap:
                 return _maps(view[0 : _WORDS * total].tolist())
-            cap = total + total // 8 + _RANGE_CAP
+        self._fail(total)
 
     def _find_all_key(self, key: int, size: int = 0) -> list[DMAMap]:
         try:
