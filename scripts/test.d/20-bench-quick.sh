@@ -24,3 +24,9 @@ grep -q '^## The C benchmark' "$out/RESULTS.md" || {
 }
 printf 'bench: iova-bench --quick and bench/run.py --quick ok (%s lines of results)\n' \
     "$(wc -l <"$out/RESULTS.md")"
+if ! "$PY" "$ROOT/bench/range_queries.py" --quick >"$out/range.md" 2>"$out/range.log"; then
+    cat "$out/range.log" >&2
+    echo "bench: bench/range_queries.py --quick failed" >&2
+    exit 1
+fi
+echo "bench: bench/range_queries.py --quick ok"
