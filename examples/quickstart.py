@@ -21,3 +21,7 @@ for m in tree:
     same.insert(m)
 needle = (0x7F0000000800, 0, 0x100000000)
 assert same.find_iova(*needle) == tree.find_iova(*needle)
+# Every map a range touches, either side, in IOVA order (a vIOMMU invalidation, an unplug).
+assert [m.iova for m in tree.find_all(0, 0xFFFFF)] == [0x1000, 0x2000]
+assert [m.id for m in tree.find_iova_all(0x7F0000000000, 0xFFF)] == [0, 0x100000000]
+assert same == tree and tree.maps()[0] in tree and tree.copy() == IOVATree(tree)

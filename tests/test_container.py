@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -106,6 +107,8 @@ def test_gpa_tree_find_all(mod: ModuleType) -> None:
     [
         (lambda t: t.find_all("x"), TypeError),
         (lambda t: t.find_all(1.0), TypeError),
+        (lambda t: t.find_all(Decimal(0x1000)), TypeError),  # cffi alone would take it
+        (lambda t: t.find_iova_all(0x90000, 0, Decimal(1)), TypeError),
         (lambda t: t.find_all(1, TOP), InvalidMapError),
         (lambda t: t.find_all(-1), InvalidMapError),
         (lambda t: t.find_iova_all(0, None), TypeError),
@@ -140,6 +143,12 @@ def test_contains(mod: ModuleType) -> None:
         assert value not in t
     g = mod.GPATree([m])
     assert m in g and m.replace(iova=0) not in g
+    # Forged maps (found by the stateful machines): no error; a key that is no int never
+    # matches, in C as in Python.
+    empty = tuple.__new__(DMAMap, ())
+    assert empty not in t and empty not in g and empty not in sample_vhost(mod)
+    decimal_iova = tuple.__new__(DMAMap, (Decimal(0x3000), *m[1:]))
+    assert decimal_iova not in t and decimal_iova not in sample_vhost(mod)
 
 
 def test_vhost_contains_both_trees(mod: ModuleType) -> None:

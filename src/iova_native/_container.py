@@ -24,7 +24,7 @@ from ._types import DMAMap, InvalidMapError
 _C = TypeVar("_C", bound="Container")
 
 #: What ``in`` may meet when it looks a forged ``DMAMap`` up (a field that is no u64).
-_LOOKUP_ERRORS = (TypeError, OverflowError, InvalidMapError)
+_LOOKUP_ERRORS = (TypeError, OverflowError, InvalidMapError, IndexError)
 
 
 def same_kind(a: object, b: object) -> bool:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import pickle
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -678,11 +679,18 @@ class _Differential:
 
     def __reduce__(self) -> tuple[Any, ...]:
         self._equality_state()  # the sides must agree before they are saved
-        # Queries change nothing: the log keeps only what a replay needs (and can pickle).
-        log = [op for op in self._log if op.method not in _QUERIES]
-        state = (self._left_cls, self._right_cls, self._ctor_args, self.shrink_timeout, log,
-                 self.left, self.right)
+        state = (self._left_cls, self._right_cls, self._ctor_args, self.shrink_timeout,
+                 self._saved_log(), self.left, self.right)
         return (_rebuild, (type(self), state))
+
+    def _saved_log(self) -> list[Operation]:
+        """What a pickle keeps of the log: the calls a replay needs.  Queries change nothing;
+        a tree's contents are one ``update`` (calls with bad input, a forged map say, may not
+        even pickle)."""
+        if "update" not in self._methods:
+            return [op for op in self._log if op.method not in _QUERIES and _pickles(op)]
+        maps = self._plain("maps")
+        return [Operation("update", (maps,))] if maps else []
 
     def _twin(self, left: Any, right: Any, log: list[Operation]) -> Any:
         twin = object.__new__(type(self))
@@ -919,6 +927,14 @@ class _Differential:
             ]
         )
         raise DivergenceError(message, operation, _public(lo), _public(ro), reproducer)
+
+
+def _pickles(op: Operation) -> bool:
+    try:
+        pickle.dumps(op)
+    except Exception:  # a bad-input call's argument: it changed nothing, the replay skips it
+        return False
+    return True
 
 
 def _rebuild(cls: Any, state: tuple[Any, ...]) -> Any:

@@ -395,11 +395,14 @@ class _Tree(_Native, TreeContainer):
         self._fail(total)
 
     def _find_all_key(self, key: int, size: int = 0) -> list[DMAMap]:
-        try:
-            return self._range(_ib_find_all, (key, size))
-        except (*_ARG_ERRORS, InvalidMapError):
-            self._check_open()
-            return self._range(_ib_find_all, T.check_range(key, size, self._key_name))
+        # Only exact ints go straight to C (cffi would take anything with __int__).
+        if type(key) is int and type(size) is int:
+            try:
+                return self._range(_ib_find_all, (key, size))
+            except (*_ARG_ERRORS, InvalidMapError):
+                pass
+        self._check_open()
+        return self._range(_ib_find_all, T.check_range(key, size, self._key_name))
 
     # The hot paths are written out in one frame each: one C call, one read, one DMAMap.
 
@@ -461,16 +464,18 @@ class IOVATree(_Tree):
     ) -> list[DMAMap]:
         """Every stored map whose translated range overlaps ``[translated_addr,
         translated_addr + size]`` (and whose id is ``id`` unless None), in IOVA order."""
-        try:
-            if id is None:
-                return self._range(_ib_find_iova_all, (translated_addr, size, 0, 0))
-            return self._range(_ib_find_iova_all, (translated_addr, size, 1, id))
-        except (*_ARG_ERRORS, InvalidMapError):
-            self._check_open()
-            translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
-            id = T.check_optional_id(id)
-            args = (translated_addr, size, 0, 0) if id is None else (translated_addr, size, 1, id)
-            return self._range(_ib_find_iova_all, args)
+        if type(translated_addr) is int and type(size) is int and (id is None or type(id) is int):
+            try:
+                if id is None:
+                    return self._range(_ib_find_iova_all, (translated_addr, size, 0, 0))
+                return self._range(_ib_find_iova_all, (translated_addr, size, 1, id))
+            except (*_ARG_ERRORS, InvalidMapError):
+                pass
+        self._check_open()
+        translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
+        id = T.check_optional_id(id)
+        args = (translated_addr, size, 0, 0) if id is None else (translated_addr, size, 1, id)
+        return self._range(_ib_find_iova_all, args)
 
     def find_iova(
         self, translated_addr: int, size: int = 0, id: int | None = None
@@ -652,12 +657,12 @@ class VhostIOVATree(_Native, Container):
         self._check_open()
         if not isinstance(item, DMAMap):
             return False
-        for which, key in ((lib.IB_VHOST_HOST, 0), (lib.IB_VHOST_GUEST, 1)):
-            try:
-                found = self._one_map(lib.ib_vhost_find_key,
-                                      (which, tuple.__getitem__(item, key), 0))
-            except _ARG_ERRORS:
+        for which, field in ((lib.IB_VHOST_HOST, 0), (lib.IB_VHOST_GUEST, 1)):
+            try:  # the reference's check of the key, so that forged maps are told alike
+                key = T.check_u64(tuple.__getitem__(item, field), "key")
+            except (*_ARG_ERRORS, InvalidMapError, IndexError):
                 return False
+            found = self._one_map(lib.ib_vhost_find_key, (which, key, 0))
             if found is not None and tuple.__eq__(found, item):
                 return True
         return False

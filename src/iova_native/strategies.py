@@ -457,6 +457,8 @@ _IOVA_CALLS: dict[str, tuple[tuple[Any, ...], tuple[str, ...]]] = {
     "insert": ((DMAMap(0x1000, 0x1000, 0xFFF),), ("map",)),
     "find": ((0x1000, 0), ("u64", "u64")),
     "find_iova": ((0x1000, 0, None), ("u64", "u64", "opt")),
+    "find_all": ((0x1000, 0), ("u64", "u64")),
+    "find_iova_all": ((0x1000, 0, None), ("u64", "u64", "opt")),
     "translate": ((0x1000, 0x10, None), ("u64", "u64", "opt")),
     "alloc": (
         (0xFFF, 0, Perm.RW, 0, 0, MAX_U64, 1, "first"),
@@ -469,6 +471,7 @@ _IOVA_CALLS: dict[str, tuple[tuple[Any, ...], tuple[str, ...]]] = {
 _GPA_CALLS: dict[str, tuple[tuple[Any, ...], tuple[str, ...]]] = {
     "insert": ((DMAMap(0x1000, 0x1000, 0xFFF),), ("map",)),
     "find": ((0x1000, 0), ("u64", "u64")),
+    "find_all": ((0x1000, 0), ("u64", "u64")),
     "remove": ((0x1000, 0), ("u64", "u64")),
     "to_iova_many": (([0x1000], None), ("batch", "opt")),
 }
