@@ -5,6 +5,7 @@
 #include "iova-holes.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "iova-avl.h"
 
@@ -96,6 +97,52 @@ int iova_holes_init(IOVAHoles *holes)
         return IOVA_ERR_OOM;
     }
     hole_add(holes, all, 0, HWADDR_MAX);
+    return IOVA_OK;
+}
+
+/* Link refs[lo, hi) (holes in address order) into a balanced subtree; returns its root. */
+static IOVARef build_balanced(const IOVAArena *arena, const IOVARef *refs, size_t lo, size_t hi)
+{
+    if (lo == hi) {
+        return IOVA_REF_NONE;
+    }
+    size_t mid = lo + (hi - lo) / 2;
+    IOVARef *l = hole_at(arena, refs[mid])->link;
+    l[AVL_LEFT] = build_balanced(arena, refs, lo, mid);
+    l[AVL_RIGHT] = build_balanced(arena, refs, mid + 1, hi);
+    avl_update(arena, &hole_ops, refs[mid]);
+    return refs[mid];
+}
+
+int iova_holes_build(IOVAHoles *holes, IOVAHolesNext next, void *opaque, size_t nmaps)
+{
+    iova_arena_init(&holes->arena, sizeof(IOVAHole));
+    holes->root = IOVA_REF_NONE;
+    IOVARef *refs = nmaps < UINT32_MAX ? malloc((nmaps + 1) * sizeof(*refs)) : NULL;
+    if (!refs || iova_arena_reserve(&holes->arena, (uint32_t)nmaps + 1) < 0) {
+        free(refs);
+        iova_holes_destroy(holes);
+        return IOVA_ERR_OOM;
+    }
+    size_t count = 0;
+    hwaddr cursor = 0, first, last;
+    bool open = true; /* cursor is a real address: the last map did not end at HWADDR_MAX */
+    while (next(opaque, &first, &last)) {
+        if (first > cursor) {
+            refs[count] = iova_arena_alloc(&holes->arena); /* reserved: cannot fail */
+            hole_at(&holes->arena, refs[count])->first = cursor;
+            hole_at(&holes->arena, refs[count++])->last = first - 1;
+        }
+        open = last < HWADDR_MAX;
+        cursor = last + 1;
+    }
+    if (open) {
+        refs[count] = iova_arena_alloc(&holes->arena);
+        hole_at(&holes->arena, refs[count])->first = cursor;
+        hole_at(&holes->arena, refs[count++])->last = HWADDR_MAX;
+    }
+    holes->root = build_balanced(&holes->arena, refs, 0, count);
+    free(refs);
     return IOVA_OK;
 }
 

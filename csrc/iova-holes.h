@@ -46,6 +46,17 @@ typedef struct IOVAFitRequest {
  */
 int iova_holes_init(IOVAHoles *holes);
 
+/* Hands out the maps in address order, one [*first, *last] a call; false after the last. */
+typedef bool (*IOVAHolesNext)(void *opaque, hwaddr *first, hwaddr *last);
+
+/**
+ * iova_holes_build: the holes between the @nmaps maps that @next gives, in O(n): the holes
+ * come out of one pass in address order and are linked into a balanced tree directly.
+ *
+ * Returns: IOVA_OK, or IOVA_ERR_OOM with @holes empty (as after iova_holes_destroy()).
+ */
+int iova_holes_build(IOVAHoles *holes, IOVAHolesNext next, void *opaque, size_t nmaps);
+
 /**
  * iova_holes_destroy: free everything.
  */

@@ -12,16 +12,24 @@
 #include "iova-reverse.h"
 
 /*
- * An IOVA-keyed tree keeps its maps as IOVAEntry in an arena, linked into the reverse trees and
- * accounted for by the holes.  A GPA-keyed tree needs neither: its maps are plain g_new()
- * DMAMaps that the GTree frees, as QEMU's are.
+ * An IOVA-keyed tree keeps its maps as IOVAEntry in an arena, linked into the reverse trees and,
+ * once it has allocated, accounted for by the holes.  A GPA-keyed tree needs neither: its maps
+ * are plain g_new() DMAMaps that the GTree frees, as QEMU's are.
+ *
+ * Why the holes wait for the first alloc: only alloc reads them, and most trees either
+ * allocate from the start (vhost's IOVA trees, empty when the first alloc comes) or never do
+ * (the vIOMMUs' trees, filled by insert).  A tree that never allocates pays neither the hole
+ * tree's update on every insert and remove nor its memory (a hole beside each map on a
+ * sparse layout).  The first alloc builds the holes in one O(n) pass; from then on they are
+ * kept up to date and every alloc is O(log n).
  */
 struct IOVATree {
     GTree *tree;            /* keys and values: the maps, compared as ranges */
     gboolean by_translated; /* made by gpa_tree_new() */
+    gboolean holes_on;      /* the holes exist and are the complement of the maps */
     IOVAArena entries;      /* IOVAEntry storage (IOVA-keyed trees) */
     IOVAReverse reverse;    /* IOVA-keyed trees only */
-    IOVAHoles holes;        /* IOVA-keyed trees only */
+    IOVAHoles holes;        /* IOVA-keyed trees, from their first alloc */
 };
 
 /* QEMU's comparator: overlapping ranges compare equal, so a look-up finds any overlap. */
@@ -73,11 +81,6 @@ static IOVATree *tree_new(gboolean by_translated)
     tree->by_translated = by_translated;
     tree->tree = new_gtree(by_translated);
     iova_arena_init(&tree->entries, sizeof(IOVAEntry));
-    if (iova_holes_init(&tree->holes) != IOVA_OK) {
-        g_tree_destroy(tree->tree);
-        g_free(tree);
-        return NULL;
-    }
     return tree;
 }
 
@@ -140,7 +143,7 @@ static int tree_store(IOVATree *tree, const DMAMap *map)
     if (ref == IOVA_REF_NONE) {
         return IOVA_ERR_OOM;
     }
-    int rc = iova_holes_take(&tree->holes, first, first + map->size);
+    int rc = tree->holes_on ? iova_holes_take(&tree->holes, first, first + map->size) : IOVA_OK;
     if (rc != IOVA_OK) {
         iova_arena_release(&tree->entries, ref);
         return rc;
@@ -164,7 +167,7 @@ int gpa_tree_insert(IOVATree *tree, const DMAMap *map)
 
 int iova_tree_reserve(IOVATree *tree, size_t count)
 {
-    if (tree->by_translated) {
+    if (tree->by_translated || !tree->holes_on) {
         return 0; /* no holes to record */
     }
     return count > UINT32_MAX || iova_arena_reserve(&tree->holes.arena, (uint32_t)count) < 0
@@ -185,7 +188,9 @@ static void tree_unstore(IOVATree *tree, const DMAMap *map)
     IOVARef ref = ref_of_map(tree, map);
     g_assert(ref != IOVA_REF_NONE); /* the GTree only ever holds the arena's entries */
     iova_reverse_del(&tree->reverse, &tree->entries, ref);
-    iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
+    if (tree->holes_on) {
+        iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
+    }
     g_tree_remove(tree->tree, map);
     iova_arena_release(&tree->entries, ref);
 }
@@ -299,6 +304,28 @@ int iova_tree_translate(const IOVATree *tree, hwaddr addr, hwaddr length, const 
     }
 }
 
+static bool next_map_range(void *opaque, hwaddr *first, hwaddr *last)
+{
+    GTreeNode **node = opaque;
+    if (!*node) {
+        return false;
+    }
+    const DMAMap *m = g_tree_node_key(*node);
+    *first = m->iova;
+    *last = m->iova + m->size;
+    *node = g_tree_node_next(*node);
+    return true;
+}
+
+/* The first alloc: the holes between the maps, from one walk in IOVA order. */
+static int holes_build(IOVATree *tree)
+{
+    GTreeNode *node = g_tree_node_first(tree->tree);
+    int rc = iova_holes_build(&tree->holes, next_map_range, &node, iova_tree_nnodes(tree));
+    tree->holes_on = rc == IOVA_OK;
+    return rc;
+}
+
 static int alloc_args_valid(const IOVATree *tree, const DMAMap *map, hwaddr iova_begin,
                             hwaddr iova_last, hwaddr align)
 {
@@ -323,6 +350,12 @@ int iova_tree_alloc_map_full(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwa
         .top_down = policy == IOVA_ALLOC_LAST,
     };
     hwaddr iova;
+    if (!tree->holes_on) {
+        int rc = holes_build(tree);
+        if (rc != IOVA_OK) {
+            return rc;
+        }
+    }
     if (!iova_holes_fit(&tree->holes, &req, &iova)) {
         return IOVA_ERR_NOMEM;
     }
@@ -539,8 +572,10 @@ void iova_tree_clear(IOVATree *tree)
     tree->tree = new_gtree(tree->by_translated);
     iova_arena_reset(&tree->entries);
     tree->reverse.by_addr_root = tree->reverse.by_id_root = IOVA_REF_NONE;
-    iova_holes_destroy(&tree->holes);
-    iova_holes_init(&tree->holes);
+    if (tree->holes_on) {
+        iova_holes_destroy(&tree->holes);
+        tree->holes_on = FALSE; /* the next alloc starts them again, from an empty tree */
+    }
 }
 
 void iova_tree_destroy(IOVATree *tree)
@@ -550,7 +585,9 @@ void iova_tree_destroy(IOVATree *tree)
     }
     g_tree_destroy(tree->tree);
     iova_arena_reset(&tree->entries);
-    iova_holes_destroy(&tree->holes);
+    if (tree->holes_on) {
+        iova_holes_destroy(&tree->holes);
+    }
     g_free(tree);
 }
 
@@ -653,8 +690,13 @@ int iova_tree_check(const IOVATree *tree, char *err, size_t errlen)
         return 0;
     }
     if (iova_reverse_check(&tree->reverse, &tree->entries, tree->entries.live, err,
-                           errlen) < 0 ||
-        iova_holes_check(&tree->holes, err, errlen) < 0) {
+                           errlen) < 0) {
+        return -1;
+    }
+    if (!tree->holes_on) {
+        return 0; /* no alloc yet: no holes to check */
+    }
+    if (iova_holes_check(&tree->holes, err, errlen) < 0) {
         return -1;
     }
     TileWalk w = { g_tree_node_first(tree->tree), 0, FALSE, FALSE };

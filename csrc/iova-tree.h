@@ -2,8 +2,8 @@
 /*
  * IOVA trees, as QEMU's util/iova-tree.c: maps kept in a GLib GTree keyed by IOVA range with
  * an overlap comparator, the map itself as both key and value.  Beside it, each IOVATree keeps
- * a reverse tree (iova-reverse.h) so that translated-address look-ups are O(log n), and a tree
- * of holes (iova-holes.h) so that allocation is O(log n).
+ * a reverse tree (iova-reverse.h) so that translated-address look-ups are O(log n), and, from
+ * its first alloc on, a tree of holes (iova-holes.h) so that allocation is O(log n).
  *
  * A tree made by gpa_tree_new() is keyed by translated address instead, as QEMU's: its
  * iova_tree_find(), iova_tree_remove() and iova_tree_foreach() work on the translated side,
@@ -123,7 +123,9 @@ int iova_tree_alloc_map(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwaddr i
 
 /**
  * iova_tree_alloc_map_full: iova_tree_alloc_map() with an alignment (a power of two) and a
- * policy.  O(log n) through the tree of holes.
+ * policy.  O(log n) through the tree of holes.  The holes are built by a tree's first alloc,
+ * in one O(n) pass over the maps inserted until then (none, for a tree that allocates from
+ * the start), and kept up to date by every insert and remove after it.
  */
 int iova_tree_alloc_map_full(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwaddr iova_last,
                              hwaddr align, IOVAAllocPolicy policy);
@@ -213,8 +215,8 @@ void iova_tree_clear(IOVATree *tree);
 
 /**
  * iova_tree_check: verify every invariant: the GTree's order and disjointness, each map's
- * validity, the reverse and id trees against the forward tree, the holes as the exact
- * complement of the maps.
+ * validity, the reverse and id trees against the forward tree, and, once the tree has
+ * allocated, the holes as the exact complement of the maps.
  *
  * Returns: 0, or -1 with the first broken invariant named in @err.
  */
