@@ -190,7 +190,7 @@ def render_text(fmt: str) -> str:
             elif fmt == "log-iso":
                 out.append(f"{_iso(ns)} {ev}")
             elif fmt == "log-context":
-                out.append(ev.replace("qemu-system-x86_64:", f"qemu-system-x86_64({TID}:main):"))
+                out.append(ev.replace("qemu-system-x86_64:", f"qemu-system-x86_64: ({TID}:main):"))
             elif fmt == "ftrace":
                 out.append(f"            bash-1021    [001] d..1.  {ns // 10**9 - 1764400000}."
                            f"{ns // 1000 % 10**6:06d}: sched_switch: prev_comm=bash prev_pid=1021")
@@ -202,7 +202,8 @@ def render_text(fmt: str) -> str:
         elif fmt == "log-iso":
             out.append(f"{_iso(ns)} {_line(ev)}")
         elif fmt == "log-context":
-            out.append(f"qemu-system-x86_64({TID}:{ev.thread}): {_line(ev)}")
+            # util/message.c prints "%s: " (the program), then "(%d:%s): " (the thread)
+            out.append(f"qemu-system-x86_64: ({TID}:{ev.thread}): {_line(ev)}")
         elif fmt == "stap":
             out.append(f"{PID}@{ns} {_line(ev, stap=True)}")
         elif fmt == "ftrace":
@@ -421,10 +422,10 @@ def test_bad_input_messages_say_what_was_seen(tmp_path: Path) -> None:
     assert ": binary data, not a QEMU trace" in message("random bytes")
     assert ": an ELF executable, not a QEMU trace" in message("/bin/ls")
     assert ": an ELF executable, not" in message("a binary holding a trace line")
-    assert "among 40 lines: 40 not trace events (first: line 1, 'this is not a trace')" in \
+    assert "among 40 lines: 40 non-trace lines (first: line 1, 'this is not a trace')" in \
         message("garbage text")
     assert "among 100 lines" in message("gzip of garbage")
-    assert "of other trace events (vhost_vdpa_xma_map 5, vhost_vdpa_xma_unmap 3, ...)" in \
+    assert "other trace events (vhost_vdpa_xma_map 5, vhost_vdpa_xma_unmap 3, ...)" in \
         message("other events only")
     assert "version 3" in message("simple file of version 3") and \
         "scripts/simpletrace.py" in message("simple file of version 3")
@@ -575,6 +576,111 @@ def test_negative_lookups_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     assert info.value.code == 2
     assert "argument --lookups: must be 0 or more, not -1" in capsys.readouterr().err
 
+
+
+# --------------------------------------------------------------------------- prefixes as QEMU prints them
+
+#: The message context of later QEMU (util/message.c, qmessage_context_print): "[time ]"
+#: "[[workload] ]" "program: " "(tid:thread name): ", each optional (-msg program-name=off,
+#: thread-info=off); the code prints "program: (tid:thread): ", which its commit message shows as
+#: "program(tid:thread): ".  And the ISO timestamp with "(tid) " that QEMU's master printed for a
+#: while in 2025.
+CONTEXT_PREFIXES = [
+    "qemu-system-x86_64: ",
+    "qemu-system-x86_64(48213:main): ",
+    "qemu-system-x86_64: (48213:main): ",
+    "qemu-system-x86_64: (48215:CPU 0/KVM): ",
+    "qemu-kvm: (48213:main): ",
+    "(48213:main): ",
+    "[fish food] qemu-system-x86_64: (48213:main): ",
+    "2026-01-08T12:05:21.123456Z qemu-system-x86_64: (48213:main): ",
+    "2026-01-08T12:05:21Z [fish food] qemu-system-x86_64: (48213:main): ",
+    "2025-06-26T19:55:14.366177Z (48213) ",
+]
+
+
+def _with_prefix(prefix: str) -> str:
+    """The log twin with every line (QEMU's warnings too) after ``prefix``."""
+    out = []
+    for line in render_text("log").splitlines():
+        out.append(prefix + line.removeprefix("qemu-system-x86_64: "))
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("prefix", CONTEXT_PREFIXES)
+def test_the_message_context_qemu_prints_is_read(prefix: str, twin: trace.CompiledTrace,
+                                                 tmp_path: Path) -> None:
+    path = tmp_path / "context.log"
+    path.write_text(_with_prefix(prefix))
+    compiled = trace.compile_trace(path, strict=True)
+    st = compiled.stats
+    assert st.modelled == MODELLED and st.malformed == 0 and st.not_trace == 2
+    assert set(st.formats) == {"log-iso" if prefix[:1].isdigit() else "log-context"}
+    assert digests(compiled) == digests(twin)
+
+
+def test_qemu_errors_naming_a_modelled_event_are_not_trace_lines(
+        twin: trace.CompiledTrace, tmp_path: Path) -> None:
+    # vhost-vdpa.c's error_report()s after a failed ioctl, as -msg and the context print them.
+    errors = [
+        "qemu-system-x86_64: vhost_vdpa_dma_map(0x55d4c2a1b3e0, 0x1000, 0x1000, "
+        "0x7f1c00000000) = -14 (Bad address)",
+        "qemu-system-x86_64: (48213:main): vhost_vdpa_dma_unmap(0x55d4c2a1b3e0, 0x1000, "
+        "0x1000) = -22 (Invalid argument)",
+        "2025-11-30T10:15:42.100000Z qemu-system-x86_64: vhost_vdpa_dma_unmap(0x55d4c2a1b3e0, "
+        "0x1000, 0x1000) = -22 (Invalid argument)",
+        "qemu-system-x86_64: vhost vdpa map fail!",
+    ]
+    lines = render_text("log").splitlines()
+    path = tmp_path / "errors.log"
+    path.write_text("\n".join(lines[:5] + errors + lines[5:]) + "\n")
+    compiled = trace.compile_trace(path, strict=True)
+    assert compiled.stats.not_trace == 2 + len(errors) and compiled.stats.malformed == 0
+    assert digests(compiled) == digests(twin)
+
+
+@pytest.mark.parametrize("stamp", ["123456789012", "1234"])
+def test_ftrace_with_an_integer_clock_is_read(stamp: str, twin: trace.CompiledTrace,
+                                              tmp_path: Path) -> None:
+    # trace_clock counter, x86-tsc, perf... print the stamp without a fraction.
+    text = re.sub(r"\d+\.\d{6}: ", stamp + ": ", render_text("ftrace"))
+    path = tmp_path / "ftrace.txt"
+    path.write_text(text)
+    compiled = trace.compile_trace(path, strict=True)
+    assert set(compiled.stats.formats) == {"ftrace"}
+    assert digests(compiled) == digests(twin)
+
+
+def test_a_file_without_modelled_events_says_so_in_correct_english(tmp_path: Path) -> None:
+    def message(text: str) -> str:
+        path = tmp_path / "x.log"
+        path.write_text(text)
+        with pytest.raises(trace.TraceInputError) as info:
+            trace.compile_trace(path)
+        return str(info.value)
+
+    one = message("foo_bar x\nhello\n")
+    assert "among 2 lines: 1 other trace event (foo_bar 1), 1 non-trace line (first: line 2" \
+        in one, one
+    two = message("foo_bar x\nfoo_baz y\nhello\nworld\n")
+    assert "2 other trace events (foo_bar 1, foo_baz 1), 2 non-trace lines" in two, two
+    assert "log-context" in one or "program" in one  # every format is named
+
+
+def test_convert_help_names_the_formats_it_points_to() -> None:
+    text = _parsers()["convert"].format_help()
+    assert "format above" not in text or "Formats read" in text
+
+
+def test_a_cut_op_stream_is_refused_in_whole_records(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    ops = tmp_path / "ops.bin"
+    assert cli.main(["convert", "--no-progress", "-o", str(ops), str(DATA / FILES["log"])]) == 0
+    data = ops.read_bytes()
+    ops.write_bytes(data[: len(data) - 20])
+    assert cli.main(["replay", "--no-progress", str(ops)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"\d\.\d", err) is None, err
 
 if __name__ == "__main__":
     write_samples()

@@ -467,9 +467,10 @@ counted and never fatal.
 Formats read, told apart per file, plain or gzip:
   log          -trace 'vhost_vdpa_*' (or -d trace:vhost_vdpa_*) with the log
                backend, to stderr or -D FILE; bare, with the PID@SEC.USEC:
-               prefix (-msg timestamp=on before QEMU 10.1), with an ISO-8601
-               timestamp (-msg timestamp=on, QEMU 10.1 and later), or after the
-               program(thread): prefix that later QEMU prints
+               prefix (-msg timestamp=on before QEMU 10.1; always before 7.1),
+               with an ISO-8601 timestamp (-msg timestamp=on, QEMU 10.1 and
+               later), or after the message context of later QEMU
+               ([time ][[guest] ]qemu-system-x86_64: (tid:thread): )
   ftrace       the ftrace backend (--enable-trace-backends=ftrace): the
                tracing_mark_write: lines of /sys/kernel/tracing/trace
   stap         qemu-trace-stap run qemu-system-x86_64 'vhost_vdpa_*' (dtrace
@@ -506,9 +507,9 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=26)
 
 
-def _trace_options(cmd: argparse.ArgumentParser) -> None:
+def _trace_options(cmd: argparse.ArgumentParser, formats: str) -> None:
     cmd.add_argument("trace", nargs="?", default=None, metavar="TRACE",
-                     help="the trace file, any format above, plain or gzip; '-' reads "
+                     help=f"the trace file, {formats}, plain or gzip; '-' reads "
                           "stdin; an op stream file (from 'convert') is read too; default: "
                           "the trace embedded in the package")
     cmd.add_argument("--lookups", type=_lookups, default=2, metavar="N",
@@ -530,7 +531,7 @@ def _add_replay(commands: Any) -> None:
     replay = commands.add_parser(
         "replay", help="replay a QEMU trace against the trees and report",
         description=REPLAY_DESCRIPTION, formatter_class=_formatter)
-    _trace_options(replay)
+    _trace_options(replay, "any format above")
     replay.add_argument("--backend", choices=BACKENDS, default="native",
                         help="native (the C core, default), reference (pure Python) or both "
                              "(the differential backend: every call on both, stops at the "
@@ -546,7 +547,7 @@ def _add_convert(commands: Any) -> None:
     convert = commands.add_parser(
         "convert", help="write the op stream file that tools-build/iova-replay reads",
         description=CONVERT_DESCRIPTION, formatter_class=_formatter)
-    _trace_options(convert)
+    _trace_options(convert, "any format that replay reads (see replay --help)")
     convert.add_argument("-o", "--output", required=True, metavar="FILE",
                          help="the op stream file to write")
     convert.set_defaults(run=run_convert)

@@ -278,8 +278,9 @@ class OpStream:
                              f"this reader knows version {VERSION} with {FIELDS}")
         body = data[8 * _HEADER_WORDS:]
         if len(body) != 8 * FIELDS * count:
-            raise ValueError(f"{name}: header says {count} records, file holds "
-                             f"{len(body) / (8 * FIELDS):g}")
+            whole, extra = divmod(len(body), 8 * FIELDS)
+            cut = f" and {extra} bytes of one more" if extra else ""
+            raise ValueError(f"{name}: header says {count} records, file holds {whole}{cut}")
         words = array("Q", body)
         if sys.byteorder != "little":
             words.byteswap()

@@ -104,7 +104,7 @@ FORMATS: dict[str, str] = {
     "log": "QEMU's log trace backend",
     "log-pid": "QEMU's log trace backend, PID@SEC.USEC: prefix (-msg timestamp=on, QEMU < 10.1)",
     "log-iso": "QEMU's log trace backend, ISO-8601 prefix (-msg timestamp=on, QEMU >= 10.1)",
-    "log-context": "QEMU's log trace backend, program(thread): message prefix",
+    "log-context": "QEMU's log trace backend, program: (tid:thread): message context",
     "stap": "qemu-trace-stap (SystemTap) output",
     "ftrace": "the ftrace backend's tracing_mark_write: lines",
     "simpletrace": "scripts/simpletrace.py output",
@@ -113,7 +113,8 @@ FORMATS: dict[str, str] = {
 
 #: One line naming what is read, for messages.
 FORMATS_READ = (
-    "formats read: QEMU's log trace backend (bare, PID@SEC.USEC: or ISO-8601 prefix), "
+    "formats read: QEMU's log trace backend (bare, after PID@SEC.USEC:, an ISO-8601 timestamp "
+    "or the program: (tid:thread): context), "
     "ftrace, simple (binary), qemu-trace-stap and simpletrace.py output, plain or gzip"
 )
 
@@ -408,14 +409,21 @@ _NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+|$)")
 _LOG_PID = re.compile(r"\d+@\d+\.\d+:[ \t]*")
 _STAP = re.compile(r"\d+@\d+[ \t]+")
 _ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d(?::?\d\d)?)?"
-# QEMU's message context: [timestamp ][[guest name] ][program(tid:thread name): ]; without the
+# QEMU's message context (util/message.c): [timestamp ][[workload] ][program: ][(tid:thread): ],
+# each part optional (-msg timestamp=, guest-name=, program-name=, thread-info=).  The commit
+# that added the thread shows it as "program(tid:thread): ", so that is read too.  Without the
 # thread part only a name that says "qemu" counts as a program, so "foo_bar: x" stays a line.
+# QEMU's master of mid-2025 printed "timestamp (tid) " instead.
+_PROGRAM = r"[^\s:()\[\]]+"
+_THREAD = r"\(\d+:[^)\n]*\):[ \t]+"
 _CONTEXT = re.compile(
-    rf"(?P<iso>{_ISO}[ \t]+)?(?P<guest>\[[^\]\n]*\][ \t]+)?"
-    r"(?P<prog>[^\s:()\[\]]+\(\d+:[^)\n]*\):[ \t]+|[^\s:()\[\]]*qemu[^\s:()\[\]]*:[ \t]+)?"
+    rf"(?P<iso>{_ISO}[ \t]+(?:\(\d+\)[ \t]+)?)?(?P<guest>\[[^\]\n]*\][ \t]+)?"
+    rf"(?P<prog>{_PROGRAM}{_THREAD}|{_PROGRAM}:[ \t]+{_THREAD}|{_THREAD}"
+    r"|[^\s:()\[\]]*qemu[^\s:()\[\]]*:[ \t]+)?"
 )
 _FTRACE = re.compile(
-    r"[ \t]*\S.*?\[\d+\][ \t].*?\d+\.\d+:[ \t]+(?:\w+:[ \t]+)?tracing_mark_write:[ \t]*"
+    # The stamp has no fraction with the counter, x86-tsc or perf trace clocks.
+    r"[ \t]*\S.*?\[\d+\][ \t].*?\d+(?:\.\d+)?:[ \t]+(?:\w+:[ \t]+)?tracing_mark_write:[ \t]*"
 )
 # What scripts/simpletrace.py prints after the name: the delta in microseconds with three
 # decimals, then (since the pid went into the file) "pid=N".
@@ -598,6 +606,11 @@ def _simple_items(stream: IO[bytes], name: str,
 # --------------------------------------------------------------------------- parsing a trace
 
 
+def _count(n: int, word: str) -> str:
+    """``1 line``, ``2 lines``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 @dataclass
 class TraceStats:
     """What the parser and the compiler saw."""
@@ -638,16 +651,16 @@ class TraceStats:
         if self.unknown:
             top = ", ".join(f"{k} {n}" for k, n in self.unknown.most_common(2))
             more = ", ..." if len(self.unknown) > 2 else ""
-            seen.append(f"{sum(self.unknown.values())} of other trace events ({top}{more})")
+            seen.append(f"{_count(sum(self.unknown.values()), 'other trace event')} "
+                        f"({top}{more})")
         if self.not_trace:
             first = self.not_trace_shown[0]
-            seen.append(f"{self.not_trace} not trace events (first: {self.unit} "
-                        f"{first.lineno}, {_excerpt(first.text, 32)})")
+            seen.append(f"{_count(self.not_trace, 'non-trace ' + self.unit)} (first: "
+                        f"{self.unit} {first.lineno}, {_excerpt(first.text, 32)})")
         if self.malformed:
             seen.append(f"{self.malformed} malformed")
-        units = self.unit if self.lines == 1 else self.unit + "s"
         return (f"{name}: no vhost-vDPA event (vhost_vdpa_dma_map/_unmap, "
-                f"_listener_region_add/_del, _get_iova_range) among {self.lines} {units}"
+                f"_listener_region_add/_del, _get_iova_range) among {_count(self.lines, self.unit)}"
                 f"{': ' if seen else ''}{', '.join(seen)}; {FORMATS_READ}")
 
 
