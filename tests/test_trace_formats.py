@@ -578,7 +578,7 @@ def test_negative_lookups_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
 
 
 
-# --------------------------------------------------------------------------- prefixes as QEMU prints them
+# ----------------------------------------------------------------- prefixes as QEMU prints them
 
 #: The message context of later QEMU (util/message.c, qmessage_context_print): "[time ]"
 #: "[[workload] ]" "program: " "(tid:thread name): ", each optional (-msg program-name=off,
