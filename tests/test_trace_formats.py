@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
+import io
 import os
 import random
 import re
@@ -681,6 +682,40 @@ def test_a_cut_op_stream_is_refused_in_whole_records(tmp_path: Path,
     assert cli.main(["replay", "--no-progress", str(ops)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(r"\d\.\d", err) is None, err
+
+
+# --------------------------------------------------------------------------- the progress bar
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tqdm_is_a_dependency_of_a_plain_install() -> None:
+    from importlib.metadata import requires
+
+    plain = [r for r in requires("iova-native") or [] if "extra ==" not in r]
+    assert any(r.startswith("tqdm") for r in plain), plain
+
+
+@pytest.mark.parametrize("tqdm_installed", [True, False])
+def test_a_terminal_shows_progress_with_or_without_tqdm(
+        tqdm_installed: bool, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    if not tqdm_installed:
+        monkeypatch.setitem(sys.modules, "tqdm", None)  # ``import tqdm`` raises ImportError
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert cli.main(["replay", "--lookups", "0", str(DATA / FILES["log"])]) == 0
+    shown = terminal.getvalue()
+    assert "parse" in shown and "replay native" in shown, shown
+    assert "digest" in capsys.readouterr().out
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert cli.main(["replay", "--no-progress", str(DATA / FILES["log"])]) == 0
+    assert terminal.getvalue() == ""
 
 if __name__ == "__main__":
     write_samples()

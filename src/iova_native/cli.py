@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -108,17 +109,52 @@ class _Bar:
             self.bar.refresh()
 
 
+class _TextBar:
+    """The part of tqdm's API that :class:`_Bar` uses, as one line redrawn twice a second: the
+    progress shown when tqdm is missing (an install without dependencies, a distribution
+    package that left it out)."""
+
+    WIDTH = 60
+
+    def __init__(self, total: int, unit: str, desc: str, file: IO[str]) -> None:
+        self.total, self.unit, self.desc, self.file = total, unit, desc, file
+        self.n = 0
+        self.drawn = 0.0
+        self.refresh()
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if time.monotonic() - self.drawn >= 0.5:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self.drawn = time.monotonic()
+        scale, unit = (1e6, "MB") if self.unit == "B" else (1, self.unit + "s")
+        done = f"{self.n / scale:,.1f}" if scale > 1 else f"{self.n:,}"
+        if self.total:
+            whole = f"{self.total / scale:,.1f}" if scale > 1 else f"{self.total:,}"
+            text = f"{self.desc}: {100 * self.n // self.total:3d}% ({done} of {whole} {unit})"
+        else:
+            text = f"{self.desc}: {done} {unit}"
+        self.file.write("\r" + text[: self.WIDTH].ljust(self.WIDTH))
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.write("\r" + " " * self.WIDTH + "\r")
+        self.file.flush()
+
+
 @contextmanager
 def _progress(enabled: bool, total: int, unit: str, desc: str) -> Iterator[_Bar]:
-    """A progress bar on stderr (tqdm, a dependency of the package); none when disabled or
-    when stderr is not a terminal."""
+    """A progress bar on stderr (tqdm, a dependency of the package, or a line of text if it is
+    missing); none when disabled or when stderr is not a terminal."""
     bar: Any = None
     if enabled and sys.stderr.isatty():
         try:
             from tqdm import tqdm
         except ImportError:
-            tqdm = None
-        if tqdm is not None:
+            bar = _TextBar(total, unit, desc, sys.stderr)
+        else:
             bar = tqdm(total=total or None, unit=unit, unit_scale=True, desc=desc,
                        file=sys.stderr, leave=False, dynamic_ncols=True)
     try:
