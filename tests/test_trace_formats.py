@@ -717,6 +717,29 @@ def test_a_terminal_shows_progress_with_or_without_tqdm(
     assert cli.main(["replay", "--no-progress", str(DATA / FILES["log"])]) == 0
     assert terminal.getvalue() == ""
 
+
+@pytest.mark.parametrize("fmt", ["log", "simple"])
+def test_a_pipe_given_by_name_is_read_once(fmt: str, twin: trace.CompiledTrace,
+                                          tmp_path: Path) -> None:
+    # As ``iova-native replay <(ssh host cat trace)`` or a FIFO passes it: the file can be
+    # read only once, and opening it again waits for a writer that is gone.
+    fifo = tmp_path / "trace.fifo"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "iova_native", "replay", "--no-progress",
+               "--backend", "reference", str(fifo)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        with open(fifo, "wb") as writer:
+            writer.write(render(fmt))
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the replay waited for a second writer") from None
+    assert proc.returncode == 0, err
+    state, outcomes = digests(twin)
+    assert f"state {state:#018x}  outcomes {outcomes:#018x}" in out, out
+
 if __name__ == "__main__":
     write_samples()
     print(f"wrote {len(FILES)} sample traces to {DATA}")

@@ -10,6 +10,7 @@ without arguments the command prints its help and exits with status 0.
 from __future__ import annotations
 
 import argparse
+import stat
 import sys
 import textwrap
 import time
@@ -170,9 +171,13 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
 
     if source not in (None, "-"):
         path = Path(str(source))
+        magic = b""
         try:
-            with open(path, "rb") as f:
-                magic = f.read(len(trace.MAGIC))
+            # Only a regular file can be read twice: a FIFO or a <(command) pipe is read once,
+            # as a trace (opening it again would wait for a writer that is gone).
+            if stat.S_ISREG(path.stat().st_mode):
+                with open(path, "rb") as f:
+                    magic = f.read(len(trace.MAGIC))
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
         if magic == trace.MAGIC:
