@@ -740,6 +740,33 @@ def test_a_pipe_given_by_name_is_read_once(fmt: str, twin: trace.CompiledTrace,
     state, outcomes = digests(twin)
     assert f"state {state:#018x}  outcomes {outcomes:#018x}" in out, out
 
+
+def test_simpletrace_text_says_when_qemu_dropped_events(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # scripts/simpletrace.py prints the simple file's dropped record as the event it builds
+    # for it, Dropped_Event(uint64_t num_events_dropped), like any other.
+    lines = render_text("simpletrace").splitlines()
+    lines.insert(9, f"Dropped_Event 0.000 pid={PID} num_events_dropped=0x7")
+    path = tmp_path / "simpletrace.txt"
+    path.write_text("\n".join(lines) + "\n")
+    assert trace.compile_trace(path, strict=True).stats.dropped == 7
+    assert cli.main(["replay", "--no-progress", "--lookups", "0", str(path)]) == 0
+    assert "QEMU dropped 7 events" in capsys.readouterr().out
+
+
+def test_ftrace_says_when_the_kernel_lost_events(
+        twin: trace.CompiledTrace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # What /sys/kernel/tracing/trace_pipe prints where its ring buffer overflowed.
+    lines = render_text("ftrace").splitlines()
+    lines.insert(9, "CPU:3 [LOST 45 EVENTS]")
+    lines.insert(12, "CPU:1 [LOST 1 EVENT]")
+    path = tmp_path / "ftrace.txt"
+    path.write_text("\n".join(lines) + "\n")
+    compiled = trace.compile_trace(path, strict=True)
+    assert compiled.stats.lost == 46 and compiled.stats.modelled == MODELLED
+    assert cli.main(["replay", "--no-progress", "--lookups", "0", str(path)]) == 0
+    assert "ftrace's ring buffer lost 46 events" in capsys.readouterr().out
+
 if __name__ == "__main__":
     write_samples()
     print(f"wrote {len(FILES)} sample traces to {DATA}")

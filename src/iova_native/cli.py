@@ -336,6 +336,9 @@ def _trace_lines(compiled: Any, result: Any) -> list[str]:
     if st.dropped:
         lines += _field("note", f"QEMU dropped {_plural(st.dropped, 'event')} (the simple "
                         "backend's buffer was full): the trace has gaps")
+    if st.lost:
+        lines += _field("note", f"ftrace's ring buffer lost {_plural(st.lost, 'event')} (its "
+                        "reader fell behind): the trace has gaps")
     if len(st.fds) > 1:
         lines += _field("note", f"dma_map/unmap of {len(st.fds)} device fds {sorted(st.fds)} "
                         "replayed into one tree: split the trace per fd for per-device trees")

@@ -195,6 +195,7 @@ class Unknown(NamedTuple):
 
     lineno: int
     name: str
+    dropped: int = 0  # the events QEMU says it dropped (simpletrace.py's Dropped_Event)
 
 
 class NotTrace(NamedTuple):
@@ -202,6 +203,7 @@ class NotTrace(NamedTuple):
 
     lineno: int
     text: str
+    lost: int = 0  # the events ftrace's ring buffer says it lost ("CPU:3 [LOST 45 EVENTS]")
 
 
 Event = Union[DmaMap, DmaUnmap, RegionAdd, RegionDel, IovaRange]
@@ -425,6 +427,10 @@ _FTRACE = re.compile(
     # The stamp has no fraction with the counter, x86-tsc or perf trace clocks.
     r"[ \t]*\S.*?\[\d+\][ \t].*?\d+(?:\.\d+)?:[ \t]+(?:\w+:[ \t]+)?tracing_mark_write:[ \t]*"
 )
+# Where ftrace's ring buffer overflowed, trace_pipe says how many events it lost.
+_FTRACE_LOST = re.compile(r"CPU:\d+ \[LOST (\d+) EVENTS?\]")
+# simpletrace.py prints the simple file's dropped record as Dropped_Event(num_events_dropped).
+_DROPPED_COUNT = re.compile(r"(?:^|[ \t])num_events_dropped=0x([0-9a-fA-F]+)")
 # What scripts/simpletrace.py prints after the name: the delta in microseconds with three
 # decimals, then (since the pid went into the file) "pid=N".
 _SIMPLETRACE = re.compile(r"(-?\d+\.\d{3})(?:[ \t]+pid=\d+)?(?=[ \t]|$)")
@@ -457,6 +463,10 @@ def _classify(text: str, lineno: int) -> tuple[str, Item | None]:
     text = text.rstrip("\r\n")
     if not text.strip():
         return "", None
+    if text.startswith("CPU:"):
+        lost = _FTRACE_LOST.match(text)
+        if lost:
+            return "ftrace", NotTrace(lineno, text, int(lost.group(1)))
     fmt, pos = _prefix(text)
     name_match = _NAME.match(text, pos)
     if not name_match:
@@ -480,6 +490,9 @@ def _classify(text: str, lineno: int) -> tuple[str, Item | None]:
     if ("_" in name and not args.strip()
             and any(known.startswith(name) for known in _FORMATS)):
         raise MalformedLine(lineno, f"truncated event name {name!r}", text)
+    if simple and name == "Dropped_Event":
+        count = _DROPPED_COUNT.search(args)
+        return fmt, Unknown(lineno, name, int(count.group(1), 16) if count else 0)
     if "_" in name or (simple and name == "dropped"):  # QEMU's names are subsystem_event
         return fmt, Unknown(lineno, name)
     return fmt, NotTrace(lineno, text)
@@ -626,6 +639,7 @@ class TraceStats:
     malformed_shown: list[MalformedLine] = field(default_factory=list)
     formats: Counter[str] = field(default_factory=Counter)  # trace lines by FORMATS key
     dropped: int = 0  # events the simple backend says it lost (its buffer was full)
+    lost: int = 0  # events ftrace's ring buffer says it lost
     with_asid: int = 0  # dma_map/unmap lines in the newer format
     without_asid: int = 0  # ... in the older one
     fds: set[int] = field(default_factory=set)
@@ -701,12 +715,14 @@ class TraceParser:
             return None
         if isinstance(item, NotTrace):
             stats.not_trace += 1
+            stats.lost += item.lost
             if len(stats.not_trace_shown) < 3:
                 stats.not_trace_shown.append(item)
             return None
         stats.formats[fmt] += 1
         if isinstance(item, Unknown):
             stats.unknown[item.name] += 1
+            stats.dropped += item.dropped
             return None
         stats.events[_EVENT_NAMES[type(item)]] += 1
         if isinstance(item, (DmaMap, DmaUnmap)):
