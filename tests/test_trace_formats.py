@@ -767,6 +767,17 @@ def test_ftrace_says_when_the_kernel_lost_events(
     assert cli.main(["replay", "--no-progress", "--lookups", "0", str(path)]) == 0
     assert "ftrace's ring buffer lost 46 events" in capsys.readouterr().out
 
+
+@pytest.mark.parametrize("magic, tool", [(b"\xfd7zXZ\x00\x00\x04", "xz"),
+                                         (b"BZh91AY&SY\x1a", "bzip2"),
+                                         (b"\x28\xb5\x2f\xfd\x24\x00", "zstd")])
+def test_other_compressors_are_named(magic: bytes, tool: str, tmp_path: Path) -> None:
+    path = tmp_path / f"trace.{tool}"
+    path.write_bytes(magic + bytes(range(256)) * 4)
+    with pytest.raises(trace.TraceInputError) as info:
+        trace.compile_trace(path)
+    assert f"{tool}-compressed data" in str(info.value) and f"{tool} -dc" in str(info.value)
+
 if __name__ == "__main__":
     write_samples()
     print(f"wrote {len(FILES)} sample traces to {DATA}")

@@ -835,12 +835,20 @@ def _read_head(raw: _Reader) -> bytes:
 _CONTROL = bytes(b for b in range(0x20) if b not in b"\t\n\r\x0b\x0c\x1b")
 
 
+#: Compressors other than gzip, by their magic.
+_COMPRESSED = [(b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"), (b"\x28\xb5\x2f\xfd", "zstd")]
+
+
 def _binary_kind(head: bytes) -> str:
     """What binary data ``head`` is ("" for text)."""
     if head[:4] == b"\x7fELF":
         return "an ELF executable"
     if head[:8] == b"IOVAOPS\x00":
         return "an op stream (iova-native convert wrote it; give it as a file, not on stdin)"
+    for magic, tool in _COMPRESSED:
+        if head.startswith(magic):
+            return (f"{tool}-compressed data (only gzip is undone here: "
+                    f"{tool} -dc FILE | iova-native replay -)")
     if b"\x00" in head:
         return "binary data"
     odd = len(head) - len(head.translate(None, _CONTROL))
