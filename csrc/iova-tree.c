@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "iova-arena.h"
+#include "iova-map.h"
 #include "iova-holes.h"
 #include "iova-range.h"
 #include "iova-reverse.h"
@@ -455,15 +456,20 @@ int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed)
     return IOVA_OK;
 }
 
-size_t iova_tree_remove(IOVATree *tree, DMAMap map)
+size_t iova_tree_remove_count(IOVATree *tree, DMAMap map)
 {
     size_t removed;
     iova_tree_remove_checked(tree, map, &removed);
     return removed;
 }
 
+void iova_tree_remove(IOVATree *tree, DMAMap map)
+{
+    iova_tree_remove_count(tree, map);
+}
+
 typedef struct ForeachArgs {
-    iova_tree_iterator iterator;
+    iova_tree_opaque_iterator iterator;
     gpointer opaque;
 } ForeachArgs;
 
@@ -474,10 +480,24 @@ static gboolean foreach_step(gpointer key, gpointer value, gpointer data)
     return args->iterator(key, args->opaque);
 }
 
-void iova_tree_foreach(IOVATree *tree, iova_tree_iterator iterator, gpointer opaque)
+void iova_tree_foreach_opaque(IOVATree *tree, iova_tree_opaque_iterator iterator,
+                              gpointer opaque)
 {
     ForeachArgs args = { iterator, opaque };
     g_tree_foreach(tree->tree, foreach_step, &args);
+}
+
+/* QEMU's iterator has no opaque pointer: the walk hands it on as GLib's user data. */
+static gboolean qemu_foreach_step(gpointer key, gpointer value, gpointer data)
+{
+    iova_tree_iterator *iterator = data;
+    (void)value;
+    return (*iterator)(key);
+}
+
+void iova_tree_foreach(IOVATree *tree, iova_tree_iterator iterator)
+{
+    g_tree_foreach(tree->tree, qemu_foreach_step, &iterator);
 }
 
 const DMAMap *iova_tree_next(const IOVATree *tree, hwaddr key, gboolean inclusive)

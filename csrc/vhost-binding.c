@@ -12,9 +12,9 @@ struct IBVhost {
     IBGuard guard;
 };
 
-IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last)
+IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size)
 {
-    VhostIOVATree *tree = vhost_iova_tree_new(iova_first, iova_last);
+    VhostIOVATree *tree = vhost_iova_tree_new_page_size(iova_first, iova_last, page_size);
     if (!tree) {
         return NULL;
     }
@@ -84,14 +84,15 @@ int64_t ib_vhost_generation(IBVhost *v)
 static int vhost_alloc(IBVhost *v, uint64_t size, uint64_t taddr, uint64_t perm, int gpa,
                        uint64_t *out, uint64_t *existing)
 {
-    DMAMap map = { .size = size, .perm = (IOMMUAccessFlags)perm };
+    /* Python's guest maps carry their GPA as id, host-only maps id 0. */
+    DMAMap map = { .size = size, .id = gpa ? taddr : 0, .perm = (IOMMUAccessFlags)perm };
     DMAMap hit = { 0 };
     VhostIOVATree *tree = ib_guard_enter(&v->guard);
     if (!tree) {
         return IB_CLOSED;
     }
     int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID
-             : gpa           ? vhost_iova_tree_map_alloc_gpa(tree, &map, taddr, &hit)
+             : gpa           ? vhost_iova_tree_map_alloc_gpa_existing(tree, &map, taddr, &hit)
                              : vhost_iova_tree_map_alloc(tree, &map, taddr);
     if (rc == IOVA_OK) {
         ib_map_out(&map, out);
@@ -124,8 +125,8 @@ static int vhost_find(IBVhost *v, uint64_t addr, uint64_t size, int gpa, uint64_
         ib_guard_leave(&v->guard, FALSE);
         return IOVA_ERR_INVALID;
     }
-    const DMAMap *m = gpa ? vhost_iova_tree_find_gpa(tree, &needle)
-                          : vhost_iova_tree_find_iova(tree, &needle);
+    const DMAMap *m = gpa ? vhost_iova_tree_find_gpa_any(tree, &needle)
+                          : vhost_iova_tree_find_iova_any(tree, &needle);
     if (m) {
         ib_map_out(m, out);
     }

@@ -16,7 +16,8 @@ typedef struct IBVhost IBVhost;
 #define IB_VHOST_GUEST 1
 #define IB_VHOST_ALLOCATIONS 2
 
-IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last);
+/* NULL when @page_size is not a power of two or memory ran out. */
+IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size);
 void ib_vhost_free(IBVhost *v);
 int ib_vhost_close(IBVhost *v);
 int ib_vhost_closed(IBVhost *v);

@@ -2,11 +2,14 @@
 /*
  * VhostIOVATree: QEMU's three-tree shadow-virtqueue layer, atomic (see vhost-iova-tree.h).
  */
+#define _POSIX_C_SOURCE 200809L /* sysconf() */
+
 #include "vhost-iova-tree.h"
 
-#include <stdio.h>
+#include "iova-map.h"
 
-#define VHOST_IOVA_FIRST_MIN 4096 /* devices dislike IOVA 0 */
+#include <stdio.h>
+#include <unistd.h>
 
 struct VhostIOVATree {
     hwaddr iova_first;
@@ -16,11 +19,27 @@ struct VhostIOVATree {
     IOVATree *gpa_iova_map;   /* GPA -> IOVA, guest memory */
 };
 
-VhostIOVATree *vhost_iova_tree_new(hwaddr iova_first, hwaddr iova_last)
+/* The host's page size, as QEMU's qemu_real_host_page_size(); 4096 if the system won't say. */
+static uint64_t host_page_size(void)
 {
+    long size = sysconf(_SC_PAGESIZE);
+    return size > 0 ? (uint64_t)size : 4096;
+}
+
+VhostIOVATree *vhost_iova_tree_new(uint64_t iova_first, uint64_t iova_last)
+{
+    return vhost_iova_tree_new_page_size(iova_first, iova_last, host_page_size());
+}
+
+VhostIOVATree *vhost_iova_tree_new_page_size(uint64_t iova_first, uint64_t iova_last,
+                                             uint64_t page_size)
+{
+    if (page_size == 0 || (page_size & (page_size - 1)) != 0) {
+        return NULL;
+    }
     VhostIOVATree *tree = g_new0(VhostIOVATree, 1);
 
-    tree->iova_first = MAX(iova_first, VHOST_IOVA_FIRST_MIN);
+    tree->iova_first = MAX(iova_first, page_size); /* devices dislike IOVA 0 */
     tree->iova_last = iova_last;
     tree->iova_map = iova_tree_new();
     tree->iova_taddr_map = iova_tree_new();
@@ -30,6 +49,11 @@ VhostIOVATree *vhost_iova_tree_new(hwaddr iova_first, hwaddr iova_last)
         return NULL;
     }
     return tree;
+}
+
+hwaddr vhost_iova_tree_first(const VhostIOVATree *tree)
+{
+    return tree->iova_first;
 }
 
 void vhost_iova_tree_delete(VhostIOVATree *tree)
@@ -70,12 +94,11 @@ static void vhost_release(VhostIOVATree *tree, hwaddr iova, hwaddr size)
 
 /* Step two: record @map in @dest; undo step one when it fails. */
 static int vhost_record(VhostIOVATree *tree, IOVATree *dest, DMAMap *map, hwaddr iova,
-                        hwaddr taddr, uint64_t id)
+                        hwaddr taddr)
 {
     DMAMap stored = *map;
     stored.iova = iova;
     stored.translated_addr = taddr;
-    stored.id = id;
 
     int rc = dest == tree->gpa_iova_map ? gpa_tree_insert(dest, &stored)
                                         : iova_tree_insert(dest, &stored);
@@ -91,18 +114,18 @@ int vhost_iova_tree_map_alloc(VhostIOVATree *tree, DMAMap *map, hwaddr taddr)
 {
     hwaddr iova;
     int rc = vhost_allocate(tree, map->size, map->perm, taddr, &iova);
-    return rc != IOVA_OK ? rc : vhost_record(tree, tree->iova_taddr_map, map, iova, taddr, 0);
+    return rc != IOVA_OK ? rc : vhost_record(tree, tree->iova_taddr_map, map, iova, taddr);
 }
 
-int vhost_iova_tree_map_alloc_gpa(VhostIOVATree *tree, DMAMap *map, hwaddr taddr,
-                                  DMAMap *existing)
+int vhost_iova_tree_map_alloc_gpa_existing(VhostIOVATree *tree, DMAMap *map, hwaddr taddr,
+                                           DMAMap *existing)
 {
     hwaddr iova;
     int rc = vhost_allocate(tree, map->size, map->perm, taddr, &iova);
     if (rc != IOVA_OK) {
         return rc;
     }
-    rc = vhost_record(tree, tree->gpa_iova_map, map, iova, taddr, taddr);
+    rc = vhost_record(tree, tree->gpa_iova_map, map, iova, taddr);
     if (rc == IOVA_ERR_OVERLAP && existing) {
         DMAMap needle = { .translated_addr = taddr, .size = map->size };
         *existing = *iova_tree_find(tree->gpa_iova_map, &needle);
@@ -110,12 +133,27 @@ int vhost_iova_tree_map_alloc_gpa(VhostIOVATree *tree, DMAMap *map, hwaddr taddr
     return rc;
 }
 
+int vhost_iova_tree_map_alloc_gpa(VhostIOVATree *tree, DMAMap *map, hwaddr taddr)
+{
+    return vhost_iova_tree_map_alloc_gpa_existing(tree, map, taddr, NULL);
+}
+
 const DMAMap *vhost_iova_tree_find_iova(const VhostIOVATree *tree, const DMAMap *map)
+{
+    return iova_tree_find_iova(tree->iova_taddr_map, map);
+}
+
+const DMAMap *vhost_iova_tree_find_iova_any(const VhostIOVATree *tree, const DMAMap *map)
 {
     return iova_tree_find_iova_any(tree->iova_taddr_map, map);
 }
 
 const DMAMap *vhost_iova_tree_find_gpa(const VhostIOVATree *tree, const DMAMap *map)
+{
+    return iova_tree_find_iova(tree->gpa_iova_map, map); /* GPA order, id matched */
+}
+
+const DMAMap *vhost_iova_tree_find_gpa_any(const VhostIOVATree *tree, const DMAMap *map)
 {
     return iova_tree_find(tree->gpa_iova_map, map);
 }
@@ -150,18 +188,21 @@ int vhost_iova_tree_remove_checked(VhostIOVATree *tree, DMAMap map, gboolean gpa
                              removed);
 }
 
-size_t vhost_iova_tree_remove(VhostIOVATree *tree, DMAMap map)
+size_t vhost_iova_tree_remove_count(VhostIOVATree *tree, DMAMap map, gboolean gpa)
 {
     size_t removed;
-    vhost_remove_from(tree, tree->iova_taddr_map, map, &removed);
+    vhost_iova_tree_remove_checked(tree, map, gpa, &removed);
     return removed;
 }
 
-size_t vhost_iova_tree_remove_gpa(VhostIOVATree *tree, DMAMap map)
+void vhost_iova_tree_remove(VhostIOVATree *tree, DMAMap map)
 {
-    size_t removed;
-    vhost_remove_from(tree, tree->gpa_iova_map, map, &removed);
-    return removed;
+    vhost_iova_tree_remove_count(tree, map, FALSE);
+}
+
+void vhost_iova_tree_remove_gpa(VhostIOVATree *tree, DMAMap map)
+{
+    vhost_iova_tree_remove_count(tree, map, TRUE);
 }
 
 int vhost_iova_tree_translate(const VhostIOVATree *tree, hwaddr addr, hwaddr length,
@@ -257,9 +298,9 @@ int vhost_iova_tree_check(const VhostIOVATree *tree, char *err, size_t errlen)
         return -1;
     }
     PairCheck c = { tree, g_hash_table_new(g_int64_hash, g_int64_equal), err, errlen, FALSE };
-    iova_tree_foreach(tree->gpa_iova_map, index_guest, &c);
+    iova_tree_foreach_opaque(tree->gpa_iova_map, index_guest, &c);
     if (!c.bad) {
-        iova_tree_foreach(tree->iova_map, check_allocation, &c);
+        iova_tree_foreach_opaque(tree->iova_map, check_allocation, &c);
     }
     g_hash_table_destroy(c.guest_by_iova);
     return c.bad ? -1 : 0;

@@ -85,7 +85,7 @@ static int vhost_remove_under_oom(int fails, const char *label)
         size_t hosts = iova_tree_nnodes(vhost_iova_tree_host(v));
         fail_mallocs = fails;
         alarm(5);
-        size_t removed = vhost_iova_tree_remove(v, range);
+        size_t removed = vhost_iova_tree_remove_count(v, range, FALSE);
         alarm(0);
         fail_mallocs = 0;
         /* A broken state persists: checking now and then (O(n) each) finds it as surely. */
@@ -119,7 +119,7 @@ int main(void)
         DMAMap range = { .iova = i * 0x1000, .size = 0x2fff }; /* maps i, i+1, i+2 */
         size_t before = iova_tree_nnodes(tree);
         fail_mallocs = 1 << 30;
-        size_t removed = iova_tree_remove(tree, range);
+        size_t removed = iova_tree_remove_count(tree, range);
         fail_mallocs = 0;
         if (removed != 3 && removed != 0) {
             printf("A. iova_tree_remove() under OOM removed %zu of the 3 maps in its range and "

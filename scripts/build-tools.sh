@@ -78,7 +78,7 @@ for tool in "$ROOT"/csrc/tools/*.c; do
     bin=$OUT/$name
     stamp=$OUT/.$name.extra
     if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${extra[*]:-}" ] &&
-        [ -z "$(find "$tool" "$ROOT"/csrc/*.c "$ROOT"/csrc/*.h "${BASH_SOURCE[0]}" \
+        [ -z "$(find "$tool" "$ROOT"/csrc/*.c "$ROOT"/csrc/*.h "$ROOT"/csrc/include "${BASH_SOURCE[0]}" \
             "${extra[@]:1}" -newer "$bin" -print -quit 2>/dev/null)" ]; then
         continue
     fi

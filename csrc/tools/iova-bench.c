@@ -1009,7 +1009,7 @@ static uint64_t run_alloc_batched(void *ctx, uint64_t iters)
         spent += now_ns() - t0;
         for (uint64_t j = 0; j < k; j++) {
             DMAMap gone = { .iova = b->placed[j], .size = MAP_SIZE };
-            sink += iova_tree_remove(b->tree, gone);
+            sink += iova_tree_remove_count(b->tree, gone);
         }
         done += k;
     }
@@ -1025,7 +1025,7 @@ static uint64_t run_alloc_remove(void *ctx, uint64_t iters)
         hwaddr iova;
         alloc_one(b, i, &iova);
         DMAMap gone = { .iova = iova, .size = MAP_SIZE };
-        sink += iova_tree_remove(b->tree, gone);
+        sink += iova_tree_remove_count(b->tree, gone);
     }
     return now_ns() - t0;
 }
@@ -1172,7 +1172,7 @@ static void frag_remove(IOVATree *tree, uint64_t r, Live *live)
 {
     uint64_t k = r % live->count;
     DMAMap gone = { .iova = live->iova[k] };
-    if (iova_tree_remove(tree, gone) != 1) {
+    if (iova_tree_remove_count(tree, gone) != 1) {
         die("fragmentation remove", -1);
     }
     live->iova[k] = live->iova[--live->count];
@@ -1199,7 +1199,7 @@ static gboolean count_hole(const DMAMap *map, gpointer opaque)
 static void frag_census(IOVATree *tree, FragRun *run)
 {
     HoleCount c = { 0, 0, 0 };
-    iova_tree_foreach(tree, count_hole, &c);
+    iova_tree_foreach_opaque(tree, count_hole, &c);
     bool top_hole = iova_tree_nnodes(tree) == 0 || c.next != 0;
     run->maps = iova_tree_nnodes(tree);
     run->holes = c.holes + (top_hole ? 1 : 0);
@@ -1303,8 +1303,8 @@ static uint64_t run_vhost(VhostBench *b, uint64_t iters, bool gpa, bool linear)
     for (uint64_t i = 0; i < iters; i++) {
         needle.translated_addr = addrs[(base + i) & b->q.mask];
         const DMAMap *m = linear ? iova_tree_find_iova_linear(side, &needle, FALSE)
-                          : gpa  ? vhost_iova_tree_find_gpa(b->tree, &needle)
-                                 : vhost_iova_tree_find_iova(b->tree, &needle);
+                          : gpa  ? vhost_iova_tree_find_gpa_any(b->tree, &needle)
+                                 : vhost_iova_tree_find_iova_any(b->tree, &needle);
         acc += m ? m->iova : 1;
     }
     uint64_t dt = now_ns() - t0;
@@ -1346,7 +1346,7 @@ static void vhost_build(VhostBench *b, uint64_t n, double *bytes_per_map)
             die("vhost_iova_tree_map_alloc", rc);
         }
         DMAMap guest = { .size = MAP_SIZE, .perm = IOMMU_RW };
-        rc = vhost_iova_tree_map_alloc_gpa(b->tree, &guest, GPA_BASE + gperm[i] * PAGE, NULL);
+        rc = vhost_iova_tree_map_alloc_gpa(b->tree, &guest, GPA_BASE + gperm[i] * PAGE);
         if (rc != IOVA_OK) {
             die("vhost_iova_tree_map_alloc_gpa", rc);
         }
@@ -1745,7 +1745,7 @@ static void bench_anchor(const Options *o)
             uint64_t k = rng_below(ANCHOR_MAPS);
             DMAMap gone = { .iova = live[k], .size = MAP_SIZE };
             uint64_t t0 = now_ns();
-            if (iova_tree_remove(tree, gone) != 1) {
+            if (iova_tree_remove_count(tree, gone) != 1) {
                 die("anchor remove", -1);
             }
             uint64_t t1 = now_ns();
@@ -1829,7 +1829,7 @@ static uint64_t run_mis(void *ctx, uint64_t iters)
         hwaddr iova = mis_alloc(b);
         spent += now_ns() - t0;
         DMAMap gone = { .iova = iova, .size = MAP_SIZE };
-        sink += iova_tree_remove(b->tree, gone);
+        sink += iova_tree_remove_count(b->tree, gone);
     }
     return spent;
 }

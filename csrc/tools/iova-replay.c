@@ -270,7 +270,7 @@ static uint64_t state_digest(IOVATree *iova, IOVATree *gpa)
 
     for (int i = 0; i < 2; i++) {
         h = fnv(h, iova_tree_nnodes(trees[i]));
-        iova_tree_foreach(trees[i], digest_step, &h);
+        iova_tree_foreach_opaque(trees[i], digest_step, &h);
     }
     return h;
 }
@@ -313,7 +313,7 @@ static int linear_translate(IOVATree *tree, hwaddr addr, hwaddr length, const ui
     hwaddr end = addr + (length - 1);
     for (hwaddr pos = addr;;) {
         LinearCover c = { pos, id, NULL };
-        iova_tree_foreach(tree, linear_cover_step, &c);
+        iova_tree_foreach_opaque(tree, linear_cover_step, &c);
         if (!c.best) {
             *fault = pos;
             return IOVA_ERR_TRANSLATION;
@@ -402,7 +402,7 @@ static inline void remove_range(Replay *r, const uint64_t *a, gboolean gpa)
 {
     DMAMap map = { .iova = a[0], .translated_addr = a[0], .size = a[1] };
     uint64_t t0 = tick(r);
-    size_t n = iova_tree_remove(gpa ? r->gpa : r->iova, map);
+    size_t n = iova_tree_remove_count(gpa ? r->gpa : r->iova, map);
     record(r, gpa ? OP_GPA_REMOVE : OP_REMOVE, t0, FALSE);
     outcome(r, n);
     if (gpa) {

@@ -46,7 +46,8 @@ int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_i
                               uint64_t *out, size_t cap);
 
 typedef struct IBVhost IBVhost;
-IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last);
+/* NULL when @page_size is not a power of two or memory ran out. */
+IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size);
 void ib_vhost_free(IBVhost *v);
 int ib_vhost_close(IBVhost *v);
 int ib_vhost_closed(IBVhost *v);

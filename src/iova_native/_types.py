@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import operator
+import os
 from typing import Any, SupportsIndex
 
 __all__ = [
@@ -294,6 +295,28 @@ def check_alloc(
     if policy not in ALLOC_POLICIES:
         raise InvalidMapError(f"policy={policy!r} is not one of {ALLOC_POLICIES}")
     return size, translated_addr, perm, id, iova_begin, iova_last, align, policy
+
+
+def host_page_size() -> int:
+    """The host's page size, as QEMU's ``qemu_real_host_page_size()`` (4096 on x86-64)."""
+    return os.sysconf("SC_PAGESIZE")
+
+
+def check_vhost_bounds(iova_first: Any, iova_last: Any, page_size: Any) -> tuple[int, int, int]:
+    """A ``VhostIOVATree``'s bounds: ``(first usable IOVA, iova_last, page_size)``.
+
+    The first usable IOVA is ``max(iova_first, page_size)``; ``page_size`` defaults (``None``)
+    to the host's and must be a power of two; ``iova_last`` may not be below the first usable
+    IOVA.  ``InvalidMapError`` otherwise."""
+    iova_first = check_u64(iova_first, "iova_first")
+    iova_last = check_u64(iova_last, "iova_last")
+    page = host_page_size() if page_size is None else check_u64(page_size, "page_size")
+    if page == 0 or page & (page - 1):
+        raise InvalidMapError(f"page_size={page:#x} is not a power of two")
+    first = max(iova_first, page)
+    if iova_last < first:
+        raise InvalidMapError(f"iova_last={iova_last:#x} is below the first usable IOVA {first:#x}")
+    return first, iova_last, page
 
 
 # --------------------------------------------------------------------------- DMAMap

@@ -1134,14 +1134,16 @@ class VhostIOVATree(_Differential):
         self,
         iova_first: int,
         iova_last: int,
+        page_size: int | None = None,
         *,
         left: Any = None,
         right: Any = None,
         shrink_timeout: float | None = None,
     ) -> None:
-        """Both sides are built as ``cls(iova_first, iova_last)``; a constructor error they
-        agree on is raised, one they disagree on is a ``DivergenceError``."""
-        super().__init__((iova_first, iova_last), left, right, shrink_timeout)
+        """Both sides are built as ``cls(iova_first, iova_last, page_size)``; a constructor
+        error they agree on is raised, one they disagree on is a ``DivergenceError``."""
+        args = (iova_first, iova_last) if page_size is None else (iova_first, iova_last, page_size)
+        super().__init__(args, left, right, shrink_timeout)
 
     def map_alloc(self, size: int, hva: int, perm: Perm = Perm.RW) -> DMAMap:
         """Allocate an IOVA range and record IOVA->HVA."""

@@ -625,15 +625,10 @@ class VhostIOVATree(_Native, Container):
     _check_fn = staticmethod(lib.ib_vhost_check)
     _clear_fn = staticmethod(lib.ib_vhost_clear)
 
-    def __init__(self, iova_first: int, iova_last: int) -> None:
-        first = T.check_u64(iova_first, "iova_first")
-        last = T.check_u64(iova_last, "iova_last")
-        if last < max(first, 4096):
-            raise InvalidMapError(
-                f"iova_last={last:#x} is below the first usable IOVA {max(first, 4096):#x}"
-            )
-        self._setup(lib.ib_vhost_new(first, last), lib.ib_vhost_free)
-        self._iova_first = max(first, 4096)
+    def __init__(self, iova_first: int, iova_last: int, page_size: int | None = None) -> None:
+        first, last, page = T.check_vhost_bounds(iova_first, iova_last, page_size)
+        self._setup(lib.ib_vhost_new(first, last, page), lib.ib_vhost_free)
+        self._iova_first = first
         self._iova_last = last
 
     def _equality_state(self) -> tuple[int, int, list[DMAMap], list[DMAMap], list[DMAMap]]:
@@ -644,7 +639,7 @@ class VhostIOVATree(_Native, Container):
     @classmethod
     def _from_state(cls, state: Any) -> VhostIOVATree:
         first, last, allocated, host, guest = state
-        tree = cls(first, last)
+        tree = cls(first, last, 1)  # @first is already the effective first IOVA
         try:
             _replay_allocations(tree, allocated, host, guest)
         except BaseException:

@@ -39,13 +39,11 @@ from ._types import (
     check_sized,
     check_u64,
     check_u64_list,
+    check_vhost_bounds,
 )
 from .api import Segment, U64Input
 
 __all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
-
-#: The lowest IOVA a ``VhostIOVATree`` hands out (devices dislike address 0).
-VHOST_MIN_IOVA = 4096
 
 _VALID_PERMS = (Perm.RO, Perm.WO, Perm.RW)
 _T = TypeVar("_T", bound="_TreeBase")
@@ -587,18 +585,13 @@ class VhostIOVATree(Container):
     ``DMAMap(iova, 0, size, perm, 0)``.
     """
 
-    def __init__(self, iova_first: int, iova_last: int) -> None:
-        """Hand out IOVAs in ``[max(iova_first, 4096), iova_last]``.
+    def __init__(self, iova_first: int, iova_last: int, page_size: int | None = None) -> None:
+        """Hand out IOVAs in ``[max(iova_first, page_size), iova_last]``; ``page_size`` defaults
+        to the host's and must be a power of two.
 
-        ``InvalidMapError`` if ``iova_last`` is below the effective first IOVA.
+        ``InvalidMapError`` if it is not, or if ``iova_last`` is below the effective first IOVA.
         """
-        iova_first = check_u64(iova_first, "iova_first")
-        iova_last = check_u64(iova_last, "iova_last")
-        first = max(iova_first, VHOST_MIN_IOVA)
-        if iova_last < first:
-            raise InvalidMapError(
-                f"iova_last={iova_last:#x} is below the first usable IOVA {first:#x}"
-            )
+        first, iova_last, _ = check_vhost_bounds(iova_first, iova_last, page_size)
         self._iova_first = first
         self._iova_last = iova_last
         self._alloc = IOVATree()  # IOVA-only: what is taken
@@ -647,7 +640,7 @@ class VhostIOVATree(Container):
     @classmethod
     def _from_state(cls, state: Any) -> VhostIOVATree:
         first, last, allocated, host, guest = state
-        tree = cls(first, last)
+        tree = cls(first, last, 1)  # @first is already the effective first IOVA
         tree._alloc.update(allocated)
         tree._host.update(host)
         tree._gpa.update(guest)
