@@ -23,7 +23,6 @@ from ._container import Container, TreeContainer
 from ._types import (
     MAX_U64,
     DMAMap,
-    InvalidMapError,
     NoSpaceError,
     OverlapError,
     Perm,
