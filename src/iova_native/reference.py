@@ -36,7 +36,6 @@ from ._types import (
     check_perm,
     check_range,
     check_sized,
-    check_u64,
     check_u64_list,
     check_vhost_bounds,
 )
