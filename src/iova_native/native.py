@@ -13,6 +13,7 @@ the call, and two threads must never read each other's answers.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -46,6 +47,9 @@ _WORDS = 5  # a map crosses as iova, translated_addr, size, perm, id
 _CHUNK = 256  # maps copied per C call when listing
 _SEGS = 64  # segments the pooled translate buffer holds
 _ARG_ERRORS = (TypeError, OverflowError)
+# Before 3.10, array("Q", ...) falls back on __int__ (a Decimal or a float-like object passes
+# with a DeprecationWarning), so there only the checked conversion is trusted.
+_ARRAY_USES_INDEX = sys.version_info >= (3, 10)
 _POLICIES = {"first": 0, "last": 1}
 # Module globals are found faster than attributes of ``lib`` on the hot paths.
 _ib_find = lib.ib_tree_find
@@ -78,6 +82,8 @@ def _u64_view(values: Any) -> Any:
         # The object itself, not a memoryview of it: cffi must own the buffer export, or a
         # garbage collection can release the view under it.
         return ffi.from_buffer("uint64_t[]", source)
+    if not _ARRAY_USES_INDEX:
+        return ffi.from_buffer("uint64_t[]", array("Q", T.check_u64_list(source)))
     try:
         converted = array("Q", source)  # one C pass; __index__ semantics, as check_u64
     except _ARG_ERRORS:
