@@ -174,6 +174,12 @@ def _iso(ns: int) -> str:
     return text + (f".{when.microsecond:06d}" if when.microsecond else "") + "Z"
 
 
+def _syslog_stamp(ns: int) -> str:
+    """As journalctl prints a stamp: RFC 3164's month, day and time, in UTC."""
+    return datetime.datetime.fromtimestamp(ns // 10**9, datetime.timezone.utc).strftime(
+        "%b %d %H:%M:%S")
+
+
 def render_text(fmt: str) -> str:
     """The scenario in one text format (FORMATS key)."""
     out = []
@@ -195,6 +201,8 @@ def render_text(fmt: str) -> str:
             elif fmt == "ftrace":
                 out.append(f"            bash-1021    [001] d..1.  {ns // 10**9 - 1764400000}."
                            f"{ns // 1000 % 10**6:06d}: sched_switch: prev_comm=bash prev_pid=1021")
+            elif fmt == "syslog":  # QEMU's warnings go to stderr; the journal has others' lines
+                out.append(f"{_syslog_stamp(ns)} myhost systemd[1]: Started libvirtd.service.")
             continue
         if fmt == "log":
             out.append(_line(ev))
@@ -207,6 +215,8 @@ def render_text(fmt: str) -> str:
             out.append(f"qemu-system-x86_64: ({TID}:{ev.thread}): {_line(ev)}")
         elif fmt == "stap":
             out.append(f"{PID}@{ns} {_line(ev, stap=True)}")
+        elif fmt == "syslog":  # syslog(LOG_INFO, ...) as journalctl shows it
+            out.append(f"{_syslog_stamp(ns)} myhost qemu-system-x86_64[{PID}]: {_line(ev)}")
         elif fmt == "ftrace":
             uptime = ns // 10**9 - 1764400000
             out.append(f" qemu-system-x86-{TID:<7} [003] ..... {uptime}.{ns // 1000 % 10**6:06d}: "
@@ -255,7 +265,8 @@ def render_simple(*, version: int = 4, dropped: int = 0, order: str = "<") -> by
     return bytes(out)
 
 
-TEXT_FORMATS = ["log", "log-pid", "log-iso", "log-context", "stap", "ftrace", "simpletrace"]
+TEXT_FORMATS = ["log", "log-pid", "log-iso", "log-context", "syslog", "stap", "ftrace",
+                "simpletrace"]
 FILES = {**{fmt: f"{fmt}.txt" for fmt in TEXT_FORMATS}, "simple": "simple.bin"}
 
 
@@ -777,6 +788,36 @@ def test_other_compressors_are_named(magic: bytes, tool: str, tmp_path: Path) ->
     with pytest.raises(trace.TraceInputError) as info:
         trace.compile_trace(path)
     assert f"{tool}-compressed data" in str(info.value) and f"{tool} -dc" in str(info.value)
+
+
+# --------------------------------------------------------------------------- the syslog backend
+
+#: scripts/tracetool/backend/syslog.py calls syslog(LOG_INFO, "name " fmt, ...) without
+#: openlog(), so the ident is the program's name; rsyslog prints it bare, journald (and
+#: rsyslog reading the journal) with [pid]; the stamp as each is set up to print it.
+SYSLOG_PREFIXES = [
+    "Dec  1 10:15:42 myhost qemu-system-x86_64: ",
+    "Dec 01 10:15:42 myhost qemu-system-x86_64[48213]: ",  # journalctl
+    "Nov 30 10:15:42.100000 myhost qemu-system-x86_64[48213]: ",  # journalctl -o short-precise
+    "2025-11-30T10:15:42+0000 myhost qemu-system-x86_64[48213]: ",  # journalctl -o short-iso
+    "2025-11-30T10:15:42.100000+00:00 myhost qemu-kvm[48213]: ",  # rsyslog, RFC 3339
+]
+
+
+@pytest.mark.parametrize("prefix", SYSLOG_PREFIXES)
+def test_the_syslog_backend_is_read(prefix: str, twin: trace.CompiledTrace,
+                                    tmp_path: Path) -> None:
+    lines = [prefix + line for line in render_text("log").splitlines()
+             if not line.startswith("qemu-system-x86_64: ")]  # warnings go to stderr
+    lines[3:3] = [prefix.split(" myhost ")[0] + " myhost kernel: vfio-pci 0000:3b:00.1: "
+                  "enabling device (0000 -> 0002)",
+                  prefix.split(" myhost ")[0] + " myhost systemd[1]: Started libvirtd.service."]
+    path = tmp_path / "syslog"
+    path.write_text("\n".join(lines) + "\n")
+    compiled = trace.compile_trace(path, strict=True)
+    st = compiled.stats
+    assert set(st.formats) == {"syslog"} and st.modelled == MODELLED and st.not_trace == 2
+    assert digests(compiled) == digests(twin)
 
 if __name__ == "__main__":
     write_samples()

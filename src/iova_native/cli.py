@@ -515,6 +515,8 @@ Formats read, told apart per file, plain or gzip:
                with an ISO-8601 timestamp (-msg timestamp=on, QEMU 10.1 and
                later), or after the message context of later QEMU
                ([time ][[guest] ]qemu-system-x86_64: (tid:thread): )
+  syslog       the syslog backend (--enable-trace-backends=syslog), as the
+               journal (journalctl -t qemu-system-x86_64) or /var/log/syslog has it
   ftrace       the ftrace backend (--enable-trace-backends=ftrace): the
                tracing_mark_write: lines of /sys/kernel/tracing/trace
   stap         qemu-trace-stap run qemu-system-x86_64 'vhost_vdpa_*' (dtrace

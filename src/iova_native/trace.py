@@ -6,7 +6,7 @@ Three stages, each usable on its own:
 1. **Reader** (:mod:`iova_native.trace_input`, re-exported here: :func:`open_trace`,
    :class:`TraceParser`, :func:`parse_line`): every format QEMU's trace backends and tools
    write (the ``log`` backend bare or with its ``PID@SEC.USEC:``, ISO-8601 or program-name
-   prefix, ``ftrace``, ``qemu-trace-stap``, ``scripts/simpletrace.py`` output and the
+   prefix, ``syslog``, ``ftrace``, ``qemu-trace-stap``, ``scripts/simpletrace.py`` output and the
    ``simple`` backend's binary files), told apart per file.  Modelled events:
 
    * ``vhost_vdpa_dma_map`` / ``vhost_vdpa_dma_unmap``, both the older format

@@ -16,9 +16,13 @@ Formats, by the key the report names them with (:data:`FORMATS`):
     QEMU 10.1 and later: with ``-msg timestamp=on`` every ``qemu_log`` line, trace lines included,
     starts with an ISO-8601 UTC timestamp and a space (``2025-11-30T10:15:42.100000Z NAME ARGS``).
 ``log-context``
-    The message context that later QEMU prints before every ``qemu_log`` line: optional
-    timestamp, ``[guest name]``, and the program name with or without ``(TID:thread name)``
-    (``qemu-system-x86_64(772366:main): NAME ARGS``).
+    The message context that later QEMU prints before every ``qemu_log`` line
+    (``util/message.c``): optional timestamp, ``[guest name]``, the program name and
+    ``(TID:thread name)``, each of them optional (``qemu-system-x86_64: (772366:main): NAME
+    ARGS``; the commit's message shows ``qemu-system-x86_64(772366:main):``, read too).
+``syslog``
+    The ``syslog`` backend: ``syslog(LOG_INFO, "NAME ARGS")`` as the journal or a syslog daemon
+    prints it, after a stamp, the host and ``qemu-system-x86_64[PID]:`` (or without ``[PID]``).
 ``stap``
     ``qemu-trace-stap run`` (the ``dtrace`` backend under SystemTap, as Fedora and RHEL build
     QEMU): ``PID@NANOSECONDS NAME ARGS``, the same printf format with SystemTap's ``%p``
@@ -26,7 +30,9 @@ Formats, by the key the report names them with (:data:`FORMATS`):
 ``ftrace``
     The ``ftrace`` backend writes ``NAME ARGS`` to the kernel's ``trace_marker``; the kernel's
     trace buffer (``/sys/kernel/tracing/trace``, ``trace-cmd report``) shows it after
-    ``TASK-PID [CPU] FLAGS SECONDS: tracing_mark_write:``.
+    ``TASK-PID [CPU] FLAGS SECONDS: tracing_mark_write:`` (``FLAGS`` and the fraction of
+    ``SECONDS`` depend on the options and the trace clock); ``CPU:N [LOST M EVENTS]`` lines
+    say the ring buffer lost events.
 ``simpletrace``
     The text that ``scripts/simpletrace.py trace-events-all FILE`` prints for a ``simple``
     backend file: ``NAME DELTA_US pid=PID arg=0xVALUE ...``, every argument named as in
@@ -105,6 +111,7 @@ FORMATS: dict[str, str] = {
     "log-pid": "QEMU's log trace backend, PID@SEC.USEC: prefix (-msg timestamp=on, QEMU < 10.1)",
     "log-iso": "QEMU's log trace backend, ISO-8601 prefix (-msg timestamp=on, QEMU >= 10.1)",
     "log-context": "QEMU's log trace backend, program: (tid:thread): message context",
+    "syslog": "QEMU's syslog trace backend, as syslog or journalctl print it",
     "stap": "qemu-trace-stap (SystemTap) output",
     "ftrace": "the ftrace backend's tracing_mark_write: lines",
     "simpletrace": "scripts/simpletrace.py output",
@@ -114,7 +121,7 @@ FORMATS: dict[str, str] = {
 #: One line naming what is read, for messages.
 FORMATS_READ = (
     "formats read: QEMU's log trace backend (bare, after PID@SEC.USEC:, an ISO-8601 timestamp "
-    "or the program: (tid:thread): context), "
+    "or the program: (tid:thread): context), its syslog backend, "
     "ftrace, simple (binary), qemu-trace-stap and simpletrace.py output, plain or gzip"
 )
 
@@ -423,6 +430,15 @@ _CONTEXT = re.compile(
     rf"(?P<prog>{_PROGRAM}{_THREAD}|{_PROGRAM}:[ \t]+{_THREAD}|{_THREAD}"
     r"|[^\s:()\[\]]*qemu[^\s:()\[\]]*:[ \t]+)?"
 )
+# The syslog backend's lines as syslog daemons and journalctl print them: a stamp (RFC 3164's
+# "Dec  1 10:15:42", with microseconds from journalctl -o short-precise, or ISO-8601), the host,
+# then the ident: the program's name (QEMU calls no openlog()), with [pid] from journald.
+# Another program's lines there ("systemd[1]: Started ...") are lines, not trace events; an ident
+# without [pid] must say "qemu", so that "vdpa: 0x1" in a log-iso line is no ident.
+_SYSLOG = re.compile(
+    rf"(?:[A-Z][a-z][a-z][ \t]+\d\d?[ \t]+\d\d:\d\d:\d\d(?:\.\d+)?|{_ISO})[ \t]+\S+[ \t]+"
+    r"(?:[^\s:\[\]]*qemu[^\s:\[\]]*(?:\[\d+\])?|[^\s:\[\]]+\[\d+\]):[ \t]+"
+)
 _FTRACE = re.compile(
     # The stamp has no fraction with the counter, x86-tsc or perf trace clocks.
     r"[ \t]*\S.*?\[\d+\][ \t].*?\d+(?:\.\d+)?:[ \t]+(?:\w+:[ \t]+)?tracing_mark_write:[ \t]*"
@@ -442,6 +458,10 @@ def _prefix(text: str) -> tuple[str, int]:
         match = _FTRACE.match(text)
         if match:
             return "ftrace", match.end()
+    if text[:1].isdigit() or text[:1].isupper():
+        match = _SYSLOG.match(text)
+        if match:
+            return "syslog", match.end()
     if text[:1].isdigit():
         match = _LOG_PID.match(text)
         if match:
