@@ -524,3 +524,44 @@ int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_i
     ib_guard_leave(&t->guard, FALSE);
     return rc == IOVA_OK ? (int64_t)r.count : rc;
 }
+
+/* ---------------------------------------------------------------- copies */
+
+typedef struct CopyInto {
+    IOVATree *dst;
+    gboolean by_translated;
+    int rc;
+} CopyInto;
+
+static bool copy_one(const DMAMap *map, void *opaque)
+{
+    CopyInto *c = opaque;
+    c->rc = c->by_translated ? gpa_tree_insert(c->dst, map) : iova_tree_insert(c->dst, map);
+    return c->rc != IOVA_OK;
+}
+
+int ib_copy_tree(IOVATree *dst, const IOVATree *src, gboolean by_translated)
+{
+    CopyInto c = { dst, by_translated, IOVA_OK };
+    iova_tree_foreach_range(src, 0, HWADDR_MAX, copy_one, &c);
+    return c.rc;
+}
+
+int ib_tree_copy_into(IBTree *dst, IBTree *src)
+{
+    if (dst->kind != src->kind) {
+        return IOVA_ERR_INVALID;
+    }
+    const IOVATree *from = ib_guard_enter(&src->guard);
+    if (!from) {
+        return IB_CLOSED;
+    }
+    /* @dst is a new tree no other thread has seen: taking its lock second cannot deadlock. */
+    IOVATree *to = ib_guard_enter(&dst->guard);
+    int rc = to ? ib_copy_tree(to, from, src->kind == 1) : IB_CLOSED;
+    if (to) {
+        ib_guard_leave(&dst->guard, TRUE);
+    }
+    ib_guard_leave(&src->guard, FALSE);
+    return rc;
+}

@@ -98,4 +98,11 @@ int64_t ib_tree_find_all(IBTree *t, uint64_t key, uint64_t size, uint64_t *out, 
 int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
                               uint64_t *out, size_t cap);
 
+/*
+ * Copy every map of @src into @dst, a new empty tree of the same kind, under both locks.
+ * IOVA_OK, IB_CLOSED when @src is closed, IOVA_ERR_INVALID when the kinds differ, or the error
+ * of the insert that failed (IOVA_ERR_OOM): the caller then drops @dst.
+ */
+int ib_tree_copy_into(IBTree *dst, IBTree *src);
+
 #endif /* IOVA_BINDING_H */

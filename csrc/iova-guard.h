@@ -56,6 +56,12 @@ size_t ib_copy_maps(const IOVATree *tree, gboolean by_translated, uint64_t key,
  */
 int64_t ib_dump_maps(const IOVATree *tree, gboolean by_translated, uint64_t *out, size_t cap);
 
+/**
+ * ib_copy_tree: insert every map of @src into the empty @dst (both keyed alike: by translated
+ * address when @by_translated).  Returns IOVA_OK, or the first insert's error.
+ */
+int ib_copy_tree(IOVATree *dst, const IOVATree *src, gboolean by_translated);
+
 /* How the batch loops look an address up. */
 typedef enum {
     IB_LOOKUP_KEY,        /* the tree's own key (IOVA, or GPA in a GPA tree) */

@@ -259,3 +259,22 @@ int ib_vhost_find_key(IBVhost *v, int which, uint64_t key, uint64_t size, uint64
     ib_guard_leave(&v->guard, FALSE);
     return m != NULL;
 }
+
+int ib_vhost_copy_into(IBVhost *dst, IBVhost *src)
+{
+    const VhostIOVATree *from = ib_guard_enter(&src->guard);
+    if (!from) {
+        return IB_CLOSED;
+    }
+    /* @dst is a new tree no other thread has seen: taking its lock second cannot deadlock. */
+    VhostIOVATree *to = ib_guard_enter(&dst->guard);
+    int rc = to ? IOVA_OK : IB_CLOSED;
+    for (int which = IB_VHOST_HOST; rc == IOVA_OK && which <= IB_VHOST_ALLOCATIONS; which++) {
+        rc = ib_copy_tree(vhost_part(to, which), vhost_part(from, which), which == IB_VHOST_GUEST);
+    }
+    if (to) {
+        ib_guard_leave(&dst->guard, TRUE);
+    }
+    ib_guard_leave(&src->guard, FALSE);
+    return rc;
+}

@@ -51,4 +51,8 @@ int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uin
 /* As ib_tree_find() on the tree @which (IB_VHOST_*), by that tree's own key. */
 int ib_vhost_find_key(IBVhost *v, int which, uint64_t key, uint64_t size, uint64_t *out);
 
+/* As ib_tree_copy_into(): every allocation, host-only and guest map of @src into @dst, a new
+ * empty VhostIOVATree with the same IOVA range. */
+int ib_vhost_copy_into(IBVhost *dst, IBVhost *src);
+
 #endif /* VHOST_BINDING_H */

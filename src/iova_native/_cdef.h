@@ -44,6 +44,7 @@ size_t ib_heap_in_use(void);
 int64_t ib_tree_find_all(IBTree *t, uint64_t key, uint64_t size, uint64_t *out, size_t cap);
 int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
                               uint64_t *out, size_t cap);
+int ib_tree_copy_into(IBTree *dst, IBTree *src);
 
 typedef struct IBVhost IBVhost;
 /* NULL when @page_size is not a power of two or memory ran out. */
@@ -70,3 +71,4 @@ int ib_vhost_check(IBVhost *v, char *err, size_t errlen);
 int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uint64_t *out,
                           int has_missing, uint64_t missing, size_t *miss);
 int ib_vhost_find_key(IBVhost *v, int which, uint64_t key, uint64_t size, uint64_t *out);
+int ib_vhost_copy_into(IBVhost *dst, IBVhost *src);

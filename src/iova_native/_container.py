@@ -115,10 +115,10 @@ class TreeContainer(Container):
     def __contains__(self, item: object) -> bool:
         """Whether a stored map equals ``item`` in all five fields; O(log n).  Anything that
         is not a ``DMAMap`` is not in the tree."""
-        self._check_open()
         if not isinstance(item, DMAMap):
+            self._check_open()
             return False
-        try:
+        try:  # find() refuses a closed tree
             # Keys never overlap, so the one map that can equal ``item`` covers its key.
             found = self.find(tuple.__getitem__(item, self._key_field), 0)
         except _LOOKUP_ERRORS:
