@@ -657,7 +657,8 @@ class VhostIOVATree(_Native, Container):
 
     def copy(self) -> VhostIOVATree:
         """An independent tree with the same allocations and maps, copied in C in one call."""
-        return self._copy_into(type(self)(self._iova_first, self._iova_last),
+        # Page size 1: ``_iova_first`` is already the effective first IOVA.
+        return self._copy_into(type(self)(self._iova_first, self._iova_last, 1),
                                lib.ib_vhost_copy_into)
 
     @classmethod
