@@ -819,6 +819,20 @@ def test_the_syslog_backend_is_read(prefix: str, twin: trace.CompiledTrace,
     assert set(st.formats) == {"syslog"} and st.modelled == MODELLED and st.not_trace == 2
     assert digests(compiled) == digests(twin)
 
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_the_demo_lists_every_map_its_translate_goes_through(
+        backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", "--backend", backend]) == 0
+    out = capsys.readouterr().out
+    listed = [(int(i, 16), int(n, 16)) for i, n in
+              re.findall(r"^  DMAMap\(iova=(0x[0-9a-f]+), translated_addr=0x[0-9a-f]+, "
+                         r"size=(0x[0-9a-f]+)", out, re.M)]
+    segments = [int(i, 16) for i in re.findall(r"^  IOVA (0x[0-9a-f]+) \+", out, re.M)]
+    assert len(segments) == 2 and f"IOVATree with {len(listed)} maps:" in out
+    for iova in segments:
+        assert any(start <= iova <= start + size for start, size in listed), (hex(iova), out)
+
 if __name__ == "__main__":
     write_samples()
     print(f"wrote {len(FILES)} sample traces to {DATA}")

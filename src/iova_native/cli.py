@@ -37,8 +37,10 @@ def _backend(name: str) -> Any:
     return native
 
 
-def run_demo(backend: str = "native", out: Any = sys.stdout) -> int:
-    """Build a realistic SVQ tree and show what the reverse look-up answers."""
+def run_demo(backend: str = "native", out: Any = None) -> int:
+    """Build a realistic SVQ tree and show what the reverse look-up answers (on ``out``, by
+    default the ``sys.stdout`` of the call)."""
+    out = sys.stdout if out is None else out
     mod = _backend(backend)
     say = lambda *a: print(*a, file=out)  # noqa: E731
     tree = mod.IOVATree()
@@ -49,6 +51,8 @@ def run_demo(backend: str = "native", out: Any = sys.stdout) -> int:
     alias = tree.alloc(2 * GIB - 1, hva_ram, Perm.RW, id=4 * GIB, iova_begin=0x1000)
     # SVQ vrings: host-only buffers, id 0 would collide with GPA 0, so they carry a tag.
     vring = tree.alloc(0x3FFF, 0x7E00_0000_0000, Perm.RW, id=0xFFFF_0000, iova_begin=0x1000)
+    # A control buffer right after RAM in host memory, so that a buffer crosses two maps.
+    ctrl = tree.alloc(0xFFF, hva_ram + 2 * GIB, Perm.RO, id=0xFFFF_1000, iova_begin=0x1000)
     say(f"{mod.__name__}.IOVATree with {len(tree)} maps:")
     for m in tree:
         say(f"  {m!r}")
@@ -56,9 +60,6 @@ def run_demo(backend: str = "native", out: Any = sys.stdout) -> int:
     say(f"\nfind_iova({needle:#x})            -> {tree.find_iova(needle)!r}")
     say(f"find_iova({needle:#x}, id=4 GiB)  -> {tree.find_iova(needle, id=4 * GIB)!r}")
     say("  without id the lowest IOVA wins; with id the alias the guest named wins")
-    # A descriptor whose buffer crosses from the vring into the next host page? Use two
-    # adjacent host maps instead: the end of RAM and a control buffer right after it.
-    ctrl = tree.alloc(0xFFF, hva_ram + 2 * GIB, Perm.RO, id=0xFFFF_1000, iova_begin=0x1000)
     start = hva_ram + 2 * GIB - 0x800
     segs = tree.translate(start, 0x1000)
     say(f"\ntranslate({start:#x}, 0x1000) spans the end of RAM and a control buffer:")
