@@ -833,6 +833,24 @@ def test_the_demo_lists_every_map_its_translate_goes_through(
     for iova in segments:
         assert any(start <= iova <= start + size for start, size in listed), (hex(iova), out)
 
+
+class _FullDisk(io.StringIO):
+    """stdout on a full disk (> /dev/full)."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("command", [["replay", "--no-progress", "--lookups", "0"], ["demo"]])
+def test_a_report_that_cannot_be_written_is_one_line(
+        command: list[str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    args = command + ([str(DATA / FILES["log"])] if command[0] == "replay" else [])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == ["iova-native: cannot write the output: No space left on device"]
+
 if __name__ == "__main__":
     write_samples()
     print(f"wrote {len(FILES)} sample traces to {DATA}")

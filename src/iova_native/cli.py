@@ -498,7 +498,8 @@ exit status:
   0  done, or help shown
   1  the backends disagreed (replay --backend both, replay --compare)
   2  bad input: a file that is not a trace or holds no vhost-vDPA event, a malformed
-     event with --strict, a bad op stream, or a wrong option"""
+     event with --strict, a bad op stream, or a wrong option; or output that cannot
+     be written"""
 
 REPLAY_DESCRIPTION = """\
 Replay a QEMU trace against an IOVATree and a GPATree and print a report.
@@ -641,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `iova-native replay | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # the report's own output: `> /dev/full`, a disk that filled up
+        print(f"iova-native: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
