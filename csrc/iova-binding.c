@@ -2,11 +2,15 @@
 /*
  * The layer Python calls through cffi (see iova-binding.h for why it exists).
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime() under -std=c11 */
+
 #include "iova-binding.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "iova-guard.h"
 #include "iova-range.h"
@@ -523,6 +527,251 @@ int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_i
     }
     ib_guard_leave(&t->guard, FALSE);
     return rc == IOVA_OK ? (int64_t)r.count : rc;
+/* ---------------------------------------------------------------- key answers */
+
+/* @key as a key answer; set errno last, after the lock is let go (see IB_TOP). */
+static int64_t key_answer(uint64_t key)
+{
+    if (key >= (uint64_t)(int64_t)IB_CODE_MIN) {
+        errno = (int)(UINT64_MAX - key);
+        return IB_TOP;
+    }
+    return (int64_t)key;
+}
+
+/* The key of @m in @t's tree: its IOVA, or its translated address in a GPA tree. */
+static uint64_t tree_key(const IBTree *t, const DMAMap *m)
+{
+    return t->kind == 1 ? m->translated_addr : m->iova;
+}
+
+int64_t ib_tree_find_key(IBTree *t, uint64_t key, uint64_t size)
+{
+    DMAMap needle = key_needle(key, size);
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (key + size < key) {
+        ib_guard_leave(&t->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    const DMAMap *m = iova_tree_find(tree, &needle);
+    uint64_t found = m ? tree_key(t, m) : 0;
+    ib_guard_leave(&t->guard, FALSE);
+    return m ? key_answer(found) : IB_NONE;
+}
+
+int64_t ib_tree_find_at(IBTree *t, uint64_t key)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    const DMAMap *m = iova_tree_find_address(tree, key);
+    uint64_t found = m ? tree_key(t, m) : 0;
+    ib_guard_leave(&t->guard, FALSE);
+    return m ? key_answer(found) : IB_NONE;
+}
+
+static int64_t find_iova_key(IBTree *t, uint64_t addr, uint64_t size, const uint64_t *id)
+{
+    DMAMap needle = key_needle(addr, size);
+    needle.id = id ? *id : 0;
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (addr + size < addr) {
+        ib_guard_leave(&t->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    const DMAMap *m = id ? iova_tree_find_iova(tree, &needle)
+                         : iova_tree_find_iova_any(tree, &needle);
+    uint64_t found = m ? tree_key(t, m) : 0;
+    ib_guard_leave(&t->guard, FALSE);
+    return m ? key_answer(found) : IB_NONE;
+}
+
+int64_t ib_tree_find_iova_key(IBTree *t, uint64_t addr, uint64_t size)
+{
+    return find_iova_key(t, addr, size, NULL);
+}
+
+int64_t ib_tree_find_iova_at(IBTree *t, uint64_t addr)
+{
+    return find_iova_key(t, addr, 0, NULL);
+}
+
+int64_t ib_tree_find_iova_id_key(IBTree *t, uint64_t addr, uint64_t size, uint64_t id)
+{
+    return find_iova_key(t, addr, size, &id);
+}
+
+int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                       uint64_t perm, uint64_t id)
+{
+    DMAMap map = { iova, translated_addr, size, id, (IOMMUAccessFlags)perm };
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID : iova_tree_insert(tree, &map);
+    ib_guard_leave(&t->guard, rc == IOVA_OK);
+    return rc;
+}
+
+/* The keys of the maps overlapping @needle, lowest first, into @keys (room for all). */
+static void overlap_keys(const IBTree *t, const IOVATree *tree, const DMAMap *needle,
+                         uint64_t *keys)
+{
+    uint64_t last = needle->iova + needle->size;
+    size_t n = 0;
+    for (const DMAMap *m = iova_tree_find(tree, needle); m && tree_key(t, m) <= last;
+         m = iova_tree_next(tree, tree_key(t, m), FALSE)) {
+        keys[n++] = tree_key(t, m);
+    }
+}
+
+int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
+                            size_t cap)
+{
+    DMAMap needle = key_needle(key, size);
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    if (key + size < key) {
+        ib_guard_leave(&t->guard, FALSE);
+        return IOVA_ERR_INVALID;
+    }
+    if (keys) {
+        size_t count = iova_tree_count(tree, &needle);
+        if (count > cap) {
+            ib_guard_leave(&t->guard, FALSE);
+            return (int64_t)count;
+        }
+        overlap_keys(t, tree, &needle, keys);
+    }
+    size_t n;
+    int rc = iova_tree_remove_checked(tree, needle, &n);
+    ib_guard_leave(&t->guard, n > 0);
+    return rc == IOVA_OK ? (int64_t)n : rc;
+}
+
+int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
+                          uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
+                          int top_down)
+{
+    DMAMap map = { 0, translated_addr, size, id, (IOMMUAccessFlags)perm };
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID
+                             : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last, align,
+                                                        top_down ? IOVA_ALLOC_LAST
+                                                                 : IOVA_ALLOC_FIRST);
+    ib_guard_leave(&t->guard, rc == IOVA_OK);
+    return rc == IOVA_OK ? key_answer(map.iova) : rc;
+}
+
+int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_addr,
+                                uint64_t perm, uint64_t id)
+{
+    return ib_tree_alloc_key(t, size, translated_addr, perm, id, 0, UINT64_MAX, 1, 0);
+}
+
+/* ---------------------------------------------------------------- timing from C */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t ib_time_lookups(IBTree *t, int op, const uint64_t *addrs, const uint64_t *ids,
+                        size_t n)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    DMAMap needle = { 0 };
+    uintptr_t sink = 0;
+    uint64_t start = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        const DMAMap *m;
+        needle.iova = needle.translated_addr = addrs[i];
+        switch (op) {
+        case IB_TIME_FIND:
+            m = iova_tree_find(tree, &needle);
+            break;
+        case IB_TIME_FIND_IOVA:
+            m = iova_tree_find_iova_any(tree, &needle);
+            break;
+        default:
+            needle.id = ids[i];
+            m = iova_tree_find_iova(tree, &needle);
+            break;
+        }
+        sink += (uintptr_t)m;
+    }
+    uint64_t spent = now_ns() - start;
+    ib_guard_leave(&t->guard, FALSE);
+    __asm__ volatile("" : : "r"(sink)); /* the answers are used */
+    return (int64_t)spent;
+}
+
+int64_t ib_time_churn(IBTree *t, const uint64_t *maps, size_t n, int64_t *insert_ns)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int failed = 0;
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *w = maps + i * IB_MAP_WORDS;
+        failed |= iova_tree_remove(tree, key_needle(t->kind == 1 ? w[1] : w[0], 0)) != 1;
+    }
+    uint64_t t1 = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *w = maps + i * IB_MAP_WORDS;
+        DMAMap map = { w[0], w[1], w[2], w[4], (IOMMUAccessFlags)w[3] };
+        failed |= iova_tree_insert(tree, &map) != IOVA_OK;
+    }
+    uint64_t t2 = now_ns();
+    ib_guard_leave(&t->guard, TRUE);
+    *insert_ns = (int64_t)(t2 - t1);
+    return failed ? IOVA_ERR_INVALID : (int64_t)(t1 - t0);
+}
+
+int64_t ib_time_alloc(IBTree *t, size_t n, uint64_t size, uint64_t translated_addr)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    uint64_t *placed = g_try_new(uint64_t, n);
+    int failed = placed == NULL;
+    uint64_t spent = 0;
+    if (placed) {
+        uint64_t t0 = now_ns();
+        for (size_t i = 0; i < n; i++) {
+            DMAMap map = { 0, translated_addr, size, 0, IOMMU_RW };
+            failed |= iova_tree_alloc_map(tree, &map, 0, HWADDR_MAX) != IOVA_OK;
+            placed[i] = map.iova;
+        }
+        spent = now_ns() - t0;
+        for (size_t i = 0; i < n; i++) {
+            iova_tree_remove(tree, key_needle(placed[i], 0));
+        }
+    }
+    g_free(placed);
+    ib_guard_leave(&t->guard, TRUE);
+    return failed ? IOVA_ERR_INVALID : (int64_t)spent;
 }
 
 /* ---------------------------------------------------------------- copies */

@@ -22,6 +22,18 @@
 #define IB_CHANGED (-101) /* the tree changed since the caller's snapshot (iteration) */
 #define IB_MAP_WORDS 5
 
+/*
+ * The key-answer calls (ib_tree_*_key) answer with one int64_t, which Python reads without a
+ * buffer: the key of the map found or placed (its IOVA, or its translated address in a GPA
+ * tree) or a code.  Codes lie in [IB_CODE_MIN, -1]; keys up to INT64_MAX cross as themselves
+ * and higher ones as their two's complement (below IB_CODE_MIN), except the top
+ * -IB_CODE_MIN keys, which would read as codes: for those the answer is IB_TOP and errno holds
+ * UINT64_MAX - key (cffi keeps the errno of each thread's last call: ffi.errno).
+ */
+#define IB_NONE (-102)     /* no map */
+#define IB_TOP (-103)      /* a key in the top -IB_CODE_MIN of the space: see errno */
+#define IB_CODE_MIN (-128)
+
 typedef struct IBTree IBTree;
 
 /* Constructors: kind 0 = IOVATree, 1 = GPATree.  NULL when memory ran out. */
@@ -83,6 +95,52 @@ int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t
                                int has_missing, uint64_t missing, size_t *miss);
 int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
                          uint64_t id, int has_missing, uint64_t missing, size_t *miss);
+
+/* Key answers (see IB_CODE_MIN): the map ib_tree_find() would write. */
+int64_t ib_tree_find_key(IBTree *t, uint64_t key, uint64_t size);
+/* ib_tree_find_key() of one byte. */
+int64_t ib_tree_find_at(IBTree *t, uint64_t key);
+/* The IOVA of the map ib_tree_find_iova() would write, any id / with id @id. */
+int64_t ib_tree_find_iova_key(IBTree *t, uint64_t addr, uint64_t size);
+int64_t ib_tree_find_iova_at(IBTree *t, uint64_t addr);
+int64_t ib_tree_find_iova_id_key(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
+/* ib_tree_insert() without the overlapping map: IOVA_OK or an IOVA_ERR_* code. */
+int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                       uint64_t perm, uint64_t id);
+/*
+ * ib_tree_remove(), which also writes the keys of the maps it removes into @keys (unless
+ * @keys is NULL).  When more than @cap maps overlap, nothing is removed and their number is
+ * returned: call again with a buffer that large.
+ */
+int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
+                            size_t cap);
+/* ib_tree_alloc() answering the IOVA placed as a key answer. */
+int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
+                          uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
+                          int top_down);
+/* ib_tree_alloc_key() over the whole space, first fit, no alignment. */
+int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_addr,
+                                uint64_t perm, uint64_t id);
+
+/*
+ * Timing of the core's own calls on @t's tree, from C: what the same operation costs without
+ * Python and without the binding (the tree's lock is taken once around the loop).  For the
+ * benchmark's binding-overhead table.  Each answers the nanoseconds spent, or IB_CLOSED, or
+ * IOVA_ERR_INVALID when an operation did not do what was asked.
+ *
+ * ib_time_lookups: @n look-ups of @addrs: IB_TIME_FIND (the tree's key), IB_TIME_FIND_IOVA
+ * (translated, any id), IB_TIME_FIND_IOVA_ID (translated, id @ids[i]).
+ * ib_time_churn: remove the @n stored maps @maps (five words each, by their key), then insert
+ * them again; answers the removals' time, the inserts' in *@insert_ns.
+ * ib_time_alloc: @n first-fit allocations over the whole space (then removed, untimed).
+ */
+#define IB_TIME_FIND 0
+#define IB_TIME_FIND_IOVA 1
+#define IB_TIME_FIND_IOVA_ID 2
+int64_t ib_time_lookups(IBTree *t, int op, const uint64_t *addrs, const uint64_t *ids,
+                        size_t n);
+int64_t ib_time_churn(IBTree *t, const uint64_t *maps, size_t n, int64_t *insert_ns);
+int64_t ib_time_alloc(IBTree *t, size_t n, uint64_t size, uint64_t translated_addr);
 
 /* Bytes the C allocator has handed out and not taken back (mallinfo2), for memory figures. */
 size_t ib_heap_in_use(void);

@@ -67,6 +67,10 @@ class Perm(enum.IntFlag):
 
 # Indexed by the raw value; avoids an enum call on every map built from C.
 _PERMS = (Perm.NONE, Perm.RO, Perm.WO, Perm.RW)
+_RO, _WO, _RW = Perm.RO, Perm.WO, Perm.RW
+_tuple_new = tuple.__new__
+_HALF = 1 << 63
+_ZERO = 0  # ``x is _ZERO``: exactly the int 0
 
 
 class IOVAError(Exception):
@@ -340,10 +344,19 @@ class DMAMap(tuple):  # type: ignore[type-arg]
         perm: Perm | int = Perm.RW,
         id: SupportsIndex = 0,
     ) -> DMAMap:
+        # The common case in one test: plain ints below 2**63 (so no range can wrap), a Perm
+        # other than NONE, the default id.  Anything else (an int subclass, an __index__
+        # object, an int perm, a high or bad value) takes the checks below, which normalise
+        # or raise.
+        if (type(iova) is int and type(translated_addr) is int and type(size) is int
+                and 0 <= iova < _HALF and 0 <= translated_addr < _HALF and 0 <= size < _HALF
+                and (perm is _RW or perm is _RO or perm is _WO)
+                and (id is _ZERO or (type(id) is int and 0 <= id <= MAX_U64))):
+            return _tuple_new(cls, (iova, translated_addr, size, perm, id))
         iova_i, size_i = check_range(iova, size, "iova")
         translated_i, _ = check_range(translated_addr, size_i, "translated_addr")
         fields = (iova_i, translated_i, size_i, check_perm(perm), check_u64(id, "id"))
-        return tuple.__new__(cls, fields)
+        return _tuple_new(cls, fields)
 
     @classmethod
     def _trusted(cls, fields: tuple[int, int, int, Perm, int]) -> DMAMap:

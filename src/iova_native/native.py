@@ -13,7 +13,11 @@ the call, and two threads must never read each other's answers.
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
+import threading
+import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -56,10 +60,35 @@ _ib_find = lib.ib_tree_find
 _ib_find_iova = lib.ib_tree_find_iova
 _ib_remove = lib.ib_tree_remove
 _ib_insert = lib.ib_tree_insert
+_ib_find_key = lib.ib_tree_find_key
+_ib_find_at = lib.ib_tree_find_at
+_ib_find_iova_key = lib.ib_tree_find_iova_key
+_ib_find_iova_at = lib.ib_tree_find_iova_at
+_ib_find_iova_id_key = lib.ib_tree_find_iova_id_key
+_ib_insert_map = lib.ib_tree_insert_map
+_ib_remove_keys = lib.ib_tree_remove_keys
+_ib_alloc_key = lib.ib_tree_alloc_key
+_ib_alloc_first_key = lib.ib_tree_alloc_first_key
+_NONE = lib.IB_NONE
+_TOP = lib.IB_TOP
+_CODE_MIN = lib.IB_CODE_MIN
+_WRAP = 1 << 64  # a key answer below IB_CODE_MIN is the key minus 2**64
+_ZERO, _ONE = 0, 1  # ``x is _ZERO``: exactly the int 0 (a default left alone), in one test
+_REMOVED_INLINE = 16  # keys of removed maps a removal has room for in its first call
+_SEQ = itertools.count()  # tokens of a tree cache's state (see _Tree)
+_TREES: weakref.WeakSet[Any] = weakref.WeakSet()
 _ib_find_all = lib.ib_tree_find_all
 _ib_find_iova_all = lib.ib_tree_find_iova_all
 _POOLED_MAPS = 2 * _SEGS // _WORDS  # maps a range query's first call has room for
 
+
+def _reset_after_fork() -> None:
+    for tree in list(_TREES):
+        tree._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 _N = TypeVar("_N", bound="_Native")
 _T = TypeVar("_T", bound="_Tree")
@@ -331,9 +360,24 @@ class _Native:
 
 
 class _Tree(_Native, TreeContainer):
-    """IOVATree and GPATree: one C tree, keyed by IOVA (kind 0) or translated address (1)."""
+    """IOVATree and GPATree: one C tree, keyed by IOVA (kind 0) or translated address (1).
 
-    __slots__ = ()
+    The look-ups cross back as one integer, the key of the map found (``IB_CODE_MIN`` in
+    iova-binding.h), and ``_cache`` turns the key into a ``DMAMap``: the same object every time,
+    built once, the first time the map is found.  Only maps that were found are cached, so a
+    tree costs no Python memory for the maps nobody asked for.
+
+    Why this is safe with threads (cffi lets go of the GIL inside every C call): every entry of
+    ``_cache`` is the map C stores under its key, except while a removal is between its C call
+    and its dropping of the entries it removed.  Removals (``remove``, ``clear``, ``close``) and
+    fills of the cache hold ``_lock``, and a removal sets ``_seq`` to None before its C call and
+    to a new token after.  A look-up reads ``_seq`` before its C call and again after reading
+    the cache: an unchanged token other than None proves that no removal overlapped, so the
+    entry is the map C found.  Otherwise it takes the slow path, which copies the map out of C.
+    Inserts and allocations never touch the cache (a key that is free has no entry).
+    """
+
+    __slots__ = ("_cache", "_seq", "_lock")
     _kind = 0
     _key_name = "iova"
     _len_fn = staticmethod(lib.ib_tree_len)
@@ -348,7 +392,17 @@ class _Tree(_Native, TreeContainer):
     def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
         """An empty tree, then every map of ``maps`` inserted, all or nothing."""
         self._setup(lib.ib_tree_new(self._kind), lib.ib_tree_free)
+        self._cache: dict[int, DMAMap] = {}
+        self._seq: object = next(_SEQ)
+        self._lock = threading.Lock()
+        _TREES.add(self)
         self._fill(maps)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the lock may have been held by a thread that is gone."""
+        self._lock = threading.Lock()
+        self._cache = {}
+        self._seq = next(_SEQ)
 
     def __iter__(self) -> Iterator[DMAMap]:
         return self._iterate((), self._kind)
@@ -357,37 +411,154 @@ class _Tree(_Native, TreeContainer):
         """Every map, in key order."""
         return self._copy_all(())
 
+    # -- the cache ----------------------------------------------------------------------
+
+    def _cached(self, answer: int, seq: object, call: Callable[..., int],
+                args: tuple[Any, ...]) -> DMAMap | None:
+        """The map of a key answer that the fast path did not settle: a key at or above
+        2**63, a cache miss, or an error.  ``call(h, *args, out)`` is the same look-up copying
+        the map out, which the slow path asks again."""
+        if answer == _NONE:
+            return None
+        if answer == _TOP:
+            key: int | None = MAX_U64 - ffi.errno
+        elif answer < _CODE_MIN:
+            key = answer + _WRAP
+        else:
+            key = answer if answer >= 0 else None  # an error: the slow path raises it
+        if key is not None:
+            m = self._cache.get(key)
+            if m is not None and self._seq is seq and seq is not None:
+                return m
+        return self._find_locked(call, args)
+
+    def _find_locked(self, call: Callable[..., int], args: tuple[Any, ...]) -> DMAMap | None:
+        """Ask C again, copying the map out, and cache it; under ``_lock``, so that no removal
+        runs between the copy and the caching."""
+        out = ffi.new("uint64_t[5]")
+        with self._lock:
+            rc = call(self._h, *args, out)
+            if rc != 1:
+                if rc == 0:
+                    return None
+                self._fail(rc)
+            key = out[self._kind]
+            m = self._cache.get(key)
+            if m is None:
+                m = _new(DMAMap, (out[0], out[1], out[2], _PERMS[out[3]], out[4]))
+                self._cache[key] = m
+            return m
+
+    def _removing(self) -> object:
+        """Start a removal (holding ``_lock``): look-ups stop trusting the cache.  Returns the
+        token to set when it is over."""
+        self._seq = None
+        return next(_SEQ)
+
+    # -- updates ------------------------------------------------------------------------
+
     def insert(self, map: DMAMap) -> None:
         """Store ``map``; OverlapError (``.existing``, the lowest map hit) if its range is taken."""
-        if type(map) is not DMAMap or tuple.__len__(map) != 5:
-            self._check_open()
-            map = T.check_map(map)
-        iova, taddr, size, perm, id = tuple.__iter__(map)
-        if not (type(iova) is int and type(taddr) is int and type(size) is int
-                and type(perm) is Perm and type(id) is int):
-            # Only a DMAMap built around its checks can get here: rebuilding it through the
-            # constructor raises what the reference raises, or normalises it.
-            self._check_open()
-            map = T.check_map(map)
-            iova, taddr, size, perm, id = tuple.__iter__(map)
-        pool = self._maps_pool
-        pair = _pop(pool, _map_buffer)
-        try:
-            rc = _ib_insert(self._h, iova, taddr, size, perm, id, pair[0])
-        except _ARG_ERRORS:  # out of range: a forged map; the constructor names the field
-            pool.append(pair)
-            self._check_open()
-            T.check_map(map)
-            raise
+        if type(map) is DMAMap:
+            try:
+                iova, taddr, size, perm, id = map
+            except ValueError:
+                pass  # forged, of the wrong length: check_map says so
+            else:
+                # Only exact ints go straight to C (cffi would take anything with __int__).
+                if (type(perm) is Perm and type(iova) is int and type(taddr) is int
+                        and type(size) is int and type(id) is int):
+                    try:
+                        rc = _ib_insert_map(self._h, iova, taddr, size, perm, id)
+                    except OverflowError:
+                        rc = _ERR_INVALID
+                    if rc == _OK:
+                        return
+                    if rc == _ERR_OVERLAP:
+                        return self._overlap(map)
+                    if rc != _ERR_INVALID:
+                        self._fail(rc)
+        # Not a plain DMAMap of plain fields, or C found it invalid: rebuilding it through
+        # the constructor raises what the reference raises, or normalises it.
+        self._check_open()
+        map = T.check_map(map)
+        rc = _ib_insert_map(self._h, *tuple.__iter__(map))
         if rc == _OK:
-            pool.append(pair)
             return
-        o = pair[1]
-        existing = _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
-        pool.append(pair)
         if rc == _ERR_OVERLAP:
-            raise OverlapError(f"{map!r} overlaps the stored {existing!r}", existing)
+            return self._overlap(map)
         self._fail(rc)
+
+    def _overlap(self, map: DMAMap) -> None:
+        """Raise the OverlapError of a refused insert of ``map`` (valid, with plain fields)."""
+        existing = self._find_key(map[self._kind], map[2])
+        if existing is None:  # removed since by another thread: the insert may fit now
+            return self.insert(map)
+        raise OverlapError(f"{map!r} overlaps the stored {existing!r}", existing)
+
+    def _remove_key(self, iova: int, size: int = 0) -> int:
+        """Remove every map overlapping ``[iova, iova + size]``; return how many."""
+        n = _ERR_INVALID
+        if type(iova) is int and type(size) is int:
+            if not self._cache:  # nothing to drop: C need not say which maps went
+                try:
+                    n = _ib_remove(self._h, iova, size)
+                except OverflowError:
+                    pass
+            else:
+                n = self._remove_cached(iova, size)
+            if n >= 0:
+                return int(n)
+        if n == _ERR_INVALID:
+            self._check_open()
+            n = self._remove_cached(*T.check_range(iova, size, self._key_name))
+            if n >= 0:
+                return n
+        self._fail(n)
+
+    def _remove_cached(self, key: int, size: int) -> int:
+        """The removal, dropping the cache entries of the maps it removes (under ``_lock``)."""
+        cap = _REMOVED_INLINE
+        keys = ffi.new("uint64_t[]", cap)
+        with self._lock:
+            seq = self._removing()
+            try:
+                while True:
+                    n = _ib_remove_keys(self._h, key, size, keys, cap)
+                    if n <= cap:
+                        break
+                    cap = n  # more overlap than the buffer holds: nothing was removed yet
+                    keys = ffi.new("uint64_t[]", cap)
+                pop = self._cache.pop
+                for i in range(n):
+                    pop(keys[i], None)
+            except OverflowError:
+                n = _ERR_INVALID
+            finally:
+                self._seq = seq
+        return int(n)
+
+    def clear(self) -> None:
+        """Remove every map."""
+        with self._lock:
+            seq = self._removing()
+            try:
+                rc = self._clear_fn(self._h)
+                self._cache.clear()
+            finally:
+                self._seq = seq
+        if rc == _CLOSED:
+            self._raise_closed()
+
+    def close(self) -> None:
+        """Free the C tree now; every later call raises ValueError.  May be called again."""
+        with self._lock:
+            seq = self._removing()
+            try:
+                self._close_fn(self._h)
+                self._cache.clear()
+            finally:
+                self._seq = seq
 
     def _range(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[DMAMap]:
         """``call(h, *args, buf, cap)`` answering how many maps there are.  Up to
@@ -423,46 +594,32 @@ class _Tree(_Native, TreeContainer):
         self._check_open()
         return self._range(_ib_find_all, T.check_range(key, size, self._key_name))
 
-    # The hot paths are written out in one frame each: one C call, one read, one DMAMap.
+    # The look-ups are written out in one frame each: one C call, one dictionary read.
 
     def _find_key(self, iova: int, size: int = 0) -> DMAMap | None:
-        """The stored map with the lowest IOVA overlapping ``[iova, iova + size]``."""
-        # Only exact ints go straight to C (cffi would take anything with __int__).
-        if type(iova) is int and type(size) is int:
-            pool = self._maps_pool
-            pair = _pop(pool, _map_buffer)
+        """The stored map with the lowest key overlapping ``[iova, iova + size]``."""
+        if type(iova) is int:  # only exact ints go straight to C
+            seq = self._seq
             try:
-                rc = _ib_find(self._h, iova, size, pair[0])
-                if rc == 1:
-                    o = pair[1]  # read before the buffer goes back to the pool
-                    return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
-            except _ARG_ERRORS:
-                rc = _ERR_INVALID
-            finally:
-                pool.append(pair)
-            if rc == 0:
-                return None
-            if rc != _ERR_INVALID:
-                self._fail(rc)
+                r = _ib_find_at(self._h, iova) if size is _ZERO else (
+                    _ib_find_key(self._h, iova, size) if type(size) is int else None)
+            except OverflowError:
+                r = None
+            if r is not None:
+                if r >= 0:
+                    try:
+                        m = self._cache[r]
+                    except KeyError:
+                        pass
+                    else:
+                        if self._seq is seq and seq is not None:
+                            return m
+                elif r == _NONE:
+                    return None
+                if r != _ERR_INVALID:
+                    return self._cached(r, seq, _ib_find, (iova, size))
         self._check_open()
-        return self._one_map(_ib_find, T.check_range(iova, size, self._key_name))
-
-    def _remove_key(self, iova: int, size: int = 0) -> int:
-        """Remove every map overlapping ``[iova, iova + size]``; return how many."""
-        n = _ERR_INVALID
-        if type(iova) is int and type(size) is int:
-            try:
-                n = _ib_remove(self._h, iova, size)
-            except _ARG_ERRORS:
-                pass
-            if n >= 0:
-                return int(n)
-        if n == _ERR_INVALID:
-            self._check_open()
-            n = _ib_remove(self._h, *T.check_range(iova, size, self._key_name))
-            if n >= 0:
-                return int(n)
-        self._fail(n)
+        return self._find_locked(_ib_find, T.check_range(iova, size, self._key_name))
 
 
 class IOVATree(_Tree):
@@ -500,30 +657,39 @@ class IOVATree(_Tree):
         self, translated_addr: int, size: int = 0, id: int | None = None
     ) -> DMAMap | None:
         """The lowest-IOVA map whose translated range overlaps (and whose id is ``id``)."""
-        if type(translated_addr) is int and type(size) is int and (id is None or type(id) is int):
-            pool = self._maps_pool
-            pair = _pop(pool, _map_buffer)
+        if type(translated_addr) is int:
+            seq = self._seq
             try:
                 if id is None:
-                    rc = _ib_find_iova(self._h, translated_addr, size, 0, 0, pair[0])
+                    r = _ib_find_iova_at(self._h, translated_addr) if size is _ZERO else (
+                        _ib_find_iova_key(self._h, translated_addr, size)
+                        if type(size) is int else None)
+                elif type(id) is int and type(size) is int:
+                    r = _ib_find_iova_id_key(self._h, translated_addr, size, id)
                 else:
-                    rc = _ib_find_iova(self._h, translated_addr, size, 1, id, pair[0])
-                if rc == 1:
-                    o = pair[1]
-                    return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
-            except _ARG_ERRORS:
-                rc = _ERR_INVALID
-            finally:
-                pool.append(pair)
-            if rc == 0:
-                return None
-            if rc != _ERR_INVALID:
-                self._fail(rc)
+                    r = None
+            except OverflowError:
+                r = None
+            if r is not None:
+                if r >= 0:
+                    try:
+                        m = self._cache[r]
+                    except KeyError:
+                        pass
+                    else:
+                        if self._seq is seq and seq is not None:
+                            return m
+                elif r == _NONE:
+                    return None
+                if r != _ERR_INVALID:
+                    args = (translated_addr, size, 0, 0) if id is None else (
+                        translated_addr, size, 1, id)
+                    return self._cached(r, seq, _ib_find_iova, args)
         self._check_open()
         translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
         id = T.check_optional_id(id)
         args = (translated_addr, size, 0, 0) if id is None else (translated_addr, size, 1, id)
-        return self._one_map(_ib_find_iova, args)
+        return self._find_locked(_ib_find_iova, args)
 
     def translate(
         self, translated_addr: int, length: int, id: int | None = None
@@ -555,25 +721,40 @@ class IOVATree(_Tree):
     ) -> DMAMap:
         """Place, insert and return a map of ``size``: lowest (``"first"``) or highest
         (``"last"``) ``align``-aligned IOVA in ``[iova_begin, iova_last]`` where it fits."""
-        top_down = _POLICIES.get(policy) if type(policy) is str else None
-        if (top_down is not None and type(size) is int and type(translated_addr) is int
-                and type(perm) is Perm and type(id) is int and type(iova_begin) is int
-                and type(iova_last) is int and type(align) is int):
+        if (type(size) is int and type(translated_addr) is int and type(perm) is Perm
+                and type(id) is int):
             try:
-                return self._alloc_raw(size, translated_addr, perm, id, iova_begin, iova_last,
-                                       align, top_down)
-            except (*_ARG_ERRORS, InvalidMapError):
-                pass
+                if (iova_begin is _ZERO and iova_last is MAX_U64 and align is _ONE
+                        and policy == "first"):  # the defaults, in one C call of five words
+                    r = _ib_alloc_first_key(self._h, size, translated_addr, perm, id)
+                elif (type(iova_begin) is int and type(iova_last) is int and type(align) is int
+                      and type(policy) is str and policy in _POLICIES):
+                    r = _ib_alloc_key(self._h, size, translated_addr, perm, id, iova_begin,
+                                      iova_last, align, _POLICIES[policy])
+                else:
+                    r = _ERR_INVALID
+            except OverflowError:
+                r = _ERR_INVALID
+            if r >= 0:
+                return _new(DMAMap, (r, translated_addr, size, perm, id))
+            if r != _ERR_INVALID:
+                return self._allocated(r, translated_addr, size, perm, id)
         self._check_open()
         size, translated_addr, perm, id, iova_begin, iova_last, align, policy = T.check_alloc(
             size, translated_addr, perm, id, iova_begin, iova_last, align, policy)
-        return self._alloc_raw(size, translated_addr, perm, id, iova_begin, iova_last, align,
-                               _POLICIES[policy])
+        r = _ib_alloc_key(self._h, size, translated_addr, perm, id, iova_begin, iova_last,
+                          align, _POLICIES[policy])
+        return self._allocated(r, translated_addr, size, perm, id)
 
-    def _alloc_raw(self, *args: Any) -> DMAMap:
-        result = self._one_map(lib.ib_tree_alloc, args)
-        assert result is not None  # alloc answers a map or an error
-        return result
+    def _allocated(self, r: int, taddr: int, size: int, perm: Perm, id: int) -> DMAMap:
+        """The map placed by an alloc whose key answer ``r`` is not a plain key."""
+        if r == _TOP:
+            r = MAX_U64 - ffi.errno
+        elif r < _CODE_MIN:
+            r += _WRAP
+        elif r < 0:
+            self._fail(r)
+        return _new(DMAMap, (r, taddr, size, perm, id))
 
     def to_translated_many(self, iovas: Any, missing: int | None = None) -> array:
         """For each IOVA, ``map.translated_addr + (iova - map.iova)``, in one C call."""
