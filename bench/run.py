@@ -54,6 +54,9 @@ sys.path.insert(0, str(ROOT / "src"))  # a checkout works even where the package
 
 from iova_native import DMAMap, Perm, native, reference  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import overhead  # noqa: E402
+
 PAGE = 0x1000
 MAP_SIZE = PAGE - 1  # sizes are inclusive
 HVA_BASE = 0x7F0000000000
@@ -852,6 +855,86 @@ def targets(res: Results) -> list[str]:
     return lines
 
 
+OVERHEAD_ROWS = [*overhead.OPS, "find, first look-up of each map", "DMAMap(...)"]
+
+
+def overhead_table(res: Results) -> list[str]:
+    sizes = sorted({n for (f, _, _), v in res.values.items() if f == "overhead" for n in v})
+    if not sizes:
+        return ["(not measured)"]
+    lines = ["| op | what | " + " | ".join(f"N={label(n)}" for n in sizes) + " |",
+             "|---|---|" + "---:|" * len(sizes)]
+
+    def get(op: str, backend: str, n: int) -> float | None:
+        return res.get("overhead", op, backend, n)
+
+    for op in OVERHEAD_ROWS:
+        for backend in ("C core", "native", "sortedcontainers", "ncls"):
+            if any(get(op, backend, n) is not None for n in sizes):
+                lines.append(f"| {op} | {backend} (ns) | "
+                             + " | ".join(fmt_ns(get(op, backend, n)) for n in sizes) + " |")
+        if any(get(op, "C core", n) is not None for n in sizes):
+            cells = []
+            for n in sizes:
+                a, b = get(op, "native", n), get(op, "C core", n)
+                cells.append(fmt_ns(a - b) if a is not None and b is not None else "–")
+            lines.append(f"| {op} | **binding adds (native − C, ns)** | {' | '.join(cells)} |")
+        if any(get(op, "sortedcontainers", n) is not None for n in sizes):
+            lines.append(f"| {op} | **sortedcontainers / native** | "
+                         + " | ".join(fmt_ratio(ratio(get(op, "sortedcontainers", n),
+                                                      get(op, "native", n))) for n in sizes)
+                         + " |")
+    for backend in ("native", "native, every map found once", "reference"):
+        vals = res.values.get(("rss", "bytes/map", backend), {})
+        if vals:
+            lines.append(f"| memory (RSS) | {backend} (bytes/map) | "
+                         + " | ".join(fmt_ns(vals.get(n)) for n in sizes) + " |")
+    return lines
+
+
+def overhead_targets(res: Results) -> list[str]:
+    """Issue 18's must-show figures, at every N of the table."""
+    sizes = sorted({n for (f, _, _), v in res.values.items() if f == "overhead" for n in v})
+    lines = ["| issue 18 | " + " | ".join(f"N={label(n)}" for n in sizes) + " | target |",
+             "|---|" + "---:|" * len(sizes) + "---|"]
+
+    def row(what: str, values: list[float | None], ok: Callable[[float], bool], shown: str,
+            target: str) -> None:
+        cells = []
+        for v in values:
+            if v is None:
+                cells.append("–")
+            else:
+                text = fmt_ratio(v) if shown == "ratio" else fmt_ns(v)
+                cells.append(text if ok(v) else f"**{text} NO**")
+        lines.append(f"| {what} | {' | '.join(cells)} | {target} |")
+
+    def added(op: str, n: int) -> float | None:
+        a, b = res.get("overhead", op, "native", n), res.get("overhead", op, "C core", n)
+        return a - b if a is not None and b is not None else None
+
+    for op, limit in (("find", 250), ("find_iova", 250), ("insert", 400), ("remove", 400),
+                      ("alloc", 400)):
+        row(f"binding adds to {op} (ns)", [added(op, n) for n in sizes],
+            lambda v, limit=limit: v <= limit, "ns", f"≤ {limit}")
+    row("DMAMap(...) (ns)", [res.get("overhead", "DMAMap(...)", "native", n) for n in sizes],
+        lambda v: v <= 300, "ns", "≤ 300")
+    for op in ("find", "find_iova", "insert", "remove"):
+        row(f"{op}: sortedcontainers / native",
+            [ratio(res.get("overhead", op, "sortedcontainers", n),
+                   res.get("overhead", op, "native", n)) for n in sizes],
+            lambda v: v > 1, "ratio", "> 1×")
+    row("memory (RSS): reference / native",
+        [ratio(res.get("rss", "bytes/map", "reference", n),
+               res.get("rss", "bytes/map", "native", n)) for n in sizes],
+        lambda v: v >= 1, "ratio", "≥ 1×")
+    row("memory (RSS): reference / native with every map found once",
+        [ratio(res.get("rss", "bytes/map", "reference", n),
+               res.get("rss", "bytes/map", "native, every map found once", n)) for n in sizes],
+        lambda v: v >= 1, "ratio", "≥ 1× (not a target: the cache's worst case)")
+    return lines
+
+
 def growth(res: Results) -> list[str]:
     pairs = [(a, b) for a, b in ((10_000, 100_000), (100_000, 1_000_000))
              if a in res.sizes and b in res.sizes]
@@ -903,6 +986,18 @@ def report(args: argparse.Namespace, res: Results) -> str:
     if res.notes:
         out.append("")
     out += ["## Targets (issues 4, 6, 7)", ""] + targets(res)
+    out += ["", "## Binding overhead (issue 18)", "",
+            "Random sparse layout: one-page maps at random distinct pages among 16 N, HVAs "
+            "random.  Each operation from Python (`native`) and the same operation on the same "
+            "tree with the same needles called from C in the same process (`C core`: the "
+            "core's own functions, as QEMU calls them, from `ib_time_*` in iova-binding.c), "
+            "alternating, the faster of two figures each.  Look-ups are timed with the maps' "
+            "`DMAMap`s already cached (every look-up after a map's first); the first look-up "
+            "of a map has its own row.  Peers: `sortedcontainers` (a SortedDict by IOVA and "
+            "one by HVA, both updated on insert and remove, searched with bisect) and `ncls` "
+            "(static NCLS64 indexes, look-ups only).  Memory: RSS added per map in a fresh "
+            "interpreter, C and Python objects together.", ""] + overhead_table(res)
+    out += [""] + overhead_targets(res)
     out += ["", "### The ceilings: what no binding could beat", "",
             "intervaltree against the C core called from C is the ratio a binding that cost "
             "nothing would show; the reference's memory against QEMU's bare layout (a GTree of "
@@ -1017,6 +1112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-cap", type=int, default=100_000)
     p.add_argument("--diff-cap", type=int, default=10_000)
     p.add_argument("--no-c", action="store_true", help="skip the C benchmark")
+    p.add_argument("--overhead-sizes", type=parse_sizes,
+                   help="N of the binding-overhead table (default 1k,100k; quick 1k,10k)")
     p.add_argument("--mem-probe", nargs=2, metavar=("BACKEND", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -1031,6 +1128,8 @@ def main(argv: list[str] | None = None) -> int:
     args.load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     args.batch_addrs = 100_000 if args.quick else BATCH_ADDRS_FULL
     args.loop_sample = 20_000 if args.quick else LOOP_SAMPLE_FULL
+    args.overhead_sizes = args.overhead_sizes or ([1000, 10_000] if args.quick
+                                                  else [1000, 100_000])
     res = Results(args.sizes)
     args.provenance = provenance(res)
     started = time.time()
@@ -1042,6 +1141,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"C benchmark done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     for n in args.sizes:
         bench_size(args, res, n)
+    for n in args.overhead_sizes:
+        print(f"  binding overhead, N={label(n)}", file=sys.stderr, flush=True)
+        overhead.bench_overhead(n, measure, args.budget,
+                                lambda op, backend, v, n=n: res.put("overhead", op, backend,
+                                                                    n, v))
+        for backend in ("native", "reference"):
+            rss = overhead.rss_probe(backend, n)
+            res.put("rss", "bytes/map", backend, n, rss["built"])
+            if "found" in rss:
+                res.put("rss", "bytes/map", "native, every map found once", n, rss["found"])
     memory(args, res)
     changed = [p.name for p in [*(ROOT / "csrc").glob("*.[ch]"),
                                 *(ROOT / "src" / "iova_native").glob("_core*.so")]

@@ -527,6 +527,8 @@ int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_i
     }
     ib_guard_leave(&t->guard, FALSE);
     return rc == IOVA_OK ? (int64_t)r.count : rc;
+}
+
 /* ---------------------------------------------------------------- key answers */
 
 /* @key as a key answer; set errno last, after the lock is let go (see IB_TOP). */

@@ -76,14 +76,15 @@ _WRAP = 1 << 64  # a key answer below IB_CODE_MIN is the key minus 2**64
 _ZERO, _ONE = 0, 1  # ``x is _ZERO``: exactly the int 0 (a default left alone), in one test
 _REMOVED_INLINE = 16  # keys of removed maps a removal has room for in its first call
 _SEQ = itertools.count()  # tokens of a tree cache's state (see _Tree)
-_TREES: weakref.WeakSet[Any] = weakref.WeakSet()
+# Every live tree by id (trees are unhashable), for the fork handler.
+_TREES: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 _ib_find_all = lib.ib_tree_find_all
 _ib_find_iova_all = lib.ib_tree_find_iova_all
 _POOLED_MAPS = 2 * _SEGS // _WORDS  # maps a range query's first call has room for
 
 
 def _reset_after_fork() -> None:
-    for tree in list(_TREES):
+    for tree in list(_TREES.values()):
         tree._after_fork()
 
 
@@ -377,7 +378,7 @@ class _Tree(_Native, TreeContainer):
     Inserts and allocations never touch the cache (a key that is free has no entry).
     """
 
-    __slots__ = ("_cache", "_seq", "_lock")
+    __slots__ = ("_cache", "_seq", "_lock", "_removed")
     _kind = 0
     _key_name = "iova"
     _len_fn = staticmethod(lib.ib_tree_len)
@@ -395,7 +396,8 @@ class _Tree(_Native, TreeContainer):
         self._cache: dict[int, DMAMap] = {}
         self._seq: object = next(_SEQ)
         self._lock = threading.Lock()
-        _TREES.add(self)
+        self._removed = ffi.new("uint64_t[]", _REMOVED_INLINE)  # used under _lock only
+        _TREES[id(self)] = self
         self._fill(maps)
 
     def _after_fork(self) -> None:
@@ -449,12 +451,6 @@ class _Tree(_Native, TreeContainer):
                 self._cache[key] = m
             return m
 
-    def _removing(self) -> object:
-        """Start a removal (holding ``_lock``): look-ups stop trusting the cache.  Returns the
-        token to set when it is over."""
-        self._seq = None
-        return next(_SEQ)
-
     # -- updates ------------------------------------------------------------------------
 
     def insert(self, map: DMAMap) -> None:
@@ -499,16 +495,10 @@ class _Tree(_Native, TreeContainer):
     def _remove_key(self, iova: int, size: int = 0) -> int:
         """Remove every map overlapping ``[iova, iova + size]``; return how many."""
         n = _ERR_INVALID
-        if type(iova) is int and type(size) is int:
-            if not self._cache:  # nothing to drop: C need not say which maps went
-                try:
-                    n = _ib_remove(self._h, iova, size)
-                except OverflowError:
-                    pass
-            else:
-                n = self._remove_cached(iova, size)
+        if type(iova) is int and type(size) is int:  # only exact ints go straight to C
+            n = self._remove_cached(iova, size)
             if n >= 0:
-                return int(n)
+                return n
         if n == _ERR_INVALID:
             self._check_open()
             n = self._remove_cached(*T.check_range(iova, size, self._key_name))
@@ -517,48 +507,51 @@ class _Tree(_Native, TreeContainer):
         self._fail(n)
 
     def _remove_cached(self, key: int, size: int) -> int:
-        """The removal, dropping the cache entries of the maps it removes (under ``_lock``)."""
-        cap = _REMOVED_INLINE
-        keys = ffi.new("uint64_t[]", cap)
+        """The removal, dropping the cache entries of the maps it removes: under ``_lock``,
+        so that no fill caches a map this removal takes away."""
         with self._lock:
-            seq = self._removing()
+            self._seq = None
             try:
-                while True:
-                    n = _ib_remove_keys(self._h, key, size, keys, cap)
-                    if n <= cap:
-                        break
-                    cap = n  # more overlap than the buffer holds: nothing was removed yet
-                    keys = ffi.new("uint64_t[]", cap)
-                pop = self._cache.pop
-                for i in range(n):
-                    pop(keys[i], None)
+                cache = self._cache
+                if not cache:  # nothing to drop: C need not say which maps went
+                    return _ib_remove_keys(self._h, key, size, ffi.NULL, 0)
+                keys = self._removed
+                n = _ib_remove_keys(self._h, key, size, keys, _REMOVED_INLINE)
+                if n > _REMOVED_INLINE:  # nothing removed yet: ask again with room for all
+                    keys = ffi.new("uint64_t[]", n)
+                    n = _ib_remove_keys(self._h, key, size, keys, n)
+                if n == 1:
+                    cache.pop(keys[0], None)
+                else:
+                    for i in range(n):
+                        cache.pop(keys[i], None)
+                return n
             except OverflowError:
-                n = _ERR_INVALID
+                return _ERR_INVALID
             finally:
-                self._seq = seq
-        return int(n)
+                self._seq = next(_SEQ)
 
     def clear(self) -> None:
         """Remove every map."""
         with self._lock:
-            seq = self._removing()
+            self._seq = None  # a removal: see the class's comment
             try:
                 rc = self._clear_fn(self._h)
                 self._cache.clear()
             finally:
-                self._seq = seq
+                self._seq = next(_SEQ)
         if rc == _CLOSED:
             self._raise_closed()
 
     def close(self) -> None:
         """Free the C tree now; every later call raises ValueError.  May be called again."""
         with self._lock:
-            seq = self._removing()
+            self._seq = None
             try:
                 self._close_fn(self._h)
                 self._cache.clear()
             finally:
-                self._seq = seq
+                self._seq = next(_SEQ)
 
     def _range(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[DMAMap]:
         """``call(h, *args, buf, cap)`` answering how many maps there are.  Up to
