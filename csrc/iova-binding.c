@@ -547,36 +547,10 @@ static uint64_t tree_key(const IBTree *t, const DMAMap *m)
     return t->kind == 1 ? m->translated_addr : m->iova;
 }
 
-int64_t ib_tree_find_key(IBTree *t, uint64_t key, uint64_t size)
-{
-    DMAMap needle = key_needle(key, size);
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
-    }
-    if (key + size < key) {
-        ib_guard_leave(&t->guard, FALSE);
-        return IOVA_ERR_INVALID;
-    }
-    const DMAMap *m = iova_tree_find(tree, &needle);
-    uint64_t found = m ? tree_key(t, m) : 0;
-    ib_guard_leave(&t->guard, FALSE);
-    return m ? key_answer(found) : IB_NONE;
-}
-
-int64_t ib_tree_find_at(IBTree *t, uint64_t key)
-{
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
-    }
-    const DMAMap *m = iova_tree_find_address(tree, key);
-    uint64_t found = m ? tree_key(t, m) : 0;
-    ib_guard_leave(&t->guard, FALSE);
-    return m ? key_answer(found) : IB_NONE;
-}
-
-static int64_t find_iova_key(IBTree *t, uint64_t addr, uint64_t size, const uint64_t *id)
+/* The key answer of a look-up: by the tree's key (!@reverse), or by translated address with
+ * the id *@id (any id when @id is NULL). */
+static int64_t lookup_key(IBTree *t, gboolean reverse, uint64_t addr, uint64_t size,
+                          const uint64_t *id)
 {
     DMAMap needle = key_needle(addr, size);
     needle.id = id ? *id : 0;
@@ -588,26 +562,37 @@ static int64_t find_iova_key(IBTree *t, uint64_t addr, uint64_t size, const uint
         ib_guard_leave(&t->guard, FALSE);
         return IOVA_ERR_INVALID;
     }
-    const DMAMap *m = id ? iova_tree_find_iova(tree, &needle)
-                         : iova_tree_find_iova_any(tree, &needle);
+    const DMAMap *m = !reverse ? iova_tree_find(tree, &needle)
+                      : id     ? iova_tree_find_iova(tree, &needle)
+                               : iova_tree_find_iova_any(tree, &needle);
     uint64_t found = m ? tree_key(t, m) : 0;
     ib_guard_leave(&t->guard, FALSE);
     return m ? key_answer(found) : IB_NONE;
 }
 
+int64_t ib_tree_find_key(IBTree *t, uint64_t key, uint64_t size)
+{
+    return lookup_key(t, FALSE, key, size, NULL);
+}
+
+int64_t ib_tree_find_at(IBTree *t, uint64_t key)
+{
+    return lookup_key(t, FALSE, key, 0, NULL);
+}
+
 int64_t ib_tree_find_iova_key(IBTree *t, uint64_t addr, uint64_t size)
 {
-    return find_iova_key(t, addr, size, NULL);
+    return lookup_key(t, TRUE, addr, size, NULL);
 }
 
 int64_t ib_tree_find_iova_at(IBTree *t, uint64_t addr)
 {
-    return find_iova_key(t, addr, 0, NULL);
+    return lookup_key(t, TRUE, addr, 0, NULL);
 }
 
 int64_t ib_tree_find_iova_id_key(IBTree *t, uint64_t addr, uint64_t size, uint64_t id)
 {
-    return find_iova_key(t, addr, size, &id);
+    return lookup_key(t, TRUE, addr, size, &id);
 }
 
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,

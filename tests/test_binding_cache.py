@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The native look-ups' cache of found DMAMaps (native.py, _Tree): a map found is the same
+object the next time, and never a map that is no longer stored, also under threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from iova_native import DMAMap, native
+
+PAGE = 0x1000
+
+
+@pytest.mark.parametrize("cls", [native.IOVATree, native.GPATree])
+def test_a_found_map_is_the_same_object_next_time(cls: type) -> None:
+    tree = cls([DMAMap(PAGE, 2 * PAGE, PAGE - 1)])
+    first = tree.find(PAGE if cls is native.IOVATree else 2 * PAGE)
+    assert first == DMAMap(PAGE, 2 * PAGE, PAGE - 1)
+    assert tree.find(PAGE + 5 if cls is native.IOVATree else 2 * PAGE + 5) is first
+
+
+def test_find_iova_shares_the_cache_of_find() -> None:
+    tree = native.IOVATree([DMAMap(PAGE, 8 * PAGE, PAGE - 1, id=7)])
+    m = tree.find(PAGE)
+    assert tree.find_iova(8 * PAGE + 1) is m
+    assert tree.find_iova(8 * PAGE + 1, 0, 7) is m
+    assert tree.find_iova(8 * PAGE + 1, 0, 8) is None
+
+
+@pytest.mark.parametrize("cls", [native.IOVATree, native.GPATree])
+def test_a_removed_map_is_never_found_again(cls: type) -> None:
+    """The entry of a removed map goes with it: a new map under the same key is found."""
+    key = 0 if cls is native.IOVATree else 1
+    small = DMAMap(PAGE, PAGE, PAGE - 1)
+    big = DMAMap(PAGE, PAGE, 2 * PAGE - 1, id=1)
+    tree = cls([small])
+    assert tree.find(small[key]) == small  # now cached
+    assert tree.remove(small[key]) == 1
+    assert tree.find(small[key]) is None
+    tree.insert(big)
+    assert tree.find(small[key]) == big
+    assert tree.find(small[key] + PAGE) == big
+
+
+def test_a_removal_of_many_maps_drops_every_entry() -> None:
+    """More maps than the removal's first buffer holds (16)."""
+    old = [DMAMap(i * PAGE, i * PAGE, PAGE - 1) for i in range(1, 41)]
+    new = [m.replace(translated_addr=m.translated_addr + 0x100000) for m in old]
+    tree = native.IOVATree(old)
+    assert [tree.find(m.iova) for m in old] == old
+    assert tree.remove(PAGE, 40 * PAGE) == 40
+    tree.update(new)
+    assert [tree.find(m.iova) for m in old] == new
+    assert [tree.find_iova(m.translated_addr) for m in new] == new
+    tree.check()
+
+
+@pytest.mark.parametrize("how", ["clear", "close"])
+def test_clear_and_close_drop_the_cache(how: str) -> None:
+    m = DMAMap(PAGE, PAGE, PAGE - 1)
+    tree = native.IOVATree([m])
+    assert tree.find(PAGE) == m
+    getattr(tree, how)()
+    if how == "close":
+        with pytest.raises(ValueError):
+            tree.find(PAGE)
+        return
+    assert tree.find(PAGE) is None
+    other = m.replace(translated_addr=5 * PAGE)
+    tree.insert(other)
+    assert tree.find(PAGE) == other
+
+
+def test_look_ups_never_see_a_replaced_map_under_threads() -> None:
+    """One thread swaps a short and a long map under one key; others look up a byte that only
+    the long map covers.  A cache entry left over from the short map would be returned for
+    the long one's key: the answer must be the long map or nothing."""
+    short = DMAMap(PAGE, PAGE, PAGE - 1)
+    long = DMAMap(PAGE, 16 * PAGE, 4 * PAGE - 1)
+    tree = native.IOVATree([short])
+    stop = threading.Event()
+    wrong: list[object] = []
+
+    def swap() -> None:
+        for _ in range(3000):
+            tree.remove(PAGE)
+            tree.insert(long)
+            tree.remove(PAGE)
+            tree.insert(short)
+            tree.find(PAGE)  # caches the short map
+        stop.set()
+
+    def look() -> None:
+        while not stop.is_set():
+            got = tree.find(PAGE + 2 * PAGE)
+            if got is not None and got != long:
+                wrong.append(got)
+            got = tree.find_iova(16 * PAGE + 5)
+            if got is not None and got != long:
+                wrong.append(got)
+
+    threads = [threading.Thread(target=swap)] + [threading.Thread(target=look) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    tree.check()
