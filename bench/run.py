@@ -991,12 +991,15 @@ def report(args: argparse.Namespace, res: Results) -> str:
             "random.  Each operation from Python (`native`) and the same operation on the same "
             "tree with the same needles called from C in the same process (`C core`: the "
             "core's own functions, as QEMU calls them, from `ib_time_*` in iova-binding.c), "
-            "alternating, the faster of two figures each.  Look-ups are timed with the maps' "
+            "alternating, the faster of two figures each, each the fastest loop of about "
+            "0.25 ms (short loops survive a loaded machine).  Look-ups are timed with the maps' "
             "`DMAMap`s already cached (every look-up after a map's first); the first look-up "
             "of a map has its own row.  Peers: `sortedcontainers` (a SortedDict by IOVA and "
             "one by HVA, both updated on insert and remove, searched with bisect) and `ncls` "
             "(static NCLS64 indexes, look-ups only).  Memory: RSS added per map in a fresh "
-            "interpreter, C and Python objects together.", ""] + overhead_table(res)
+            f"interpreter, C and Python objects together, at max(N, "
+            f"{label(overhead.RSS_MIN_MAPS)}) maps (smaller trees are lost in the allocators' "
+            "granularity).", ""] + overhead_table(res)
     out += [""] + overhead_targets(res)
     out += ["", "### The ceilings: what no binding could beat", "",
             "intervaltree against the C core called from C is the ratio a binding that cost "
@@ -1143,9 +1146,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_size(args, res, n)
     for n in args.overhead_sizes:
         print(f"  binding overhead, N={label(n)}", file=sys.stderr, flush=True)
-        overhead.bench_overhead(n, measure, args.budget,
-                                lambda op, backend, v, n=n: res.put("overhead", op, backend,
-                                                                    n, v))
+        overhead.bench_overhead(n, args.budget, lambda op, backend, v, n=n: res.put(
+            "overhead", op, backend, n, v))
         for backend in ("native", "reference"):
             rss = overhead.rss_probe(backend, n)
             res.put("rss", "bytes/map", backend, n, rss["built"])

@@ -632,7 +632,13 @@ int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *ke
         ib_guard_leave(&t->guard, FALSE);
         return IOVA_ERR_INVALID;
     }
-    if (keys) {
+    if (keys && size == 0 && cap >= 1) {
+        /* one byte: at most one map overlaps, and one look-up finds it */
+        const DMAMap *m = iova_tree_find(tree, &needle);
+        if (m) {
+            keys[0] = tree_key(t, m);
+        }
+    } else if (keys) {
         size_t count = iova_tree_count(tree, &needle);
         if (count > cap) {
             ib_guard_leave(&t->guard, FALSE);
@@ -721,7 +727,7 @@ int64_t ib_time_churn(IBTree *t, const uint64_t *maps, size_t n, int64_t *insert
     uint64_t t0 = now_ns();
     for (size_t i = 0; i < n; i++) {
         const uint64_t *w = maps + i * IB_MAP_WORDS;
-        failed |= iova_tree_remove(tree, key_needle(t->kind == 1 ? w[1] : w[0], 0)) != 1;
+        failed |= iova_tree_remove_count(tree, key_needle(t->kind == 1 ? w[1] : w[0], 0)) != 1;
     }
     uint64_t t1 = now_ns();
     for (size_t i = 0; i < n; i++) {
