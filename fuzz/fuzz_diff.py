@@ -326,12 +326,15 @@ def tree_op(p: Pair, b: Bytes, gpa: bool) -> None:
         if b.u8() < 6:
             p.call("close")
     elif op == 12:
-        p.call("maps")
+        if b.u8() & 1:
+            p.call("maps")
+        else:  # the range query of the tree's own key (issue 19)
+            p.call("find_all", b.addr(), b.size())
     elif op <= 14:
         args: list[Any] = [b.addr(), b.size()]
         if b.u8() & 1:
             args.append(b.opt_ident())
-        p.call("find_iova", *args)
+        p.call("find_iova_all" if b.u8() < 64 else "find_iova", *args)
     elif op == 15:
         length = b.u8() * 0x40 + b.u8() if b.u8() < 220 else b.size()
         args = [b.addr(), length]

@@ -13,7 +13,8 @@
  *     equal the model's.
  * The O(n) reference paths of the core itself are cross-checked too:
  * iova_tree_find_iova_linear() against find_iova/find_iova_any, and
- * iova_tree_alloc_map_linear() is one of the three allocators the fuzzer may pick (all three
+ * the range walks of iova-range.h against the model's every overlap (after each find and
+ * find_iova), and iova_tree_alloc_map_linear() is one of the three allocators the fuzzer may pick (all three
  * must give the model's answer).  The batch loop and the listing helper of the binding layer
  * (ib_batch, ib_copy_maps in iova-guard.h) are checked against the same model.
  *
@@ -35,6 +36,7 @@
 
 #include "iova-binding.h"
 #include "iova-guard.h"
+#include "iova-range.h"
 #include "iova-tree.h"
 #include "vhost-iova-tree.h"
 
@@ -514,6 +516,88 @@ static void op_insert(IOVATree *tree, Model *mo, Input *in)
     }
 }
 
+/* ------------------------------------------------------------------ range walks */
+
+typedef struct Hits {
+    const DMAMap *m[MAX_MAPS];
+    size_t n;
+} Hits;
+
+static bool collect_hit(const DMAMap *map, void *opaque)
+{
+    Hits *h = opaque;
+    if (h->n >= MAX_MAPS) {
+        fail("%s: a range walk yields more maps than the model holds", g_where);
+    }
+    h->m[h->n++] = map;
+    return false;
+}
+
+static void sort_by_key(const Model *mo, Hits *h)
+{
+    for (size_t i = 1; i < h->n; i++) {
+        for (size_t j = i; j > 0 && key_first(mo, h->m[j - 1]) > key_first(mo, h->m[j]); j--) {
+            const DMAMap *t = h->m[j];
+            h->m[j] = h->m[j - 1];
+            h->m[j - 1] = t;
+        }
+    }
+}
+
+/*
+ * The model's maps overlapping [first, last] on the key side (@translated FALSE) or the
+ * translated side, with id *@id unless NULL, against @got; in key order when @ordered,
+ * otherwise as a set (the reverse walk comes in translated order).
+ */
+static void expect_hits(const char *op, const Model *mo, Hits *got, hwaddr first, hwaddr last,
+                        gboolean translated, const uint64_t *id, gboolean ordered)
+{
+    Hits want = { .n = 0 };
+    for (size_t i = 0; i < mo->n; i++) {
+        const DMAMap *m = &mo->m[i];
+        hwaddr k = translated ? m->translated_addr : key_first(mo, m);
+        if (ranges_overlap(k, k + m->size, first, last) && (!id || m->id == *id)) {
+            want.m[want.n++] = m;
+        }
+    }
+    sort_by_key(mo, &want);
+    if (!ordered) {
+        sort_by_key(mo, got);
+    }
+    if (got->n != want.n) {
+        fail("%s: %zu maps, the model has %zu", op, got->n, want.n);
+    }
+    for (size_t i = 0; i < want.n; i++) {
+        expect_same_map(op, got->m[i], want.m[i]);
+    }
+}
+
+static void check_range_walks(IOVATree *tree, const Model *mo, const DMAMap *needle,
+                              gboolean translated)
+{
+    hwaddr first = translated ? needle->translated_addr : key_first(mo, needle);
+    if (first + needle->size < first) {
+        Hits none = { .n = 0 };
+        expect_rc("iova_tree_foreach_range(wrap)",
+                  iova_tree_foreach_range(tree, first, first + needle->size, collect_hit, &none),
+                  IOVA_ERR_INVALID);
+        return;
+    }
+    hwaddr last = first + needle->size;
+    uint64_t id = needle->id;
+    Hits got = { .n = 0 };
+    if (!translated) {
+        iova_tree_foreach_range(tree, first, last, collect_hit, &got);
+        expect_hits("iova_tree_foreach_range", mo, &got, first, last, FALSE, NULL, TRUE);
+        return;
+    }
+    iova_tree_foreach_translated(tree, first, last, &id, collect_hit, &got);
+    expect_hits("iova_tree_foreach_translated(id)", mo, &got, first, last, TRUE, &id, FALSE);
+    got.n = 0;
+    iova_tree_foreach_translated(tree, first, last, NULL, collect_hit, &got);
+    expect_hits("iova_tree_foreach_translated(any)", mo, &got, first, last, TRUE, NULL, FALSE);
+}
+
 static void op_find(IOVATree *tree, const Model *mo, Input *in)
 {
     DMAMap needle = { 0 };
@@ -522,6 +606,7 @@ static void op_find(IOVATree *tree, const Model *mo, Input *in)
     TRACE("find(" X ", " X ")\n", needle.iova, needle.size);
     expect_same_map("iova_tree_find", iova_tree_find(tree, &needle),
                     model_find(mo, needle.iova, needle.size));
+    check_range_walks(tree, mo, &needle, FALSE);
     if (needle.size == 0) {
         expect_same_map("iova_tree_find_address", iova_tree_find_address(tree, needle.iova),
                         model_find(mo, needle.iova, 0));
@@ -541,6 +626,7 @@ static void op_find_iova(IOVATree *tree, const Model *mo, Input *in)
 
     expect_same_map("iova_tree_find_iova", iova_tree_find_iova(tree, &needle), want_id);
     expect_same_map("iova_tree_find_iova_any", iova_tree_find_iova_any(tree, &needle), want_any);
+    check_range_walks(tree, mo, &needle, TRUE);
     if (needle.translated_addr + needle.size >= needle.translated_addr) {
         /* the linear walk has no wrap check of its own; the others answer NULL for a wrap */
         expect_same_map("iova_tree_find_iova_linear(id)",
