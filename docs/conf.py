@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Sphinx configuration: these Markdown pages (myst-parser) and an API reference generated
-from the docstrings (autodoc).  Built by scripts/test.d/60-docs.sh with warnings as errors:
+from the docstrings (autodoc).  Built by scripts/build-docs.sh, and by tests/test_docs.py on
+every pytest run, with warnings as errors:
 
     .venv/bin/python -m sphinx -W --keep-going -b html docs build/docs
 """

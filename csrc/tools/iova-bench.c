@@ -941,7 +941,7 @@ static void bench_layouts(const Options *o)
             free(l.maps);
         }
     }
-    printf("\n## Issue 4: reverse look-ups (ns/op, lower is better)\n");
+    printf("\n## Reverse look-ups (ns/op, lower is better)\n");
     printf("\nRandom hits; `find` is the forward O(log n) look-up, the linear walks are QEMU's "
            "`g_tree_foreach` method (`iova_tree_find_iova_linear`).  translate() covers a "
            "16 KiB buffer at a random offset in (a) and (b), 12 KiB from inside the first "
@@ -1085,7 +1085,7 @@ static void bench_alloc_dense(const Options *o, Table *t)
         queries_free(&b.q);
         iova_tree_destroy(b.tree);
     }
-    printf("\n## Issue 6: allocation on densely packed 4 KiB maps, the only hole at the top "
+    printf("\n## Allocation on densely packed 4 KiB maps, the only hole at the top "
            "(ns/op)\n");
     printf("\n`alloc` rows time the allocations alone (batches of at most 1%% of N, removed "
            "outside the clock); `+ remove` rows alloc then remove the same map.\n");
@@ -1380,7 +1380,7 @@ static void bench_vhost(const Options *o, Table *t)
         vhost_iova_tree_delete(b.tree);
         queries_free(&b.q);
     }
-    printf("\n## Issue 5: VhostIOVATree look-ups (ns/op)\n");
+    printf("\n## VhostIOVATree look-ups (ns/op)\n");
     printf("\nN maps: N/2 host-only 4 KiB buffers (shuffled HVAs) and N/2 guest pages (shuffled "
            "GPAs), all allocated through the tree.  QEMU finds both by walking its tree.\n");
     print_table(t);
@@ -1673,7 +1673,7 @@ static void bench_vs_qemu(const Options *o)
             vs_layout_free(&l);
         }
     }
-    printf("\n## Issue 17: the C core against QEMU's own util/iova-tree.c (ns/op)\n");
+    printf("\n## The C core against QEMU's own util/iova-tree.c (ns/op)\n");
     if (!HAVE_QEMU) {
         printf("\nQEMU's util/iova-tree.c was not found (../shared/qemu): its rows are "
                "missing.\n");
@@ -1772,7 +1772,7 @@ static void bench_anchor(const Options *o)
     }
     iova_tree_destroy(tree);
     free(live);
-    printf("\n## Issue 17: the Linux allocator anchor\n\n%d one-page IOVAs allocated "
+    printf("\n## The Linux allocator anchor\n\n%d one-page IOVAs allocated "
            "top-down in [4K, 2^32-1], then %d times: free a random one, allocate one page, "
            "policy last, alignment 4K.  Each call timed alone (clock_gettime around it); the "
            "best of %d runs of %d.  Linux's alloc_iova() with the 2022 augmented rbtree: "
@@ -1861,7 +1861,7 @@ static void bench_misaligned(const Options *o)
         }
         iova_tree_destroy(b.tree);
     }
-    printf("\n## Issue 17: misaligned holes\n\nN one-page maps at every even page from 1 GiB, "
+    printf("\n## Misaligned holes\n\nN one-page maps at every even page from 1 GiB, "
            "a 4 KiB hole at every odd page; `alloc(0xfff, align=0x2000)`: first fit from "
            "1 GiB (lands above the maps), last fit below the maps' end (lands below them).  "
            "Each hole is long enough, none is aligned.  ns per alloc (the map removed outside "

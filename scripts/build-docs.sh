@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# The documentation builds, so that it never rots: Sphinx renders docs/*.md (myst-parser) and
-# the API reference generated from the docstrings (autodoc, docs/api.rst), and any warning (a
-# docstring that is not valid reStructuredText, a link to a page that does not exist, a module
-# that no longer imports) fails the step.  A few seconds.  The HTML goes to build/docs.
+# Builds the documentation into build/docs: Sphinx renders docs/*.md (myst-parser) and the API
+# reference generated from the docstrings (autodoc, docs/api.rst).  Any warning (a docstring
+# that is not valid reStructuredText, a link to a page or heading that does not exist, a module
+# that no longer imports) fails the build.  A few seconds.  tests/test_docs.py runs the same
+# build on every pytest run, so that the documentation never rots.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${IOVA_NATIVE_VENV:-$ROOT/.venv}/bin/python
 out=$ROOT/build/docs
 if ! "$PY" -c 'import sphinx, myst_parser' 2>/dev/null; then
