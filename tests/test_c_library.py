@@ -9,20 +9,24 @@ path, where it is absent."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from iova_native import config
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 INCLUDE = CSRC / "include"
 C_TESTS = ROOT / "tests" / "c"
 QEMU = ROOT.parent / "shared" / "qemu"
-CORE = ["iova-arena.c", "iova-avl.c", "iova-holes.c", "iova-reverse.c", "iova-tree.c",
-        "vhost-iova-tree.c"]
+# The library's sources: the core without the Python binding layer, as setup.py builds it.
+CORE = sorted(p.name for p in CSRC.glob("*.c") if not p.name.endswith("-binding.c"))
 # QEMU builds as gnu11, and the shim's osdep.h needs getpagesize() from it.
 STRICT = ["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"]
 
@@ -67,7 +71,12 @@ def qemu() -> Path:
 
 @pytest.fixture(scope="module")
 def project_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding libiova-native.so, built from csrc/ as setup.py builds it."""
+    """The folder of libiova-native.so: the one the package ships, or, in a tree whose
+    package was built without it, one built from csrc/ the same way."""
+    try:
+        return Path(config.get_lib_dir())
+    except config.ConfigError:
+        pass
     out = tmp_path_factory.mktemp("project-lib")
     cc(["-std=c11", "-O1", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
         "-o", str(out / "libiova-native.so"), *(str(CSRC / s) for s in CORE),
@@ -237,3 +246,73 @@ def test_a_program_without_qemu_builds_on_the_headers_alone(tmp_path: Path,
     page = subprocess.run(["getconf", "PAGESIZE"], capture_output=True, text=True,
                           check=False).stdout.strip()
     assert run(binary).split() == ["0", "1", f"{int(page):x}"]
+
+
+# ------------------------------------------------------------------ the installed package
+
+
+def iova_native_config(*options: str) -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "iova_native", "config", *options],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return shlex.split(result.stdout)
+
+
+def test_a_program_builds_against_the_installed_package(tmp_path: Path) -> None:
+    """`iova-native config --cflags --libs` is all a C program needs: QEMU's include paths
+    resolve to the shipped headers, the rpath finds the shipped library when it runs (no
+    LD_LIBRARY_PATH, from another folder)."""
+    tool("pkg-config")
+    glib_flags()
+    source = C_TESTS / "viommu-replay.c"
+    binary = tmp_path / "viommu"
+    cc(["-std=c11", "-Wall", "-Wextra", "-Werror", *iova_native_config("--cflags"),
+        "-o", str(binary), str(source), *iova_native_config("--libs")])
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    result = subprocess.run([str(binary)], cwd="/", env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unchanged walk         maps     0 unmaps     0" in result.stdout
+    include = Path(iova_native_config("--includedir")[0])
+    assert (include / "qemu" / "iova-tree.h").read_bytes() == \
+        (INCLUDE / "qemu" / "iova-tree.h").read_bytes() or not INCLUDE.is_dir()
+
+
+def test_the_pkg_config_file_gives_the_same_build(tmp_path: Path) -> None:
+    """The shipped iova-native.pc is relocatable (${pcfiledir}): with PKG_CONFIG_PATH set to
+    `iova-native config --pkgconfigdir`, pkg-config gives flags that build and run a program."""
+    pc_dir = iova_native_config("--pkgconfigdir")[0]
+    env = dict(os.environ, PKG_CONFIG_PATH=pc_dir)
+    flags = subprocess.run([tool("pkg-config"), "--cflags", "--libs", "iova-native"],
+                           capture_output=True, text=True, env=env, check=False)
+    assert flags.returncode == 0, flags.stderr
+    version = subprocess.run(["pkg-config", "--modversion", "iova-native"], capture_output=True,
+                             text=True, env=env, check=False).stdout.strip()
+    import iova_native
+
+    assert version == iova_native.__version__
+    binary = tmp_path / "viommu"
+    cc(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o", str(binary),
+        str(C_TESTS / "viommu-replay.c"), *shlex.split(flags.stdout)])
+    assert "unchanged walk again   maps     0 unmaps     0" in run(binary)
+
+
+def test_the_library_exports_only_the_public_api() -> None:
+    """Only iova_tree_*, gpa_tree_* and vhost_iova_tree_* leave the shared library: the
+    AVL, arena and hole helpers stay inside, so they cannot clash with a program's names."""
+    lib = Path(config.get_lib_dir()) / "libiova-native.so"
+    result = subprocess.run([tool("nm"), "-D", "--defined-only", str(lib)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[-1] for line in result.stdout.splitlines() if line.strip()]
+    assert "iova_tree_find_iova" in names and "vhost_iova_tree_map_alloc_gpa" in names
+    assert [n for n in names if not n.startswith(("iova_tree_", "gpa_tree_",
+                                                  "vhost_iova_tree_"))] == []
+
+
+def test_config_without_options_lists_every_item() -> None:
+    result = subprocess.run([sys.executable, "-m", "iova_native", "config"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == \
+        ["cflags", "libs", "includedir", "libdir", "pkgconfigdir"]

@@ -26,6 +26,12 @@ case $(basename "$wheel") in
     *) echo "package: the wheel is not tagged cp39-abi3: $(basename "$wheel")" >&2; exit 1 ;;
 esac
 say "built $(basename "$work"/dist/*.tar.gz) and $(basename "$wheel"); twine check passed"
+# The C library ships inside the wheel: headers, shared library, pkg-config file.
+for member in iova_native/include/qemu/iova-tree.h iova_native/include/hw/virtio/vhost-iova-tree.h \
+    iova_native/lib/libiova-native.so iova_native/lib/pkgconfig/iova-native.pc; do
+    "$PY" -c 'import sys, zipfile; sys.exit(sys.argv[2] not in zipfile.ZipFile(sys.argv[1]).namelist())' \
+        "$wheel" "$member" || { echo "package: the wheel lacks $member" >&2; exit 1; }
+done
 
 # The oldest and the newest CPython 3.9+ other than the one that built the wheel.
 own=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -93,7 +99,7 @@ else
 fi
 (cd "$work/sdist" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -x \
     tests/test_docs.py tests/test_examples.py tests/test_build.py tests/test_deviations.py \
-    tests/test_bad_input.py >"$work/pytest.log" 2>&1) || {
+    tests/test_bad_input.py tests/test_c_library.py >"$work/pytest.log" 2>&1) || {
     cat "$work/pytest.log" >&2; echo "package: pytest from the unpacked sdist failed" >&2; exit 1; }
 say "pytest from the unpacked sdist, Python $ver, against the wheel: $(tail -n 1 "$work/pytest.log")"
 exit "$status"

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from . import __version__
 from ._types import DivergenceError, DMAMap, Perm
+from .config import add_config_command
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -611,7 +612,7 @@ def _add_demo(commands: Any) -> None:
 
 
 #: The subcommands, in the order the help lists them.
-COMMANDS = [_add_replay, _add_convert, _add_demo]
+COMMANDS = [_add_replay, _add_convert, _add_demo, add_config_command]
 
 
 def _parser() -> argparse.ArgumentParser:
