@@ -64,6 +64,7 @@ static uint64_t below(Rng *r, uint64_t n)
 typedef struct Live {
     DMAMap maps[MAX_LIVE];
     int n;
+    uint64_t fresh; /* GPAs handed out far apart (--careful) */
 } Live;
 
 static void remember(Live *live, const DMAMap *map)
@@ -73,6 +74,19 @@ static void remember(Live *live, const DMAMap *map)
     } else {
         live->maps[live->n - 1] = *map;
     }
+}
+
+/* One allocation's line: what was asked, the answer, and the map when it succeeded. */
+static void report_alloc(const char *op, const char *side, const DMAMap *map, hwaddr taddr,
+                         hwaddr size, int rc, Live *live)
+{
+    printf("%s size=%" PRIx64 " %s=%" PRIx64 " id=%" PRIx64 " perm=%d -> %d", op, size, side,
+           taddr, map->id, (int)map->perm, rc);
+    if (rc == IOVA_OK) {
+        printf(" iova=%" PRIx64 " %s=%" PRIx64, map->iova, side, map->translated_addr);
+        remember(live, map);
+    }
+    printf("\n");
 }
 
 static void print_map(const char *what, const DMAMap *map)
@@ -147,13 +161,7 @@ static void do_map_alloc(VhostIOVATree *tree, Rng *r, Live *host)
         .perm = pick_perm(r),
     };
     int rc = vhost_iova_tree_map_alloc(tree, &map, taddr);
-    printf("map_alloc size=%" PRIx64 " taddr=%" PRIx64 " id=%" PRIx64 " perm=%d -> %d", size,
-           taddr, map.id, (int)map.perm, rc);
-    if (rc == IOVA_OK) {
-        printf(" iova=%" PRIx64 " taddr=%" PRIx64, map.iova, map.translated_addr);
-        remember(host, &map);
-    }
-    printf("\n");
+    report_alloc("map_alloc", "taddr", &map, taddr, size, rc, host);
 }
 
 static void do_map_alloc_gpa(VhostIOVATree *tree, Rng *r, Live *guest, gboolean overlaps)
@@ -165,9 +173,8 @@ static void do_map_alloc_gpa(VhostIOVATree *tree, Rng *r, Live *guest, gboolean 
         gpa = m->translated_addr + below(r, m->size + 1); /* a GPA range already taken */
     } else {
         /* Fresh GPAs only, far apart, when overlaps must be avoided. */
-        static uint64_t fresh;
         gpa = overlaps ? GPA_BASE + below(r, 256) * PAGE
-                       : GPA_BASE + (++fresh) * (UINT64_C(1) << 44);
+                       : GPA_BASE + (++guest->fresh) * (UINT64_C(1) << 44);
         if (!overlaps && size >= (UINT64_C(1) << 44)) {
             size = PAGE - 1;
         }
@@ -179,13 +186,7 @@ static void do_map_alloc_gpa(VhostIOVATree *tree, Rng *r, Live *guest, gboolean 
         .perm = pick_perm(r),
     };
     int rc = vhost_iova_tree_map_alloc_gpa(tree, &map, gpa);
-    printf("map_alloc_gpa size=%" PRIx64 " gpa=%" PRIx64 " id=%" PRIx64 " perm=%d -> %d", size,
-           gpa, map.id, (int)map.perm, rc);
-    if (rc == IOVA_OK) {
-        printf(" iova=%" PRIx64 " gpa=%" PRIx64, map.iova, map.translated_addr);
-        remember(guest, &map);
-    }
-    printf("\n");
+    report_alloc("map_alloc_gpa", "gpa", &map, gpa, size, rc, guest);
 }
 
 static void do_find(VhostIOVATree *tree, Rng *r, const Live *live, gboolean gpa)
