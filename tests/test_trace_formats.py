@@ -851,6 +851,22 @@ def test_a_report_that_cannot_be_written_is_one_line(
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == ["iova-native: cannot write the output: No space left on device"]
 
+
+def test_lookups_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    # Every look-up round is two ops kept in memory for each map and unmap: a typo such as
+    # --lookups 1000000000000 ran until memory ran out.
+    with pytest.raises(SystemExit) as info:
+        cli.main(["replay", "--lookups", "1000000000000", str(DATA / FILES["log"])])
+    assert info.value.code == 2
+    assert "argument --lookups: must be at most 100, not 1000000000000" in \
+        capsys.readouterr().err
+    with pytest.raises(ValueError):
+        trace.compile_trace(DATA / FILES["log"], lookups=trace.MAX_LOOKUPS + 1)
+    words = " ".join(_parsers()["replay"].format_help().split())
+    assert f"0 to {trace.MAX_LOOKUPS}, default 2" in words
+    assert cli.main(["replay", "--no-progress", "--lookups", "100",
+                     str(DATA / FILES["log"])]) == 0
+
 if __name__ == "__main__":
     write_samples()
     print(f"wrote {len(FILES)} sample traces to {DATA}")

@@ -549,6 +549,10 @@ def _lookups(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    from . import trace
+
+    if value > trace.MAX_LOOKUPS:
+        raise argparse.ArgumentTypeError(f"must be at most {trace.MAX_LOOKUPS}, not {value}")
     return value
 
 
@@ -564,7 +568,7 @@ def _trace_options(cmd: argparse.ArgumentParser, formats: str) -> None:
     cmd.add_argument("--lookups", type=_lookups, default=2, metavar="N",
                      help="SVQ data-path look-ups (translate and find_gpa of a guest "
                           "buffer, which a trace does not show) made after each dma_map and "
-                          "dma_unmap; default 2")
+                          "dma_unmap; 0 to 100, default 2")
     cmd.add_argument("--strict", action="store_true",
                      help="stop at the first malformed vhost_vdpa event (exit status 2) "
                           "instead of skipping it; lines that are not trace events never stop "

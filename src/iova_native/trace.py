@@ -147,6 +147,7 @@ __all__ = [
     "FORMATS_READ",
     "MAGIC",
     "MAX_SHOWN_MALFORMED",
+    "MAX_LOOKUPS",
     "MODELLED_EVENTS",
     "VERSION",
     "CompiledTrace",
@@ -191,6 +192,8 @@ FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
 #: Seed of the data-path look-up choices (SplitMix64).
 LOOKUP_SEED = 0x10FA_5EED
+#: The most look-up rounds per map and unmap: each round is two ops kept in memory.
+MAX_LOOKUPS = 100
 #: Smallest IOVA that QEMU's VhostIOVATree hands out (devices dislike address 0).
 IOVA_FIRST_MIN = 0x1000
 
@@ -347,8 +350,8 @@ class Compiler:
     """Turns trace events into an :class:`OpStream` (the model is in the module docstring)."""
 
     def __init__(self, stats: TraceStats | None = None, *, lookups: int = 2) -> None:
-        if lookups < 0:
-            raise ValueError("lookups must be >= 0")
+        if not 0 <= lookups <= MAX_LOOKUPS:
+            raise ValueError(f"lookups must be 0 to {MAX_LOOKUPS}, not {lookups}")
         self.stats = stats if stats is not None else TraceStats()
         self.lookups = lookups
         self.ops = OpStream()
