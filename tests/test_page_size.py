@@ -10,8 +10,10 @@ import resource
 from typing import Any
 
 import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
 
-from iova_native import DMAMap, InvalidMapError, NoSpaceError, Perm, differential
+from iova_native import DMAMap, InvalidMapError, NoSpaceError, Perm, differential, strategies
 
 
 def test_default_is_the_host_page_size(VhostIOVATree: Any) -> None:
@@ -77,3 +79,15 @@ def test_copies_and_pickles_keep_the_first_iova(VhostIOVATree: Any, page: int) -
     for clone in (v.copy(), copy.deepcopy(v), pickle.loads(pickle.dumps(v))):
         assert clone == v
         assert clone.map_alloc(0, 0x1000).iova == page
+
+
+class _Vhost64KPages(strategies.VhostIOVATreeComparison):
+    """The side-by-side VhostIOVATree machine on a 64 KiB-page host's tree."""
+
+    page_size = 0x10000
+
+
+def test_native_and_reference_agree_with_64k_pages() -> None:
+    run_state_machine_as_test(_Vhost64KPages,
+                              settings=settings(max_examples=40, stateful_step_count=40,
+                                                deadline=None))

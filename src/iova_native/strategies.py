@@ -1174,16 +1174,19 @@ class VhostIOVATreeComparison(_Comparison):
     and guest allocations (GPA overlaps roll back), look-ups both ways, removes, translate with
     and without a GPA, the batch forms, whole SVQ guest layouts, closing, bad input."""
 
-    #: Constructor arguments; a small IOVA range so that it fills up.
+    #: Constructor arguments; a small IOVA range so that it fills up.  ``page_size`` None is
+    #: the host's.
     iova_first: int = 0
     iova_last: int = 0x7FFFF
+    page_size: int | None = None
 
     host = Bundle("host")
     guest = Bundle("guest")
 
     def _new_tree(self) -> Any:
         cls = type(self)
-        return differential.VhostIOVATree(cls.iova_first, cls.iova_last, **self._sides())
+        return differential.VhostIOVATree(cls.iova_first, cls.iova_last, cls.page_size,
+                                          **self._sides())
 
     def _change_copy(self, twin: Any) -> None:
         twin.remove_gpa(0, MAX_U64)
