@@ -51,6 +51,28 @@ void *ib_guard_close(IBGuard *g)
     return object;
 }
 
+void ib_guard_fork_lock(IBGuard *g)
+{
+    g_mutex_lock(&g->lock);
+}
+
+void ib_guard_fork_unlock(IBGuard *g)
+{
+    g_mutex_unlock(&g->lock);
+}
+
+gboolean ib_guard_fork_child(IBGuard *g, gboolean locked)
+{
+    if (locked || g_mutex_trylock(&g->lock)) {
+        g_mutex_unlock(&g->lock);
+        return FALSE;
+    }
+    g_mutex_init(&g->lock); /* the holder does not exist here: this lock would never open */
+    g->object = NULL;
+    g->generation++;
+    return TRUE;
+}
+
 void ib_map_out(const DMAMap *m, uint64_t *out)
 {
     out[0] = m->iova;
@@ -229,6 +251,21 @@ void ib_tree_free(IBTree *t)
     iova_tree_destroy(t->guard.object);
     g_mutex_clear(&t->guard.lock);
     g_free(t);
+}
+
+void ib_tree_fork_lock(IBTree *t)
+{
+    ib_guard_fork_lock(&t->guard);
+}
+
+void ib_tree_fork_unlock(IBTree *t)
+{
+    ib_guard_fork_unlock(&t->guard);
+}
+
+int ib_tree_fork_child(IBTree *t, int locked)
+{
+    return ib_guard_fork_child(&t->guard, locked);
 }
 
 int ib_tree_close(IBTree *t)

@@ -41,6 +41,16 @@ IBTree *ib_tree_new(int kind);
 /* The finalizer: frees everything, closed or not. */
 void ib_tree_free(IBTree *t);
 int ib_tree_close(IBTree *t);
+/*
+ * fork() support (native.py registers the hooks): before fork() the forking thread takes the
+ * lock of every live tree, waiting for calls in flight to finish; after it, the parent gives
+ * them back, and so does the child for those it took (@locked).  A tree whose lock the child
+ * finds held by a thread that does not exist there (its contents may be half-changed) is lost:
+ * ib_tree_fork_child() closes it without freeing it and answers 1.
+ */
+void ib_tree_fork_lock(IBTree *t);
+void ib_tree_fork_unlock(IBTree *t);
+int ib_tree_fork_child(IBTree *t, int locked);
 int ib_tree_closed(IBTree *t);
 int ib_tree_clear(IBTree *t);
 /* Number of maps, or IB_CLOSED. */

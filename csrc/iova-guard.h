@@ -38,6 +38,23 @@ void ib_guard_leave(IBGuard *g, gboolean changed);
 void *ib_guard_close(IBGuard *g);
 
 /**
+ * ib_guard_fork_lock: take the lock before fork(), waiting for a call in flight to finish.
+ * ib_guard_fork_unlock gives it back (in the parent, or in the child that took it).
+ */
+void ib_guard_fork_lock(IBGuard *g);
+void ib_guard_fork_unlock(IBGuard *g);
+
+/**
+ * ib_guard_fork_child: in a child after fork(): give the lock back when @locked (this thread
+ * took it before forking).  Otherwise the lock may be held by a thread that does not exist in
+ * the child, inside a change it will never finish: the guard is then closed without freeing
+ * the object (it may be half-changed; the child leaks its copy) and a fresh lock is made.
+ *
+ * Returns: TRUE when the object was lost that way.
+ */
+gboolean ib_guard_fork_child(IBGuard *g, gboolean locked);
+
+/**
  * ib_map_out: @m as five words: iova, translated_addr, size, perm, id.
  */
 void ib_map_out(const DMAMap *m, uint64_t *out);

@@ -33,6 +33,21 @@ void ib_vhost_free(IBVhost *v)
     g_free(v);
 }
 
+void ib_vhost_fork_lock(IBVhost *v)
+{
+    ib_guard_fork_lock(&v->guard);
+}
+
+void ib_vhost_fork_unlock(IBVhost *v)
+{
+    ib_guard_fork_unlock(&v->guard);
+}
+
+int ib_vhost_fork_child(IBVhost *v, int locked)
+{
+    return ib_guard_fork_child(&v->guard, locked);
+}
+
 int ib_vhost_close(IBVhost *v)
 {
     vhost_iova_tree_delete(ib_guard_close(&v->guard));

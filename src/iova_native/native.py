@@ -3,12 +3,23 @@
 
 Each method is thin: one C call, which takes the tree's lock, does the work and writes the
 answer into a small buffer; Python slices the buffer once and builds the ``DMAMap``.  Arguments
-go straight to C.  Only when cffi refuses one (wrong type, out of range) or C answers "invalid"
-does the slow path run the shared checks of ``_types``, which raise exactly what the reference
-raises, or normalise the arguments (a NumPy integer, say) for one more try.
+that are exact ints go straight to C.  Anything else (cffi would take whatever has ``__int__``:
+floats, ``Decimal``), or a value cffi refuses (out of range), or a C answer "invalid", sends the
+call down the slow path: the shared checks of ``_types``, which raise exactly what the reference
+raises, or convert the arguments (a NumPy integer, say) for one more try.
 
 Answer buffers come from a per-object pool, not one shared buffer: cffi releases the GIL during
 the call, and two threads must never read each other's answers.
+
+``fork()``: a child inherits every tree's lock in the state it was in, and a lock held by a
+thread that does not exist in the child would never open.  So the hooks registered here (with
+``os.register_at_fork``) take the lock of every live object before the fork, waiting for calls in
+flight in other threads to finish (a fork waits at most for the longest such call), and give them
+back after it, in the parent and in the child: every tree is usable in the child, its contents
+as they were between two calls.  A tree the hooks did not lock (created by another thread in the
+instant before the fork) and that the child finds locked is *lost*: its contents may be
+half-changed, so the child treats it as closed (``ValueError`` naming the cause) and never reads
+or frees it; ``close()`` works.
 """
 
 from __future__ import annotations
@@ -159,6 +170,9 @@ class _Native:
     _close_fn: Callable[[Any], int]
     _check_fn: Callable[..., int]
     _clear_fn: Callable[[Any], int]
+    _fork_lock_fn: Callable[[Any], None]
+    _fork_unlock_fn: Callable[[Any], None]
+    _fork_child_fn: Callable[[Any, int], int]
 
     def _setup(self, handle: Any, free: Callable[[Any], None]) -> None:
         if handle == ffi.NULL:
@@ -166,10 +180,16 @@ class _Native:
         self._h = ffi.gc(handle, free)
         self._maps_pool: list[Any] = []
         self._segs_pool: list[tuple[Any, memoryview, Any, Any]] = []
+        _live[id(self)] = self
 
     # -- errors -------------------------------------------------------------------------
 
     def _raise_closed(self) -> NoReturn:
+        if id(self) in _lost_at_fork and _lost_at_fork[id(self)] is self:
+            raise ValueError(
+                f"{type(self).__name__} was in use by another thread when this process forked: "
+                "its contents may be half-changed, so this child cannot use it (close() works)"
+            )
         raise ValueError(f"{type(self).__name__} is closed")
 
     def _check_open(self) -> None:
@@ -217,7 +237,11 @@ class _Native:
 
     def _copy_into(self: _N, twin: _N, copy_into: Callable[[Any, Any], int]) -> _N:
         """``twin`` (new, empty) given every map of this object in one C call."""
-        rc = copy_into(twin._h, self._h)
+        # The C call holds this object's lock and then the twin's.  The fork hooks take locks
+        # one object at a time in no set order: they must not run meanwhile, or they could
+        # hold the twin's lock while waiting for this one's.
+        with _fork_serial:
+            rc = copy_into(twin._h, self._h)
         if rc != _OK:
             twin.close()
             self._fail(rc)
@@ -389,6 +413,9 @@ class _Tree(_Native, TreeContainer):
     _close_fn = staticmethod(lib.ib_tree_close)
     _check_fn = staticmethod(lib.ib_tree_check)
     _clear_fn = staticmethod(lib.ib_tree_clear)
+    _fork_lock_fn = staticmethod(lib.ib_tree_fork_lock)
+    _fork_unlock_fn = staticmethod(lib.ib_tree_fork_unlock)
+    _fork_child_fn = staticmethod(lib.ib_tree_fork_child)
 
     def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
         """An empty tree, then every map of ``maps`` inserted, all or nothing."""
@@ -817,6 +844,9 @@ class VhostIOVATree(_Native, Container):
     _close_fn = staticmethod(lib.ib_vhost_close)
     _check_fn = staticmethod(lib.ib_vhost_check)
     _clear_fn = staticmethod(lib.ib_vhost_clear)
+    _fork_lock_fn = staticmethod(lib.ib_vhost_fork_lock)
+    _fork_unlock_fn = staticmethod(lib.ib_vhost_fork_unlock)
+    _fork_child_fn = staticmethod(lib.ib_vhost_fork_child)
 
     def __init__(self, iova_first: int, iova_last: int, page_size: int | None = None) -> None:
         first, last, page = T.check_vhost_bounds(iova_first, iova_last, page_size)
@@ -1016,3 +1046,52 @@ def _replay_allocations(tree: VhostIOVATree, allocated: list[DMAMap], host: list
         cursor = a.last + 1
     for f in fillers:
         tree.remove(f.iova, f.size)
+
+
+# -- fork() (see the module docstring) ----------------------------------------------------
+
+# By id(): trees compare by contents (``==``) and are not hashable.  An entry goes when its
+# object dies, so an id in these is never a stale one.
+_live: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDictionary()
+_lost_at_fork: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDictionary()
+_fork_serial = threading.Lock()  # two threads forking at once must not lock trees crosswise
+_fork_locked: list[_Native] = []  # the objects this process's forking thread has locked
+
+
+def _fork_prepare() -> None:
+    """Before fork(): lock every live object.  Each lock call releases the GIL while it waits,
+    so other threads can finish their calls (and create objects, picked up by the next pass)."""
+    _fork_serial.acquire()
+    taken: set[int] = set()
+    while True:
+        fresh = [obj for key, obj in list(_live.items()) if key not in taken]
+        if not fresh:
+            return
+        for obj in fresh:
+            obj._fork_lock_fn(obj._h)
+            taken.add(id(obj))  # unique: _fork_locked keeps the object alive
+            _fork_locked.append(obj)
+
+
+def _fork_parent() -> None:
+    for obj in _fork_locked:
+        obj._fork_unlock_fn(obj._h)
+    _fork_locked.clear()
+    _fork_serial.release()
+
+
+def _fork_child() -> None:
+    locked = {id(obj) for obj in _fork_locked}
+    for key, obj in list(_live.items()):
+        if obj._fork_child_fn(obj._h, key in locked):
+            _lost_at_fork[key] = obj
+    _fork_locked.clear()
+    _fork_serial.release()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; the lambdas find the functions by name
+    os.register_at_fork(
+        before=lambda: _fork_prepare(),
+        after_in_parent=lambda: _fork_parent(),
+        after_in_child=lambda: _fork_child(),
+    )
