@@ -51,6 +51,13 @@ void *ib_guard_close(IBGuard *g)
     return object;
 }
 
+gboolean ib_memory_room(size_t bytes)
+{
+    void *probe = g_try_malloc(MAX(bytes, IB_MEMORY_PROBE));
+    g_free(probe);
+    return probe != NULL;
+}
+
 void ib_guard_fork_lock(IBGuard *g)
 {
     g_mutex_lock(&g->lock);
@@ -233,11 +240,15 @@ struct IBTree {
 
 IBTree *ib_tree_new(int kind)
 {
-    IOVATree *tree = kind == 1 ? gpa_tree_new() : iova_tree_new();
-    if (!tree) {
+    IBTree *t = ib_memory_room(0) ? g_try_new0(IBTree, 1) : NULL;
+    if (!t) {
         return NULL;
     }
-    IBTree *t = g_new0(IBTree, 1);
+    IOVATree *tree = kind == 1 ? gpa_tree_new() : iova_tree_new();
+    if (!tree) {
+        g_free(t);
+        return NULL;
+    }
     ib_guard_init(&t->guard, tree);
     t->kind = kind;
     return t;
@@ -332,7 +343,9 @@ int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t 
     if (!tree) {
         return IB_CLOSED;
     }
-    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID : iova_tree_insert(tree, &map);
+    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
+             : !ib_memory_room(0) ? IOVA_ERR_OOM
+                                  : iova_tree_insert(tree, &map);
     if (rc == IOVA_ERR_OVERLAP) {
         ib_map_out(iova_tree_find(tree, &map), existing);
     }
@@ -404,10 +417,11 @@ int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t p
     if (!tree) {
         return IB_CLOSED;
     }
-    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID
-                             : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last, align,
-                                                        top_down ? IOVA_ALLOC_LAST
-                                                                 : IOVA_ALLOC_FIRST);
+    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
+             : !ib_memory_room(0) ? IOVA_ERR_OOM
+                                  : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last,
+                                                             align, top_down ? IOVA_ALLOC_LAST
+                                                                             : IOVA_ALLOC_FIRST);
     if (rc == IOVA_OK) {
         ib_map_out(&map, out);
     }

@@ -38,6 +38,20 @@ void ib_guard_leave(IBGuard *g, gboolean changed);
 void *ib_guard_close(IBGuard *g);
 
 /**
+ * ib_memory_room: whether a little memory can still be had, for GLib.
+ *
+ * GLib aborts the process when one of its own allocations fails (g_malloc(), and GSlice, where
+ * g_tree_insert() and g_tree_new() take their nodes from), while the core's own allocations
+ * fail softly with IOVA_ERR_OOM.  So every binding call that may make GLib allocate asks this
+ * first, and answers IOVA_ERR_OOM, the tree untouched, when it says no.  It allocates
+ * @bytes (at least IB_MEMORY_PROBE) and frees them at once: malloc keeps the freed block, and
+ * GLib's next small allocations on this thread are carved from it.  (Another thread can take
+ * that memory in between; that race is the one way left to GLib's abort.)
+ */
+#define IB_MEMORY_PROBE (16 * 1024)
+gboolean ib_memory_room(size_t bytes);
+
+/**
  * ib_guard_fork_lock: take the lock before fork(), waiting for a call in flight to finish.
  * ib_guard_fork_unlock gives it back (in the parent, or in the child that took it).
  */

@@ -135,7 +135,10 @@ static int tree_store(IOVATree *tree, const DMAMap *map)
         return IOVA_ERR_OVERLAP;
     }
     if (tree->by_translated) {
-        DMAMap *copy = g_new(DMAMap, 1);
+        DMAMap *copy = g_try_new(DMAMap, 1);
+        if (!copy) {
+            return IOVA_ERR_OOM;
+        }
         *copy = *map;
         g_tree_insert(tree->tree, copy, copy);
         return IOVA_OK;

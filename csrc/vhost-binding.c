@@ -14,11 +14,15 @@ struct IBVhost {
 
 IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size)
 {
-    VhostIOVATree *tree = vhost_iova_tree_new_page_size(iova_first, iova_last, page_size);
-    if (!tree) {
+    IBVhost *v = ib_memory_room(0) ? g_try_new0(IBVhost, 1) : NULL;
+    if (!v) {
         return NULL;
     }
-    IBVhost *v = g_new0(IBVhost, 1);
+    VhostIOVATree *tree = vhost_iova_tree_new_page_size(iova_first, iova_last, page_size);
+    if (!tree) {
+        g_free(v);
+        return NULL;
+    }
     ib_guard_init(&v->guard, tree);
     return v;
 }
@@ -106,9 +110,10 @@ static int vhost_alloc(IBVhost *v, uint64_t size, uint64_t taddr, uint64_t perm,
     if (!tree) {
         return IB_CLOSED;
     }
-    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID
-             : gpa           ? vhost_iova_tree_map_alloc_gpa_existing(tree, &map, taddr, &hit)
-                             : vhost_iova_tree_map_alloc(tree, &map, taddr);
+    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
+             : !ib_memory_room(0) ? IOVA_ERR_OOM /* two GTree inserts follow */
+             : gpa               ? vhost_iova_tree_map_alloc_gpa_existing(tree, &map, taddr, &hit)
+                                 : vhost_iova_tree_map_alloc(tree, &map, taddr);
     if (rc == IOVA_OK) {
         ib_map_out(&map, out);
     } else if (rc == IOVA_ERR_OVERLAP && existing) {
@@ -238,7 +243,10 @@ int ib_vhost_check(IBVhost *v, char *err, size_t errlen)
     if (!tree) {
         return IB_CLOSED;
     }
-    int rc = vhost_iova_tree_check(tree, err, errlen);
+    /* The check indexes the guest maps in a GHashTable: room for it, with a margin. */
+    size_t guests = iova_tree_nnodes(vhost_iova_tree_guest(tree));
+    int rc = ib_memory_room(guests * 8 * sizeof(void *)) ? vhost_iova_tree_check(tree, err, errlen)
+                                                        : IOVA_ERR_OOM;
     ib_guard_leave(&v->guard, FALSE);
     return rc;
 }

@@ -47,6 +47,7 @@ int64_t ib_vhost_copy(IBVhost *v, int which, int64_t generation, uint64_t key, i
                       uint64_t *out, size_t cap);
 /* As ib_tree_dump(), on the tree @which (IB_VHOST_*). */
 int64_t ib_vhost_dump(IBVhost *v, int which, uint64_t *out, size_t cap);
+/* 0, -1 with a message in @err, IOVA_ERR_OOM, or IB_CLOSED. */
 int ib_vhost_check(IBVhost *v, char *err, size_t errlen);
 /* Batch HVA -> IOVA (host-only tree) or, when @gpa, GPA -> IOVA. */
 int ib_vhost_to_iova_many(IBVhost *v, int gpa, const uint64_t *in, size_t n, uint64_t *out,

@@ -290,6 +290,8 @@ class _Native:
         rc = self._check_fn(self._h, err, 512)
         if rc == _CLOSED:
             self._raise_closed()
+        if rc == _ERR_OOM:
+            raise MemoryError("iova_native: out of memory")
         if rc != 0:
             raise AssertionError(ffi.string(err).decode())
 
