@@ -422,8 +422,15 @@ class DMAMap(tuple):  # type: ignore[type-arg]
         except (IndexError, TypeError, ValueError):  # forged with tuple.__new__: show the fields
             return f"tuple.__new__(DMAMap, {tuple.__repr__(self)})"
 
-    def __getnewargs__(self) -> tuple[int, int, int, Perm, int]:  # pickling
-        return tuple(self)  # type: ignore[return-value]
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled field by field and rebuilt as it was, without the constructor: a map forged
+        # with tuple.__new__ (which bad-input tests put in a differential tree's log) survives
+        # a round trip unchanged instead of failing to load.
+        return (_dmamap_from_fields, (tuple(self),))
+
+
+def _dmamap_from_fields(fields: tuple[Any, ...]) -> DMAMap:
+    return tuple.__new__(DMAMap, fields)
 
 
 def perm_from_raw(raw: int) -> Perm:
