@@ -608,6 +608,54 @@ def ref_batch(args: argparse.Namespace, res: Results, n: int, ref: Any) -> None:
     res.put("batch", "per address", "reference to_iova_many", n, measure(op, args.budget))
 
 
+#: Addresses of the long rows of the alias table: far past the 128 from which C sorts a batch.
+ALIAS_LONG = 100_000
+
+
+def alias_batches(args: argparse.Namespace) -> list[str]:
+    """Batches whose every address lies under many aliases (issue 15): the single look-up is
+    dear there (O(log n + k) for k covering maps and no id), and a sorted batch must never pay
+    more per address than the same addresses unsorted.  Batches of fewer than 128 addresses
+    are answered in input order, so 127 against 128 is unsorted against sorted."""
+    k = args.alias_maps
+    tree = native.IOVATree()
+    base = 0x5000_0000  # every map covers [base, base + 1 MiB): a page-long spread of starts
+    for i in range(k):
+        j = i % 1000
+        tree.insert(DMAMap(0x10_0000_0000 + i * 0x100_0000, base - j * PAGE,
+                           0x10_0000 + j * PAGE))
+    x = base + 0x800
+
+    def per_address(addrs: list[int]) -> float:
+        batch = array("Q", addrs)
+        return min(timed(lambda: tree.to_iova_many(batch)) for _ in range(REPEATS)) / len(addrs)
+
+    single = min(timed(lambda: tree.find_iova(x)) for _ in range(REPEATS))
+    rows = [
+        ("x repeated", [x] * 127, [x] * 128, [x] * ALIAS_LONG),
+        ("x, x+1, x+2, ...", list(range(x, x + 127)), list(range(x, x + 128)),
+         list(range(x, x + ALIAS_LONG))),
+    ]
+    lines = [f"| addresses | 127 (input order) | 128 (sorted) | {ALIAS_LONG:,} (sorted) "
+             "| 128 ÷ 127 |", "|---|---:|---:|---:|---:|"]
+    for name, short, sorted_, long in rows:
+        a, b, c = per_address(short), per_address(sorted_), per_address(long)
+        lines.append(f"| {name} | {fmt_ns(a)} | {fmt_ns(b)} | {fmt_ns(c)} | {fmt_ratio(b / a)} |")
+    lines.append(f"| one `find_iova(x)`, for scale | {fmt_ns(single)} | | | |")
+    tree.close()
+    return lines
+
+
+def alias_section(args: argparse.Namespace) -> list[str]:
+    return ["", "## Batches under many aliases (ns per address)", "",
+            f"{args.alias_maps:,} maps alias one MiB of HVA (starts a page apart), so every "
+            "address of these batches has them all over it and no id to tell them apart; one "
+            "look-up is O(log n + k) for k such maps.  A repeated address reuses the answer "
+            "(hit or miss), and in a sorted batch, so does an address with no map starting "
+            "since the previous one while the previous answer still covers it.  "
+            "`bench/run.py --aliases-only` prints this table alone.", ""] + alias_batches(args)
+
+
 def timed(fn: Callable[[], object]) -> int:
     t0 = now()
     fn()
@@ -1027,6 +1075,7 @@ def report(args: argparse.Namespace, res: Results) -> str:
             f"Python loop calls `find_iova` and adds the offset for {args.loop_sample:,} of "
             "them; the C-only loop is iova-bench's, over 1M addresses (100k in quick mode).",
             ""] + batch_table(res)
+    out += alias_section(args)
     out += ["", "## Memory per map (bytes)", "",
             "Each figure in a fresh interpreter: native = glibc in-use bytes "
             "(`ib_heap_in_use()`) added by the tree (GTree node, entry with the reverse and id "
@@ -1122,6 +1171,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-c", action="store_true", help="skip the C benchmark")
     p.add_argument("--overhead-sizes", type=parse_sizes,
                    help="N of the binding-overhead table (default 1k,100k; quick 1k,10k)")
+    p.add_argument("--alias-maps", type=int, help="aliases over the batch table's addresses "
+                   "(default 120k; quick 10k)")
+    p.add_argument("--aliases-only", action="store_true",
+                   help="print the many-aliases batch table alone, write nothing")
     p.add_argument("--mem-probe", nargs=2, metavar=("BACKEND", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -1129,6 +1182,10 @@ def main(argv: list[str] | None = None) -> int:
         mem_probe_child(args.mem_probe[0], int(args.mem_probe[1]))
         return 0
 
+    args.alias_maps = args.alias_maps or (10_000 if args.quick else 120_000)
+    if args.aliases_only:
+        print("\n".join(alias_section(args)))
+        return 0
     args.command = "bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.sizes = args.sizes or ([1000, 10_000] if args.quick
                                 else [1000, 10_000, 100_000, 1_000_000])

@@ -153,6 +153,7 @@ typedef struct BatchFinder {
     IBLookup lookup;
     DMAMap needle;
     IOVATreeSweep *sweep;
+    gboolean answered;  /* prev and prev_addr hold the last answer (a map, or NULL) */
     const DMAMap *prev;
     uint64_t prev_addr;
 } BatchFinder;
@@ -171,14 +172,18 @@ static const DMAMap *batch_lookup(BatchFinder *f, uint64_t addr)
     }
 }
 
+/*
+ * A repeated address reuses the answer, hit or miss, in input order and in sorted order alike
+ * (where equal addresses are neighbours): a sorted batch never costs more per address than the
+ * same batch unsorted, however dear one look-up is (k aliases covering the address and no id
+ * make it O(log n + k)).
+ */
 static const DMAMap *batch_find(BatchFinder *f, uint64_t addr)
 {
-    if (f->sweep) {
-        return iova_tree_sweep_find(f->sweep, addr);
-    }
-    if (!f->prev || addr != f->prev_addr) { /* a repeated address reuses the answer */
-        f->prev = batch_lookup(f, addr);
+    if (!f->answered || addr != f->prev_addr) {
+        f->prev = f->sweep ? iova_tree_sweep_find(f->sweep, addr) : batch_lookup(f, addr);
         f->prev_addr = addr;
+        f->answered = TRUE;
     }
     return f->prev;
 }

@@ -270,6 +270,7 @@ static bool sweep_member(const IOVAReverseSweep *s, const IOVAEntry *e)
 /* Count map @n among the maps before the current one. */
 static void sweep_fold(IOVAReverseSweep *s, IOVARef n)
 {
+    s->passed++;
     hwaddr reach = t_last(entry_at(s->arena, n));
     if (!s->any_before || reach > s->before_reach) {
         s->before_reach = reach;
@@ -280,6 +281,7 @@ static void sweep_fold(IOVAReverseSweep *s, IOVARef n)
 /* Make @n the map that started last, the previous one joining those before it. */
 static void sweep_take(IOVAReverseSweep *s, IOVARef n)
 {
+    s->passed++;
     if (s->last != IOVA_REF_NONE) {
         sweep_fold(s, s->last);
     }
@@ -360,6 +362,23 @@ void iova_reverse_sweep_init(IOVAReverseSweep *sweep, const IOVAReverse *rev,
     sweep->last = IOVA_REF_NONE;
     sweep->any_before = false;
     sweep->before_reach = 0;
+    sweep->passed = 0;
+    sweep->answered_at = 0;
+    sweep->has_answer = false;
+    sweep->answer = IOVA_REF_NONE;
+}
+
+/* The answer for @addr once the sweep has reached it. */
+static IOVARef sweep_answer(const IOVAReverseSweep *s, hwaddr addr)
+{
+    if (s->last == IOVA_REF_NONE) {
+        return IOVA_REF_NONE; /* no map of the group starts at or below @addr */
+    }
+    if (s->any_before && s->before_reach >= addr) {
+        /* an earlier map covers @addr too: which has the lowest IOVA is the tree's question */
+        return iova_reverse_find(s->rev, s->arena, addr, addr, s->by_id ? &s->id : NULL);
+    }
+    return t_last(entry_at(s->arena, s->last)) >= addr ? s->last : IOVA_REF_NONE;
 }
 
 IOVARef iova_reverse_sweep_find(IOVAReverseSweep *sweep, hwaddr addr)
@@ -371,15 +390,19 @@ IOVARef iova_reverse_sweep_find(IOVAReverseSweep *sweep, hwaddr addr)
                       addr);
         sweep->started = true;
     }
-    if (sweep->last == IOVA_REF_NONE) {
-        return IOVA_REF_NONE; /* no map of the group starts at or below @addr */
+    /*
+     * No map started since the last answer: the maps covering @addr all covered the previous
+     * address, so the lowest IOVA among them is the previous answer when that still covers
+     * @addr; a previous miss stays a miss.
+     */
+    if (sweep->has_answer && sweep->passed == sweep->answered_at &&
+        (sweep->answer == IOVA_REF_NONE || t_last(entry_at(sweep->arena, sweep->answer)) >= addr)) {
+        return sweep->answer;
     }
-    if (sweep->any_before && sweep->before_reach >= addr) {
-        /* an earlier map covers @addr too: which has the lowest IOVA is the tree's question */
-        return iova_reverse_find(sweep->rev, sweep->arena, addr, addr,
-                                 sweep->by_id ? &sweep->id : NULL);
-    }
-    return t_last(entry_at(sweep->arena, sweep->last)) >= addr ? sweep->last : IOVA_REF_NONE;
+    sweep->answer = sweep_answer(sweep, addr);
+    sweep->answered_at = sweep->passed;
+    sweep->has_answer = true;
+    return sweep->answer;
 }
 
 static bool tree_contains(const IOVAArena *arena, const AvlOps *ops, IOVARef root, IOVARef ref)

@@ -93,7 +93,10 @@ IOVARef iova_reverse_cover(const IOVAReverse *rev, const IOVAArena *arena, hwadd
  * furthest of them reaches (the best links give that for whole subtrees).  The map that started
  * last at or below the address is the answer without a look-up when it covers the address and
  * no map before it reaches that far; otherwise (an alias reaches over it) the sweep asks
- * iova_reverse_find().
+ * iova_reverse_find().  When no map of the group starts between the previous address and this
+ * one, the maps covering this one are among those that covered the previous one: the previous
+ * answer stands if it still covers the address (or was a miss), with no look-up, so a run of
+ * nearby addresses under many aliases costs one look-up, not one each.
  */
 typedef struct IOVAReverseSweep {
     const IOVAReverse *rev;
@@ -106,6 +109,11 @@ typedef struct IOVAReverseSweep {
     IOVARef last;        /* the last map to start at or below the previous address */
     bool any_before;     /* whether some map came before @last */
     hwaddr before_reach; /* the furthest translated last byte of those maps */
+    uint64_t passed;     /* counts the steps that took maps: none since the last answer means
+                          * no map starts between its address and the next */
+    uint64_t answered_at; /* @passed when @answer was found */
+    bool has_answer;
+    IOVARef answer;      /* the previous answer */
 } IOVAReverseSweep;
 
 /**

@@ -151,3 +151,48 @@ def test_sweep_at_scale_with_a_long_alias_over_the_whole_range() -> None:
     for id in (None, 0, 1):
         got = tree.to_iova_many(addrs, id=id, missing=MISSING)
         assert list(got) == [single_iova(tree, a, id) for a in addrs]
+
+
+@st.composite
+def runs_of_addresses(draw: st.DrawFn, starts: list[int]) -> list[int]:
+    """Runs of neighbouring addresses (x, x+1, x+2, ...) from the given starts, each address
+    possibly repeated: the sweep's shortcuts (a repeated address, no map started since the last
+    answer) are taken on exactly these."""
+    out: list[int] = []
+    while len(out) < BATCH:
+        x = draw(st.sampled_from(starts))
+        for k in range(draw(st.integers(1, 6))):
+            out += [min(x + k, 2**64 - 1)] * draw(st.integers(1, 3))
+    return out
+
+
+@FAST
+@given(crowded_maps(), st.data(), st.sampled_from([None, 0, 1, 2]))
+def test_sweep_runs_and_repeats_equal_single_lookups(
+    maps: list[DMAMap], data: st.DataObject, id: int | None
+) -> None:
+    tree, ref = both(maps)
+    addrs = data.draw(runs_of_addresses(edges(maps, "translated")))
+    expected = [single_iova(tree, a, id) for a in addrs]
+    for batch in (addrs, sorted(addrs), sorted(addrs, reverse=True)):
+        want = [single_iova(tree, a, id) for a in batch]
+        assert list(tree.to_iova_many(batch, id=id, missing=MISSING)) == want
+        assert list(ref.to_iova_many(batch, id=id, missing=MISSING)) == want
+    assert len(expected) == len(addrs)
+
+
+def test_sweep_under_staggered_aliases() -> None:
+    """k aliases over one page, the lowest IOVA ending first, then the next lowest, ...: along
+    x, x+1, ... the previous answer keeps running out, and each address needs the tree again;
+    a repeated address still needs nothing."""
+    k = 400
+    base = 0x5000_0000
+    tree = native.IOVATree()
+    for i in range(k):
+        tree.insert(DMAMap(i * PAGE, base, PAGE - 1 - (k - 1 - i) if i < PAGE else 0))
+        tree.insert(DMAMap((k + i) * PAGE + 0x100_0000, base + i, k - i))  # staggered starts too
+    addrs = [base + j for j in range(2 * k) for _ in range(2)]
+    want = [single_iova(tree, a, None) for a in addrs]
+    assert list(tree.to_iova_many(addrs, missing=MISSING)) == want
+    assert list(tree.to_iova_many(array("Q", sorted(addrs, reverse=True)), missing=MISSING)) == (
+        [single_iova(tree, a, None) for a in sorted(addrs, reverse=True)])
