@@ -838,8 +838,14 @@ static bool copy_one(const DMAMap *map, void *opaque)
     return c->rc != IOVA_OK;
 }
 
+/* What a copy may need per map, generously: GLib's node, the entry, its share of the holes. */
+#define IB_COPY_BYTES_PER_MAP 256
+
 int ib_copy_tree(IOVATree *dst, const IOVATree *src, gboolean by_translated)
 {
+    if (!ib_memory_room(iova_tree_nnodes(src) * IB_COPY_BYTES_PER_MAP)) {
+        return IOVA_ERR_OOM; /* every insert below makes GLib allocate a node */
+    }
     CopyInto c = { dst, by_translated, IOVA_OK };
     iova_tree_foreach_range(src, 0, HWADDR_MAX, copy_one, &c);
     return c.rc;

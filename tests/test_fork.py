@@ -192,3 +192,32 @@ def test_a_tree_locked_behind_the_hooks_is_lost_but_closable() -> None:
     """)
     assert result.returncode == 0, result.stderr
     assert "child exit: 0" in result.stdout, result.stdout + result.stderr
+
+
+def test_forks_while_a_thread_copies() -> None:
+    """copy() holds the source's lock and then the new tree's: the fork hooks must never hold
+    the new tree's lock while waiting for the source's (a deadlock, which the timeout shows)."""
+    result = run("""
+        def copying():
+            while not stop:
+                for obj in (tree, gpa, vhost):
+                    obj.copy().close()
+                inside.set()
+
+        worker = threading.Thread(target=copying)
+        worker.start()
+        inside.wait()
+        codes = []
+        for _ in range(10):
+            def child():
+                for obj in (tree, gpa, vhost):
+                    obj.copy().check()
+                    obj.close()
+                os._exit(0)
+            codes.append(fork_and_wait(child, 60))
+        stop = True
+        worker.join()
+        print("codes:", codes)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "codes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]" in result.stdout, result.stdout + result.stderr

@@ -117,6 +117,28 @@ SCENARIOS = {
                 obj.check()
             del kept
     """,
+    "copy": """
+        import copy, pickle
+        t = native.IOVATree()
+        g = native.GPATree()
+        v = native.VhostIOVATree(0, 1 << 60)
+        for i in range(30_000):
+            t.insert(DMAMap(i * 0x2000, 0x1000, 0xFFF))
+            g.insert(DMAMap(0x1000, i * 0x1000, 0xFFF))
+            v.map_alloc_gpa(0xFFF, i * 0x1000)
+        for obj in (t, g, v):
+            before = obj.maps() if hasattr(obj, "maps") else obj.gpa_maps()
+            for how in (lambda o: o.copy(), copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))):
+                kept = []
+                for margin in MARGINS[:3]:
+                    until_memory_error(lambda i: kept.append(how(obj)), margin)
+                for twin in kept:
+                    twin.check()
+                    assert len(twin) == len(obj)
+                del kept
+            obj.check()
+            assert (obj.maps() if hasattr(obj, "maps") else obj.gpa_maps()) == before
+    """,
     "VhostIOVATree.check": """
         v = native.VhostIOVATree(0, 1 << 60)
         for i in range(200_000):
