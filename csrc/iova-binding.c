@@ -659,7 +659,9 @@ int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint6
     if (!tree) {
         return IB_CLOSED;
     }
-    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID : iova_tree_insert(tree, &map);
+    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
+             : !ib_memory_room(0) ? IOVA_ERR_OOM
+                                  : iova_tree_insert(tree, &map);
     ib_guard_leave(&t->guard, rc == IOVA_OK);
     return rc;
 }
@@ -717,10 +719,11 @@ int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, ui
     if (!tree) {
         return IB_CLOSED;
     }
-    int rc = perm > IOMMU_RW ? IOVA_ERR_INVALID
-                             : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last, align,
-                                                        top_down ? IOVA_ALLOC_LAST
-                                                                 : IOVA_ALLOC_FIRST);
+    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
+             : !ib_memory_room(0) ? IOVA_ERR_OOM
+                                  : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last,
+                                                             align, top_down ? IOVA_ALLOC_LAST
+                                                                             : IOVA_ALLOC_FIRST);
     ib_guard_leave(&t->guard, rc == IOVA_OK);
     return rc == IOVA_OK ? key_answer(map.iova) : rc;
 }
