@@ -318,16 +318,21 @@ AVL_INLINE IOVARef avl_remove(const IOVAArena *arena, const AvlOps *ops, IOVARef
 /**
  * avl_refresh_path: the element at the end of @path[0..@depth) changed in place without
  * changing its position in the order (a hole grew or shrank): recompute the summaries from it
- * up to the root.  No rotation is needed.  Why no early stop: a best link names an element,
- * and an unchanged name no longer means an unchanged summary once that element's own value
- * changed, so every ancestor must compare again.
+ * up, with no rotation.  Why the stop test differs from avl_retrace()'s: a best link names an
+ * element, and an unchanged name means an unchanged summary only while the element named is
+ * not the one whose value changed; above a subtree whose summary is unchanged and whose best
+ * is another element, nothing can change.
  */
 AVL_INLINE void avl_refresh_path(const IOVAArena *arena, const AvlOps *ops,
                                  const IOVARef *path, int depth)
 {
     avl_view(arena, ops);
+    IOVARef changed = depth > 0 ? path[depth - 1] : IOVA_REF_NONE;
     for (int i = depth - 1; i >= 0; i--) {
-        avl_update(arena, ops, path[i]);
+        if (!avl_update(arena, ops, path[i]) && i < depth - 1 &&
+            avl_best(arena, ops, path[i]) != changed) {
+            return;
+        }
     }
 }
 
