@@ -1007,7 +1007,7 @@ static void holes_warm(IOVATree *tree)
         die("alloc (warm-up)", rc);
     }
     DMAMap gone = { .iova = m.iova, .size = MAP_SIZE };
-    sink += iova_tree_remove(tree, gone);
+    sink += iova_tree_remove_count(tree, gone);
 }
 
 /* Allocations alone: batches of b->batch, each removed afterwards outside the clock. */
