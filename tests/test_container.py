@@ -368,3 +368,56 @@ def test_mypy_strict_refuses_a_misuse(tmp_path: Path) -> None:
     assert 'user_script.py:4: error: Argument 1 to "find" of "IOVATree" has incompatible type' \
         in result.stdout or "user_script.py:4: error: Argument 1" in result.stdout, result.stdout
     assert "user_script.py:5: error" in result.stdout, result.stdout
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def test_copies_and_range_queries_while_another_thread_changes_the_tree() -> None:
+    """Each copy and each range answer is one consistent look: copy_into takes the original's
+    lock, then the new tree's (no other thread can hold that one: no deadlock)."""
+    import threading
+
+    native = pytest.importorskip("iova_native.native")
+    t = native.IOVATree([DMAMap(i * PAGE, 0x100000, PAGE - 1, Perm.RW, i % 4) for i in range(64)])
+    v = sample_vhost(native)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            m = DMAMap((64 + i % 64) * PAGE, 0x100000, PAGE - 1, Perm.RW, i % 4)
+            t.insert(m)
+            t.remove(m.iova)
+            v.remove(v.map_alloc(PAGE - 1, 0x200000).iova)
+            i += 1
+
+    def read() -> None:
+        try:
+            for _ in range(200):
+                twin = t.copy()
+                twin.check()
+                assert len(twin) in (64, 65)
+                twin.close()
+                assert len(t.find_all(0, TOP)) in (64, 65)
+                hits = t.find_iova_all(0x100000, 0, id=1)
+                assert hits == sorted(hits) and len(hits) in (16, 17)
+                vt = v.copy()
+                vt.check()
+                vt.close()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=churn)
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    writer.start()
+    for r in readers:
+        r.start()
+    for r in readers:
+        r.join()
+    stop.set()
+    writer.join()
+    assert not errors, errors[0]
+    t.check()
+    v.check()
