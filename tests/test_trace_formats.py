@@ -867,6 +867,23 @@ def test_lookups_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["replay", "--no-progress", "--lookups", "100",
                      str(DATA / FILES["log"])]) == 0
 
+
+def test_a_long_line_naming_tracing_mark_write_is_read_in_linear_time(tmp_path: Path) -> None:
+    # ftrace's columns in front of tracing_mark_write: are short; a long line that only looks
+    # like them (garbage text, a log of logs) took time quadratic in its length.
+    path = tmp_path / "long.txt"
+    path.write_text(" a" + " [1] 11111 1" * 200_000 + " tracing_mark_write: x\n"
+                    + render_text("log"))
+    code = ("import sys; from iova_native import trace; "
+            "c = trace.compile_trace(sys.argv[1]); print(c.stats.not_trace, c.stats.modelled)")
+    try:
+        run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                             text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("a 2.4 MB line took minutes") from None
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["3", str(MODELLED)]
+
 if __name__ == "__main__":
     write_samples()
     print(f"wrote {len(FILES)} sample traces to {DATA}")

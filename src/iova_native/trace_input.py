@@ -441,8 +441,12 @@ _SYSLOG = re.compile(
 )
 _FTRACE = re.compile(
     # The stamp has no fraction with the counter, x86-tsc or perf trace clocks.
-    r"[ \t]*\S.*?\[\d+\][ \t].*?\d+(?:\.\d+)?:[ \t]+(?:\w+:[ \t]+)?tracing_mark_write:[ \t]*"
+    r"[ \t]*\S.*?\[\d+\][ \t].*?\d+(?:\.\d+)?:[ \t]+(?:\w+:[ \t]+)?tracing_mark_write:"
 )
+_FTRACE_MARK = "tracing_mark_write:"
+# How far into a line the mark may be: ftrace's columns before it (task-pid, tgid, CPU, flags,
+# time, trace-cmd's "print:") take about 100 characters.
+_FTRACE_COLUMNS = 256
 # Where ftrace's ring buffer overflowed, trace_pipe says how many events it lost.
 _FTRACE_LOST = re.compile(r"CPU:\d+ \[LOST (\d+) EVENTS?\]")
 # simpletrace.py prints the simple file's dropped record as Dropped_Event(num_events_dropped).
@@ -454,10 +458,15 @@ _SIMPLETRACE = re.compile(r"(-?\d+\.\d{3})(?:[ \t]+pid=\d+)?(?=[ \t]|$)")
 
 def _prefix(text: str) -> tuple[str, int]:
     """The format a line's prefix tells, and where the event name starts."""
-    if "tracing_mark_write:" in text:
-        match = _FTRACE.match(text)
+    mark = text.find(_FTRACE_MARK, 0, _FTRACE_COLUMNS + len(_FTRACE_MARK))
+    if mark >= 0:
+        # Matched up to the mark only: on a long line the lazy columns would backtrack.
+        match = _FTRACE.match(text, 0, mark + len(_FTRACE_MARK))
         if match:
-            return "ftrace", match.end()
+            end = match.end()
+            while text[end:end + 1] in (" ", "\t"):
+                end += 1
+            return "ftrace", end
     if text[:1].isdigit() or text[:1].isupper():
         match = _SYSLOG.match(text)
         if match:
