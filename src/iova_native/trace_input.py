@@ -437,7 +437,7 @@ _CONTEXT = re.compile(
 # without [pid] must say "qemu", so that "vdpa: 0x1" in a log-iso line is no ident.
 _SYSLOG = re.compile(
     rf"(?:[A-Z][a-z][a-z][ \t]+\d\d?[ \t]+\d\d:\d\d:\d\d(?:\.\d+)?|{_ISO})[ \t]+\S+[ \t]+"
-    r"(?:[^\s:\[\]]*qemu[^\s:\[\]]*(?:\[\d+\])?|[^\s:\[\]]+\[\d+\]):[ \t]+"
+    r"(?P<ident>[^\s:\[\]]+)(?P<pid>\[\d+\])?:[ \t]+"
 )
 _FTRACE = re.compile(
     # The stamp has no fraction with the counter, x86-tsc or perf trace clocks.
@@ -469,7 +469,7 @@ def _prefix(text: str) -> tuple[str, int]:
             return "ftrace", end
     if text[:1].isdigit() or text[:1].isupper():
         match = _SYSLOG.match(text)
-        if match:
+        if match and (match.group("pid") or "qemu" in match.group("ident")):
             return "syslog", match.end()
     if text[:1].isdigit():
         match = _LOG_PID.match(text)
