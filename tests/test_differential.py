@@ -600,3 +600,62 @@ def test_native_agrees_on_one_shot_iterators_and_non_integers() -> None:
     assert tree.to_translated_many(iter([0x1000, 0x1FFF])) == array("Q", [0x5000, 0x5FFF])
     tree.check()
     tree.close()
+
+
+# --------------------------------------------------------------------------- issue 15, 8
+
+
+class Index149IOVATree(reference.IOVATree):
+    """``to_translated_many`` answers one too high at index 149, however long the batch."""
+
+    def to_translated_many(self, iovas: Any, missing: int | None = None) -> array:
+        out = super().to_translated_many(iovas, missing)
+        if len(out) > 149:
+            out[149] += 1
+        return out
+
+
+class OneAddressIOVATree(reference.IOVATree):
+    """``to_translated_many`` misanswers one address, wherever it stands."""
+
+    def to_translated_many(self, iovas: Any, missing: int | None = None) -> array:
+        values = list(iovas)
+        out = super().to_translated_many(values, missing)
+        for i, v in enumerate(values):
+            if v == 0x1ABC:
+                out[i] ^= 1
+        return out
+
+
+BIG = 200_000
+
+
+@pytest.mark.parametrize("container", [list, lambda xs: array("Q", xs), iter])
+def test_batch_reproducer_is_cut_to_the_divergence(container: Any) -> None:
+    """A divergence at index 149 of a 200k-address batch: the reproducer keeps at most 150
+    addresses, and the message stays small (issue 15: it was 3.2 MB and 6.4 MB)."""
+    tree = differential.IOVATree(left=Index149IOVATree, right=reference.IOVATree)
+    tree.insert(DMAMap(0, 0x10_0000, 0xFFFF))
+    addrs = [i % 0x10000 for i in range(BIG)]
+    with pytest.raises(DivergenceError) as caught:
+        tree.to_translated_many(container(addrs))
+    err = caught.value
+    assert len(err.reproducer) < 10_000, len(err.reproducer)
+    assert len(str(err)) < 20_000, len(str(err))
+    assert f"cut from {BIG:,} to 150 addresses" in str(err)
+    planted, ref = run_reproducer(err.reproducer, Index149IOVATree(), reference.IOVATree())
+    assert not same_outcome(planted, ref)
+
+
+def test_batch_reproducer_keeps_the_address_and_neighbours() -> None:
+    tree = differential.IOVATree(left=OneAddressIOVATree, right=reference.IOVATree)
+    tree.insert(DMAMap(0, 0x10_0000, 0xFFFF))
+    addrs = [i % 0x10000 for i in range(BIG)]
+    with pytest.raises(DivergenceError) as caught:
+        tree.to_translated_many(addrs)
+    err = caught.value
+    # 0x1abc stands at three places: each with two neighbours either side
+    assert "cut from 200,000 to 15 addresses" in str(err), str(err)[-3000:]
+    assert "0x1abc" in err.reproducer
+    planted, ref = run_reproducer(err.reproducer, OneAddressIOVATree(), reference.IOVATree())
+    assert not same_outcome(planted, ref)

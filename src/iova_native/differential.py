@@ -25,6 +25,13 @@ would.  When they do not, it raises :class:`iova_native.DivergenceError` with
   (caught and returned, not raised, so that the outcomes of two classes can be compared).  Earlier
   operations that raise (on both sides alike) are wrapped in ``try``/``except``.
 
+When the divergent call is a batch form with more than :data:`BATCH_SHRINK_TO` addresses, its
+batch is cut too: to the addresses where the answers part (or that an error names) with two
+neighbours each, else to the batch up to the last of them, else to its first
+:data:`BATCH_SHRINK_TO`, else to whichever half still diverges, each candidate verified by a
+replay; the container keeps its kind (a one-shot iterator stays one).  The message shows at most
+:data:`MESSAGE_CAP` characters of the call and of the reproducer (``.reproducer`` is whole).
+
 Shrinking is bounded by ``shrink_timeout`` seconds (constructor keyword; default
 :data:`SHRINK_TIMEOUT`); the message says when it stopped early, and the reproducer is then the
 smallest one found so far (still verified to diverge).
@@ -58,6 +65,8 @@ from ._types import MAX_U64, DivergenceError, DMAMap, Perm
 from .api import Segment, U64Input
 
 __all__ = [
+    "BATCH_SHRINK_TO",
+    "MESSAGE_CAP",
     "SHRINK_TIMEOUT",
     "GPATree",
     "IOVATree",
@@ -70,6 +79,10 @@ _D = TypeVar("_D", bound="_Differential")
 
 #: Seconds that shrinking a divergence may take, unless the constructor says otherwise.
 SHRINK_TIMEOUT: float = 10.0
+#: A batch argument of the divergent call longer than this is cut down in the reproducer.
+BATCH_SHRINK_TO = 150
+#: Characters of the call and of the reproducer that a DivergenceError's message shows.
+MESSAGE_CAP = 4000
 
 # --------------------------------------------------------------------------- operations
 
@@ -826,6 +839,13 @@ class _Differential:
                 if n >= len(prefix):
                     break  # 1-minimal: removing any single call loses the divergence
                 n = min(len(prefix), 2 * n)
+        batch_note = ""
+        if not timed_out:
+            shrunk = _shrink_batch(best, attempt)
+            if shrunk is not None:
+                sizes = [len(_batch_values(r.ops[-1].args[0]) or ()) for r in (best, shrunk)]
+                batch_note = f"; its batch cut from {sizes[0]:,} to {sizes[1]:,} addresses"
+                best = shrunk
         elapsed = time.monotonic() - start
         if timed_out:
             note = (
@@ -834,7 +854,8 @@ class _Differential:
             )
         else:
             note = (
-                f"{len(ops)} calls shrunk to {len(best.ops)} in {elapsed:.2f} s ({replays} replays)"
+                f"{len(ops)} calls shrunk to {len(best.ops)}{batch_note} in {elapsed:.2f} s "
+                f"({replays} replays)"
             )
         return best, note
 
@@ -885,7 +906,7 @@ class _Differential:
     def _diverged(self, op: Operation, lo: Any, ro: Any) -> None:
         found, note = self._shrink(list(self._log), lo, ro)
         reproducer = self._reproducer(found, lo)
-        operation = op.render()
+        operation = _capped(op.render(), "the call")
         message = "\n".join(
             [
                 f"left and right disagree on {operation}",
@@ -894,7 +915,7 @@ class _Differential:
                 f"constructor: {self.constructor()}",
                 f"after {len(self._log)} calls; {note}",
                 "reproducer:",
-                reproducer,
+                _capped(reproducer, "the reproducer (whole in .reproducer)"),
             ]
         )
         raise DivergenceError(message, operation, _public(lo), _public(ro), reproducer)
@@ -945,6 +966,115 @@ def _rebuild(cls: Any, state: tuple[Any, ...]) -> Any:
     tree.shrink_timeout, tree._log, tree.left, tree.right = shrink_timeout, log, left, right
     tree._equality_state()  # the two sides saved must still agree
     return tree
+
+
+def _capped(text: str, what: str) -> str:
+    if len(text) <= MESSAGE_CAP:
+        return text
+    return f"{text[:MESSAGE_CAP]} ... [{what}: {len(text):,} characters, cut]"
+
+
+# --------------------------------------------------------------------------- batch shrinking
+
+
+def _batch_values(value: Any) -> list[Any] | None:
+    """The elements of a recorded batch argument, or None when it is no batch to cut."""
+    if type(value) is _OneShot:
+        return list(value.values)
+    if type(value) in (list, tuple):
+        return list(value)
+    if isinstance(value, (array, memoryview)) or type(value).__module__ == "numpy":
+        if getattr(value, "ndim", 1) == 1 and hasattr(value, "tolist"):
+            try:
+                return list(value.tolist())
+            except (TypeError, ValueError, NotImplementedError):
+                return None
+    return None
+
+
+def _rebuilt(value: Any, items: list[Any]) -> Any:
+    """``items`` in the same kind of container as the batch argument ``value``."""
+    if type(value) is _OneShot:
+        return _OneShot(iter(items))
+    if type(value) is tuple:
+        return tuple(items)
+    if isinstance(value, array):
+        return array(value.typecode, items)
+    if isinstance(value, memoryview):
+        return memoryview(array(value.format.lstrip("@=<"), items))
+    if type(value).__module__ == "numpy":
+        import numpy
+
+        return numpy.asarray(items, dtype=value.dtype)
+    return items
+
+
+def _as_ints(outcome: Any) -> list[int] | None:
+    if type(outcome) is _Raised or not hasattr(outcome, "tolist"):
+        return None
+    try:
+        return [int(x) for x in outcome.tolist()]
+    except (TypeError, ValueError):
+        return None
+
+
+def _focus(values: list[Any], lo: Any, ro: Any) -> list[int]:
+    """Indices of the batch where the sides part: answers that differ, and the addresses that
+    an error names."""
+    a, b = _as_ints(lo), _as_ints(ro)
+    found: list[int] = []
+    if a is not None and b is not None and len(a) == len(b):
+        found = [i for i, (x, y) in enumerate(zip(a, b)) if x != y][:20]
+    for outcome in (lo, ro):
+        address = getattr(outcome.exc, "address", None) if type(outcome) is _Raised else None
+        if type(address) is int:
+            found += [i for i, v in enumerate(values) if v == address][:5]
+    return sorted(set(found))
+
+
+def _batch_candidates(values: list[Any], lo: Any, ro: Any) -> Iterator[list[Any]]:
+    """Shorter batches to try, smallest first: the elements where the sides part with two
+    neighbours each; the batch up to the last of them (a fault tied to a position); the first
+    BATCH_SHRINK_TO addresses."""
+    focus = _focus(values, lo, ro)
+    if focus:
+        near = sorted({j for i in focus for j in range(i - 2, i + 3) if 0 <= j < len(values)})
+        yield [values[j] for j in near][:BATCH_SHRINK_TO]
+        if focus[-1] < BATCH_SHRINK_TO:
+            yield values[: focus[-1] + 1]
+    yield values[:BATCH_SHRINK_TO]
+
+
+def _shrink_batch(found: _Replay, attempt: Any) -> _Replay | None:
+    """``found`` with the batch argument of its last call cut to at most BATCH_SHRINK_TO
+    addresses where a replay still diverges; None when it is short already or nothing
+    shorter diverges.  Candidates are tried as they come, then halves, while one diverges."""
+    op = found.ops[-1]
+    values = _batch_values(op.args[0]) if op.args else None
+    if values is None or len(values) <= BATCH_SHRINK_TO:
+        return None
+    lo = found.outcomes[-1] if found.outcomes else None
+
+    def replay(items: list[Any]) -> _Replay | None:
+        shorter = op._replace(args=(_rebuilt(op.args[0], items), *op.args[1:]))
+        result: _Replay | None = attempt([*found.ops[:-1], shorter])
+        return result
+
+    for items in _batch_candidates(values, lo, found.right):
+        result = replay(items)
+        if result is not None:
+            return result
+    best: _Replay | None = None
+    while len(values) > BATCH_SHRINK_TO:  # no luck: keep whichever half still diverges
+        half = len(values) // 2
+        for items in (values[:half], values[half:]):
+            result = replay(items)
+            if result is not None:
+                best, values = result, items
+                break
+        else:
+            break
+    return best
 
 
 def _construct(cls: Any, args: tuple[Any, ...]) -> Any:
