@@ -446,9 +446,11 @@ def bad_values(kind: str = "u64") -> st.SearchStrategy[Any]:
     if kind != "batch":
         return fixed
     # One-shot iterators, built afresh for every draw: the first or the last value is bad.
-    one_shot = st.sampled_from(([-1, 0x1000], [0x1000, 0x1001, -1], [0x1000, Fraction(1)]))
+    one_shot: st.SearchStrategy[list[Any]] = st.sampled_from(
+        ([-1, 0x1000], [0x1000, 0x1001, -1], [0x1000, Fraction(1)])
+    )
     two_d = st.builds(lambda: memoryview(array("Q", [0x1000] * 4)).cast("B").cast("Q", [2, 2]))
-    return st.one_of(fixed, one_shot.map(iter), two_d)
+    return st.one_of(fixed, one_shot.map(lambda values: iter(values)), two_d)
 
 
 # One valid call per method and the kind of each argument; a bad-input rule spoils one or two
