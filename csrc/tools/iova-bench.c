@@ -1725,8 +1725,10 @@ static void bench_vs_qemu(const Options *o)
     static const RatioSpec ratios[] = {
         { "insert, project / QEMU", "insert", "insert (QEMU)" },
         { "remove, project / QEMU", "remove", "remove (QEMU)" },
-        { "insert after an alloc, project / QEMU", "insert, after an alloc", "insert (QEMU)" },
-        { "remove after an alloc, project / QEMU", "remove, after an alloc", "remove (QEMU)" },
+        { "insert after an alloc, project / QEMU", "insert, after an alloc",
+          "insert, after an alloc (QEMU)" },
+        { "remove after an alloc, project / QEMU", "remove, after an alloc",
+          "remove, after an alloc (QEMU)" },
         { "alloc first fit, project / QEMU", "alloc, first fit", "alloc, first fit (QEMU)" },
         { "find, project / QEMU", "find", "find (QEMU)" },
         { "find_iova, project / QEMU", "find_iova (with id)", "find_iova (with id) (QEMU)" },
