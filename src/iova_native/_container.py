@@ -58,6 +58,9 @@ class Container:
     def __eq__(self, other: object) -> bool:
         if not same_kind(self, other):
             return NotImplemented
+        if other is self:  # two looks at one tree could differ if another thread changes it
+            len(self)  # a closed tree raises ValueError
+            return True
         return bool(self._equality_state() == other._equality_state())  # type: ignore[attr-defined]
 
     def copy(self: _C) -> _C:

@@ -857,9 +857,20 @@ class VhostIOVATree(_Native, Container):
         self._iova_last = last
 
     def _equality_state(self) -> tuple[int, int, list[DMAMap], list[DMAMap], list[DMAMap]]:
-        allocated = self.allocated()  # first: a closed tree raises before the others
-        return (self._iova_first, self._iova_last, allocated, self.host_maps(),
-                self.gpa_maps())
+        # Three listings are three looks: another thread changing the tree between them would
+        # give a state no tree ever had (a pickle that cannot load, a tree unequal to itself).
+        before = self._change_count()  # first: a closed tree raises before the listings
+        state = (self._iova_first, self._iova_last, self.allocated(), self.host_maps(),
+                 self.gpa_maps())
+        if self._change_count() == before:
+            return state
+        # It changed meanwhile: list a private copy, taken in one C call under the lock (a
+        # retry loop could be starved by a writer that never pauses).
+        twin = self.copy()
+        try:
+            return twin._equality_state()
+        finally:
+            twin.close()
 
     def copy(self) -> VhostIOVATree:
         """An independent tree with the same allocations and maps, copied in C in one call."""
