@@ -341,6 +341,16 @@ count: str = len(iova_native.VhostIOVATree(0, 1 << 32))
 """
 
 
+MISSPELT_SCRIPT = """\
+import iova_native
+import iova_native.differential
+from iova_native import IOVATre
+
+tree = iova_native.IOVATre()
+count: str = iova_native.differential.GPATree().copy()
+"""
+
+
 def run_mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("mypy")
     script = tmp_path / "user_script.py"
@@ -477,3 +487,12 @@ def test_native_vhost_state_is_one_look_while_another_thread_changes_it(
     _changing_between_looks(v, lambda: v.remove(v.host_maps()[0].iova), "host_maps", monkeypatch)
     state = v._equality_state()
     assert state == v._equality_state() and len(state[2]) == 3
+
+
+def test_mypy_strict_refuses_names_the_package_lacks(tmp_path: Path) -> None:
+    """The package's lazy ``__getattr__`` is hidden from mypy: to it, any name would be ``Any``
+    (a misspelt class type-checked); and a differential ``copy()`` is its own class."""
+    result = run_mypy(tmp_path, MISSPELT_SCRIPT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    for line in (3, 5, 6):
+        assert f"user_script.py:{line}: error" in result.stdout, result.stdout

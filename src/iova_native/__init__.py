@@ -55,15 +55,18 @@ if TYPE_CHECKING:
     # What type checkers see: the native classes themselves (at run time they are imported on
     # first use, below), so ``iova_native.IOVATree`` is checked exactly, not as ``Any``.
     from .native import GPATree, IOVATree, VhostIOVATree
+else:
+    # Hidden from type checkers: a module-level ``__getattr__`` would make every name of the
+    # package ``Any`` to them, a misspelt ``iova_native.IOVATre`` and ``from iova_native
+    # import Nope`` included.
 
+    def __getattr__(name: str) -> Any:
+        # Imported on first use so that ``iova_native.reference`` works even where the C
+        # extension could not be built (it is the only module that needs it).
+        if name in _NATIVE_NAMES:
+            from . import native
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use so that ``iova_native.reference`` works even where the C
-    # extension could not be built (it is the only module that needs it).
-    if name in _NATIVE_NAMES:
-        from . import native
-
-        value = getattr(native, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'iova_native' has no attribute {name!r}")
+            value = getattr(native, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'iova_native' has no attribute {name!r}")

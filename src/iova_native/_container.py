@@ -50,6 +50,7 @@ class Container:
 
     if TYPE_CHECKING:
 
+        def __len__(self) -> int: ...
         def _equality_state(self) -> Any: ...
 
         @classmethod

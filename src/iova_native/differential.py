@@ -678,16 +678,16 @@ class _Differential:
         """Whether a stored map equals ``item`` in all five fields."""
         return bool(self._call("__contains__", (item,)))
 
-    def copy(self) -> Any:
+    def copy(self: _D) -> _D:
         """An independent differential tree: each side copied by its own backend, the call log
         carried over (the copy's reproducers start from the same fresh tree)."""
         left, right = self._run_both(Operation("copy"), (), {})
         return self._twin(left, right, list(self._log))
 
-    def __copy__(self) -> Any:
+    def __copy__(self: _D) -> _D:
         return self.copy()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+    def __deepcopy__(self: _D, memo: dict[int, Any]) -> _D:
         return self.copy()
 
     def __reduce__(self) -> tuple[Any, ...]:
