@@ -248,6 +248,73 @@ def test_a_program_without_qemu_builds_on_the_headers_alone(tmp_path: Path,
     assert run(binary).split() == ["0", "1", f"{int(page):x}"]
 
 
+def test_the_headers_compile_and_link_as_cplusplus(tmp_path: Path,
+                                                   project_library: Path) -> None:
+    """A C++ translation unit (a test harness, a fuzzer) includes both headers and links the
+    library: the declarations have C linkage and the layout check is one C++ accepts."""
+    source = tmp_path / "from-cxx.cc"
+    source.write_text(
+        '#include <cstdio>\n#include "qemu/iova-tree.h"\n'
+        '#include "hw/virtio/vhost-iova-tree.h"\n'
+        "int main()\n{\n"
+        "    IOVATree *tree = iova_tree_new();\n"
+        "    DMAMap map = { 0, 0x7f00, 0xfff, 5, IOMMU_RW };\n"
+        "    int rc = iova_tree_alloc_map(tree, &map, 0x1000, HWADDR_MAX - 1);\n"
+        "    const DMAMap *hit = iova_tree_find_iova(tree, &map);\n"
+        "    VhostIOVATree *vhost = vhost_iova_tree_new(0, 0xffffff);\n"
+        '    std::printf("%d %d %zu\\n", rc, hit && hit->iova == 0x1000, sizeof(DMAMap));\n'
+        "    vhost_iova_tree_delete(vhost);\n"
+        "    iova_tree_destroy(tree);\n"
+        "    return 0;\n}\n")
+    binary = tmp_path / "from-cxx"
+    cmd = [tool("c++"), "-std=c++11", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE}", "-o",
+           str(binary), str(source), *glib_flags(), *link_project(project_library)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{shlex.join(cmd)}\n{result.stderr}"
+    assert run(binary).split() == ["0", "1", "36"]
+
+
+UNPERMITTED_ALLOC = r"""
+#include "qemu/osdep.h"
+#include "qemu/iova-tree.h"
+
+/* An IOMMU_NONE map allocated with and without room, in a 36-byte box between canaries. */
+int main(void)
+{
+    IOVATree *tree = iova_tree_new();
+    DMAMap low = { .iova = 0, .translated_addr = 0, .size = 0xffff, .perm = IOMMU_RW };
+    hwaddr lasts[2] = { 0xffff, HWADDR_MAX - 1 };
+
+    iova_tree_insert(tree, &low);
+    for (int i = 0; i < 2; i++) {
+        struct { uint64_t before; DMAMap map; uint64_t after; } QEMU_PACKED box;
+        memset(&box, 0xa5, sizeof(box));
+        box.map = (DMAMap){ .iova = 0x77, .translated_addr = 0x5000, .size = 0xfff, .id = 2,
+                            .perm = IOMMU_NONE };
+        int rc = iova_tree_alloc_map(tree, &box.map, 0, lasts[i]);
+        printf("rc %d iova %" PRIx64 " canaries %d\n", rc, box.map.iova,
+               box.before == 0xa5a5a5a5a5a5a5a5ULL && box.after == 0xa5a5a5a5a5a5a5a5ULL);
+    }
+    iova_tree_destroy(tree);
+    return 0;
+}
+"""
+
+
+def test_alloc_of_an_unpermitted_map_is_refused_first_and_writes_nothing(
+        tmp_path: Path, qemu: Path, seeded_qemu: Path, project_library: Path) -> None:
+    """Deviation 10 in C: the project refuses an IOMMU_NONE map with IOVA_ERR_INVALID before
+    any search and leaves the map as it was; QEMU's tree answers IOVA_ERR_NOMEM without room
+    and, with room, writes the hole into map->iova before refusing."""
+    source = tmp_path / "unpermitted-alloc.c"
+    source.write_text(UNPERMITTED_ALLOC)
+    ours = build_on_project(tmp_path, "unpermitted-ours", [source], project_library,
+                            [qemu / "shim"])
+    theirs = build_on_qemu(tmp_path, "unpermitted-qemu", [source], seeded_qemu, qemu)
+    assert run(ours).splitlines() == ["rc -1 iova 77 canaries 1"] * 2
+    assert run(theirs).splitlines() == ["rc -3 iova 77 canaries 1", "rc -1 iova 10000 canaries 1"]
+
+
 # ------------------------------------------------------------------ the installed package
 
 

@@ -196,3 +196,17 @@ def test_7_alloc_looks_past_a_map_straddling_iova_begin(IOVATree):
         t.alloc(0, iova_begin=0x1800, iova_last=0x6FFF)
     assert [m.iova for m in t] == [0x1000, 0x3000, 0x4000, 0x5000, 0x5800, 0x6000]
     t.check()
+
+
+def test_10_alloc_of_a_map_without_permission_is_invalid_before_any_search(IOVATree):
+    """10. `alloc` of a map with `Perm.NONE` raises `InvalidMapError` whether or not a hole
+    fits, and (in C) leaves the caller's map untouched. QEMU looks for the hole first: it
+    answers `IOVA_ERR_NOMEM` when none fits, and otherwise writes the hole's address into
+    `map->iova` before its insert refuses the map with `IOVA_ERR_INVALID`."""
+    t = IOVATree()
+    t.insert(DMAMap(0, 0, 0xFFFF))
+    for iova_last in (0xFFFF, MAX_U64 - 1):  # no hole fits; a hole fits
+        with pytest.raises(InvalidMapError):
+            t.alloc(0xFFF, perm=Perm.NONE, iova_last=iova_last)
+    assert t.maps() == [DMAMap(0, 0, 0xFFFF)]
+    t.check()

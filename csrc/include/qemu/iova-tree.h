@@ -67,6 +67,11 @@ typedef enum {
 #define QEMU_PACKED __attribute__((packed))
 #endif
 
+/* C linkage for a C++ includer (a test harness, a fuzzer); QEMU itself is C. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define IOVA_OK (0)
 #define IOVA_ERR_INVALID (-1) /* invalid map: wraps, IOMMU_NONE, bad parameters */
 #define IOVA_ERR_OVERLAP (-2) /* the map overlaps a stored one */
@@ -90,7 +95,11 @@ typedef struct DMAMap {
     IOMMUAccessFlags perm;
 } QEMU_PACKED DMAMap;
 
+#ifdef __cplusplus
+static_assert(sizeof(DMAMap) == 36, "DMAMap is QEMU's packed 36-byte struct");
+#else
 _Static_assert(sizeof(DMAMap) == 36, "DMAMap is QEMU's packed 36-byte struct");
+#endif
 
 /* QEMU's: return TRUE to stop the walk. */
 typedef gboolean (*iova_tree_iterator)(DMAMap *map);
@@ -311,5 +320,9 @@ int iova_tree_check(const IOVATree *tree, char *err, size_t errlen);
  * iova_tree_destroy: free the tree and every map in it.
  */
 void iova_tree_destroy(IOVATree *tree);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* IOVA_TREE_H */

@@ -17,6 +17,10 @@
 
 #include "../../qemu/iova-tree.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct VhostIOVATree VhostIOVATree;
 
 /**
@@ -150,5 +154,9 @@ void vhost_iova_tree_clear(VhostIOVATree *tree);
  * Returns 0, or -1 with a message in @err.
  */
 int vhost_iova_tree_check(const VhostIOVATree *tree, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* HW_VIRTIO_VHOST_IOVA_TREE_H */
