@@ -147,6 +147,30 @@ def test_qemu_vhost_iova_tree_on_the_project_tree_answers_as_on_qemus(
     assert expected.count("\n") > 50_000
 
 
+def test_qemus_tree_api_answers_as_qemus_own_tree(tmp_path: Path, qemu: Path,
+                                                 seeded_qemu: Path,
+                                                 project_library: Path) -> None:
+    """QEMU's iova_tree_* and gpa_tree_* calls, made directly by tests/c/tree-workload.c
+    (overlapping and invalid inserts, sized look-ups, id-matched reverse look-ups, removals over
+    several maps, allocations in windows that fill, iova_begin > iova_last), print the same
+    transcript on the project's library as on QEMU's util/iova-tree.c with the seed patch,
+    apart from the deviations the program keeps away from (its header says how).  Only
+    map->iova of a caller's DMAMap is ever written, and found maps memcmp() equal."""
+    sources = [C_TESTS / "tree-workload.c"]
+    ours = build_on_project(tmp_path, "tree-ours", sources, project_library, [qemu / "shim"])
+    theirs = build_on_qemu(tmp_path, "tree-qemu", sources, seeded_qemu, qemu)
+    for seed, universe in (("1", "0x1000"), ("2", "0x10000"), ("3", "0x10000000000")):
+        expected = run(theirs, "20000", seed, universe)
+        got = run(ours, "20000", seed, universe)
+        assert got == expected, first_difference(got, expected)
+        for outcome in ("-> 0", "-> -1", "-> -2", "one-of-them=1", "find_iova", "gone=1"):
+            assert outcome in expected, outcome
+        if universe == "0x1000":
+            assert "-> -3" in expected
+        for wrong in ("lost", "untouched=0", "found-equal=0", "one-of-them=0", "gone=0"):
+            assert wrong not in got, wrong
+
+
 def test_the_project_vhost_iova_tree_answers_as_qemus_for_careful_callers(
         tmp_path: Path, qemu: Path, seeded_qemu: Path, project_library: Path) -> None:
     """The project's own VhostIOVATree through QEMU's prototypes, against QEMU's, for a caller
