@@ -523,42 +523,38 @@ class _Tree(_Native, TreeContainer):
 
     def _remove_key(self, iova: int, size: int = 0) -> int:
         """Remove every map overlapping ``[iova, iova + size]``; return how many."""
-        n = _ERR_INVALID
-        if type(iova) is int and type(size) is int:  # only exact ints go straight to C
-            n = self._remove_cached(iova, size)
-            if n >= 0:
-                return n
-        if n == _ERR_INVALID:
+        if type(iova) is not int or type(size) is not int:  # only exact ints go to C
             self._check_open()
-            n = self._remove_cached(*T.check_range(iova, size, self._key_name))
-            if n >= 0:
-                return n
-        self._fail(n)
-
-    def _remove_cached(self, key: int, size: int) -> int:
-        """The removal, dropping the cache entries of the maps it removes: under ``_lock``,
-        so that no fill caches a map this removal takes away."""
+            iova, size = T.check_range(iova, size, self._key_name)
+        # Under the lock, so that no fill caches a map this removal takes away; look-ups
+        # meanwhile stop trusting the cache (see the class's comment).
         with self._lock:
             self._seq = None
             try:
                 cache = self._cache
                 if not cache:  # nothing to drop: C need not say which maps went
-                    return _ib_remove_keys(self._h, key, size, ffi.NULL, 0)
-                keys = self._removed
-                n = _ib_remove_keys(self._h, key, size, keys, _REMOVED_INLINE)
-                if n > _REMOVED_INLINE:  # nothing removed yet: ask again with room for all
-                    keys = ffi.new("uint64_t[]", n)
-                    n = _ib_remove_keys(self._h, key, size, keys, n)
-                if n == 1:
-                    cache.pop(keys[0], None)
+                    n = _ib_remove_keys(self._h, iova, size, ffi.NULL, 0)
                 else:
-                    for i in range(n):
-                        cache.pop(keys[i], None)
-                return n
+                    keys = self._removed
+                    n = _ib_remove_keys(self._h, iova, size, keys, _REMOVED_INLINE)
+                    if n > _REMOVED_INLINE:  # nothing removed yet: again, with room for all
+                        keys = ffi.new("uint64_t[]", n)
+                        n = _ib_remove_keys(self._h, iova, size, keys, n)
+                    if n == 1:
+                        cache.pop(keys[0], None)
+                    else:
+                        for i in range(n):
+                            cache.pop(keys[i], None)
             except OverflowError:
-                return _ERR_INVALID
+                n = _ERR_INVALID
             finally:
                 self._seq = next(_SEQ)
+        if n >= 0:
+            return n
+        if n == _ERR_INVALID:  # out of range, or a wrapping range: the checks name it
+            self._check_open()
+            T.check_range(iova, size, self._key_name)
+        self._fail(n)
 
     def clear(self) -> None:
         """Remove every map."""
@@ -624,22 +620,21 @@ class _Tree(_Native, TreeContainer):
             seq = self._seq
             try:
                 r = _ib_find_at(self._h, iova) if size is _ZERO else (
-                    _ib_find_key(self._h, iova, size) if type(size) is int else None)
+                    _ib_find_key(self._h, iova, size) if type(size) is int else _ERR_INVALID)
             except OverflowError:
-                r = None
-            if r is not None:
-                if r >= 0:
-                    try:
-                        m = self._cache[r]
-                    except KeyError:
-                        pass
-                    else:
-                        if self._seq is seq and seq is not None:
-                            return m
-                elif r == _NONE:
-                    return None
-                if r != _ERR_INVALID:
-                    return self._cached(r, seq, _ib_find, (iova, size))
+                r = _ERR_INVALID
+            if r >= 0:
+                try:
+                    m = self._cache[r]
+                except KeyError:
+                    pass
+                else:
+                    if self._seq is seq and seq is not None:
+                        return m
+            elif r == _NONE:
+                return None
+            if r != _ERR_INVALID:
+                return self._cached(r, seq, _ib_find, (iova, size))
         self._check_open()
         return self._find_locked(_ib_find, T.check_range(iova, size, self._key_name))
 
