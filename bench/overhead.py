@@ -29,7 +29,7 @@ SEED = 18
 NEEDLES = 4096
 
 Op = Callable[[int], int]
-RSS_MIN_MAPS = 100_000  # below this, a tree's RSS is lost in the allocators' granularity
+RSS_MIN_MAPS = 100_000  # below this, the interpreter's 1 MiB arenas make the figure coarse
 OPS = ("find", "find_iova", "find_iova, with id", "insert", "remove", "alloc")
 
 
@@ -371,12 +371,12 @@ def ncls_ops(maps: list[DMAMap]) -> tuple[Callable[[int], Any], Callable[[int], 
     return first(by_iova), first(by_hva)
 
 
-# --------------------------------------------------------------------------- memory (RSS)
+# --------------------------------------------------------------------------- memory
 
 
 def rss_probe(backend: str, n: int) -> dict[str, float]:
-    """Bytes per map, RSS, of ``backend`` holding the sparse layout of ``max(n,
-    RSS_MIN_MAPS)`` maps: run in a child."""
+    """Bytes per map, C and Python together, of ``backend`` holding the sparse layout of
+    ``max(n, RSS_MIN_MAPS)`` maps: run in a child."""
     n = max(n, RSS_MIN_MAPS)
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), backend, str(n)],
                          capture_output=True, text=True, check=True,
@@ -385,14 +385,22 @@ def rss_probe(backend: str, n: int) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _python_bytes(cache: dict[int, DMAMap]) -> int:
+    """What native's cache of found maps holds in Python objects: the dict, each DMAMap and
+    its int fields (the key is the map's own key field; Perm values are shared)."""
+    total = sys.getsizeof(cache)
+    for m in cache.values():
+        total += sys.getsizeof(m) + sum(sys.getsizeof(m[i]) for i in (0, 1, 2, 4))
+    return total
 
 
 def rss_child(backend: str, n: int) -> None:
-    """In a fresh interpreter: RSS added by the structure (maps made on the fly, so the
-    structure holds the only reference to its Python objects)."""
+    """In a fresh interpreter: the memory the structure adds, C and Python objects together.
+    Native: glibc's bytes in use (``ib_heap_in_use``) for C, plus the Python objects of its
+    cache; the reference: tracemalloc.  Not the RSS itself: the layout's temporaries are freed
+    before the tree is built and their pages reused, which hides the tree in the RSS."""
+    import tracemalloc
+
     rng = random.Random(SEED + n)
     pages = sorted(rng.sample(range(1, 16 * n + 1), n))
     hvas = rng.sample(range(16 * n), n)
@@ -401,16 +409,25 @@ def rss_child(backend: str, n: int) -> None:
         for i, (p, h) in enumerate(zip(pages, hvas)):
             yield DMAMap(p * PAGE, HVA_BASE + h * PAGE, PAGE - 1, Perm.RW, GPA_BASE + i * PAGE)
 
-    before = _rss()
-    tree: Any = native.IOVATree() if backend == "native" else reference.IOVATree()
-    for m in maps():
-        tree.insert(m)
-    built = _rss()
-    result = {"built": (built - before) / n}
     if backend == "native":
+        heap = lib.ib_heap_in_use()
+        tree = native.IOVATree()
+        for m in maps():
+            tree.insert(m)
+        c_bytes = lib.ib_heap_in_use() - heap
+        result = {"built": (c_bytes + _python_bytes(tree._cache)) / n}
         for p in pages:  # every map found once: each DMAMap cached
             tree.find(p * PAGE)
-        result["found"] = (_rss() - before) / n
+        table = sys.getsizeof(tree._cache)  # from malloc: already in the heap's figure
+        result["found"] = (lib.ib_heap_in_use() - heap + _python_bytes(tree._cache)
+                           - table) / n
+    else:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        ref = reference.IOVATree()
+        for m in maps():
+            ref.insert(m)
+        result = {"built": (tracemalloc.get_traced_memory()[0] - before) / n}
     print(json.dumps(result))
 
 

@@ -940,7 +940,7 @@ def overhead_table(res: Results) -> list[str]:
     for backend in ("native", "native, every map found once", "reference"):
         vals = res.values.get(("rss", "bytes/map", backend), {})
         if vals:
-            lines.append(f"| memory (RSS) | {backend} (bytes/map) | "
+            lines.append(f"| memory (C + Python) | {backend} (bytes/map) | "
                          + " | ".join(fmt_ns(vals.get(n)) for n in sizes) + " |")
     return lines
 
@@ -977,11 +977,11 @@ def overhead_targets(res: Results) -> list[str]:
             [ratio(res.get("overhead", op, "sortedcontainers", n),
                    res.get("overhead", op, "native", n)) for n in sizes],
             lambda v: v > 1, "ratio", "> 1×")
-    row("memory (RSS): reference / native",
+    row("memory (C + Python): reference / native",
         [ratio(res.get("rss", "bytes/map", "reference", n),
                res.get("rss", "bytes/map", "native", n)) for n in sizes],
         lambda v: v >= 1, "ratio", "≥ 1×")
-    row("memory (RSS): reference / native with every map found once",
+    row("memory (C + Python): reference / native with every map found once",
         [ratio(res.get("rss", "bytes/map", "reference", n),
                res.get("rss", "bytes/map", "native, every map found once", n)) for n in sizes],
         lambda v: v >= 1, "ratio", "≥ 1× (not a target: the cache's worst case)")
@@ -1049,10 +1049,11 @@ def report(args: argparse.Namespace, res: Results) -> str:
             "`DMAMap`s already cached (every look-up after a map's first); the first look-up "
             "of a map has its own row.  Peers: `sortedcontainers` (a SortedDict by IOVA and "
             "one by HVA, both updated on insert and remove, searched with bisect) and `ncls` "
-            "(static NCLS64 indexes, look-ups only).  Memory: RSS added per map in a fresh "
-            f"interpreter, C and Python objects together, at max(N, "
-            f"{label(overhead.RSS_MIN_MAPS)}) maps (smaller trees are lost in the allocators' "
-            "granularity).", ""] + overhead_table(res)
+            "(static NCLS64 indexes, look-ups only).  Memory: bytes added per map in a fresh "
+            "interpreter, C and Python objects together (glibc's in-use bytes for C, tracemalloc "
+            "for Python objects; the RSS itself would hide the tree in the pages the layout's "
+            f"freed temporaries leave behind), at max(N, {label(overhead.RSS_MIN_MAPS)}) maps.",
+            ""] + overhead_table(res)
     out += [""] + overhead_targets(res)
     out += ["", "### The ceilings: what no binding could beat", "",
             "intervaltree against the C core called from C is the ratio a binding that cost "

@@ -473,11 +473,10 @@ class _Tree(_Native, TreeContainer):
                 if rc == 0:
                     return None
                 self._fail(rc)
-            key = out[self._kind]
-            m = self._cache.get(key)
+            m = self._cache.get(out[self._kind])
             if m is None:
                 m = _new(DMAMap, (out[0], out[1], out[2], _PERMS[out[3]], out[4]))
-                self._cache[key] = m
+                self._cache[m[self._kind]] = m  # the map's own int as the key: no second one
             return m
 
     # -- updates ------------------------------------------------------------------------
