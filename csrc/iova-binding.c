@@ -250,6 +250,11 @@ IBTree *ib_tree_new(int kind)
         return NULL;
     }
     IOVATree *tree = kind == 1 ? gpa_tree_new() : iova_tree_new();
+    /* Python's IOVATree promises that no alloc walks every map, the first one included. */
+    if (tree && kind != 1 && iova_tree_keep_holes(tree) != IOVA_OK) {
+        iova_tree_destroy(tree);
+        tree = NULL;
+    }
     if (!tree) {
         g_free(t);
         return NULL;
@@ -319,6 +324,17 @@ int64_t ib_tree_len(IBTree *t)
     int64_t n = (int64_t)iova_tree_nnodes(tree);
     ib_guard_leave(&t->guard, FALSE);
     return n;
+}
+
+int ib_tree_has_holes(IBTree *t)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    int kept = t->kind != 1 && iova_tree_has_holes(tree);
+    ib_guard_leave(&t->guard, FALSE);
+    return kept;
 }
 
 int64_t ib_tree_generation(IBTree *t)

@@ -55,6 +55,12 @@ int ib_tree_closed(IBTree *t);
 int ib_tree_clear(IBTree *t);
 /* Number of maps, or IB_CLOSED. */
 int64_t ib_tree_len(IBTree *t);
+
+/**
+ * ib_tree_has_holes: whether the tree's index of free IOVA ranges exists now (always, for an
+ * IOVATree the binding made: no alloc waits on it); 0 for a GPATree, IB_CLOSED when closed.
+ */
+int ib_tree_has_holes(IBTree *t);
 /* Change counter, or IB_CLOSED. */
 int64_t ib_tree_generation(IBTree *t);
 

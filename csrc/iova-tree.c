@@ -28,6 +28,7 @@ struct IOVATree {
     GTree *tree;            /* keys and values: the maps, compared as ranges */
     gboolean by_translated; /* made by gpa_tree_new() */
     gboolean holes_on;      /* the holes exist and are the complement of the maps */
+    gboolean holes_kept;    /* iova_tree_keep_holes(): the holes never wait for an alloc */
     IOVAArena entries;      /* IOVAEntry storage (IOVA-keyed trees) */
     IOVAReverse reverse;    /* IOVA-keyed trees only */
     IOVAHoles holes;        /* IOVA-keyed trees, from their first alloc */
@@ -330,6 +331,23 @@ static int holes_build(IOVATree *tree)
     return rc;
 }
 
+int iova_tree_keep_holes(IOVATree *tree)
+{
+    if (tree->by_translated) {
+        return IOVA_ERR_INVALID;
+    }
+    int rc = tree->holes_on ? IOVA_OK : holes_build(tree);
+    if (rc == IOVA_OK) {
+        tree->holes_kept = TRUE;
+    }
+    return rc;
+}
+
+gboolean iova_tree_has_holes(const IOVATree *tree)
+{
+    return tree->holes_on;
+}
+
 static int alloc_args_valid(const IOVATree *tree, const DMAMap *map, hwaddr iova_begin,
                             hwaddr iova_last, hwaddr align)
 {
@@ -598,6 +616,10 @@ void iova_tree_clear(IOVATree *tree)
     if (tree->holes_on) {
         iova_holes_destroy(&tree->holes);
         tree->holes_on = FALSE; /* the next alloc starts them again, from an empty tree */
+    }
+    if (tree->holes_kept) {
+        /* Nothing to walk now; should memory run out, the next alloc builds them instead. */
+        holes_build(tree);
     }
 }
 

@@ -26,6 +26,7 @@ int ib_tree_fork_child(IBTree *t, int locked);
 int ib_tree_closed(IBTree *t);
 int ib_tree_clear(IBTree *t);
 int64_t ib_tree_len(IBTree *t);
+int ib_tree_has_holes(IBTree *t);
 int64_t ib_tree_generation(IBTree *t);
 int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                    uint64_t perm, uint64_t id, uint64_t *existing);

@@ -213,6 +213,23 @@ int iova_tree_alloc_map_full(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwa
                              hwaddr align, IOVAAllocPolicy policy);
 
 /**
+ * iova_tree_keep_holes: build @tree's index of free IOVA ranges now, in one O(n) pass over its
+ * maps (nothing to walk while it is empty), and keep it from then on, across iova_tree_clear()
+ * too, so that no alloc ever walks the maps.  Without this call the index waits for the first
+ * alloc, which suits trees that never allocate (the vIOMMUs').  The Python binding calls it
+ * for every IOVATree it makes.
+ *
+ * Returns: IOVA_OK; IOVA_ERR_INVALID for a tree made by gpa_tree_new(); IOVA_ERR_OOM, with
+ * the tree as before.
+ */
+int iova_tree_keep_holes(IOVATree *tree);
+
+/**
+ * iova_tree_has_holes: whether @tree's index of free IOVA ranges exists now.
+ */
+gboolean iova_tree_has_holes(const IOVATree *tree);
+
+/**
  * iova_tree_alloc_map_linear: iova_tree_alloc_map() by QEMU's method, a walk from the lowest
  * map until a hole fits (with the contract's fixes at iova_begin and at HWADDR_MAX).  For benchmarks.
  */
