@@ -10,9 +10,9 @@ import copy
 import pickle
 
 import pytest
+from iova_native._core import lib
 
 from iova_native import DMAMap, native
-from iova_native._core import lib
 
 
 def _has_holes(tree: native.IOVATree | native.GPATree) -> int:
