@@ -114,7 +114,10 @@ void iova_arena_release(IOVAArena *arena, IOVARef ref)
 int iova_arena_reserve(IOVAArena *arena, uint32_t count)
 {
     for (;;) {
-        uint64_t fresh = (uint64_t)arena->nblocks * IOVA_ARENA_BLOCK - arena->next_fresh;
+        /* An empty arena has no block while next_fresh is already 1 (reference 0 is never
+         * handed out): its fresh count is 0, not a wrapped 2^64 - 1. */
+        uint64_t capacity = (uint64_t)arena->nblocks * IOVA_ARENA_BLOCK;
+        uint64_t fresh = capacity > arena->next_fresh ? capacity - arena->next_fresh : 0;
         if ((uint64_t)arena->free_count + fresh >= count) {
             return 0;
         }
