@@ -244,6 +244,18 @@ METHODS = [
     ),
     Method(
         "IOVATree",
+        "find_all",
+        (("iova", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "iova-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "IOVATree",
+        "find_iova_all",
+        (("translated_addr", "u64", 0x1000), ("size", "u64", 0), ("id", "opt", None)),
+        (((W, 1, None), InvalidMapError, "xlat-wrap"), ((2, W, 0), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "IOVATree",
         "translate",
         (("translated_addr", "u64", 0x1000_0000), ("length", "u64", 0x10), ("id", "opt", None)),
         (((W, 2, None), InvalidMapError, "xlat-wrap"), ((2, W, None), InvalidMapError, "len-wrap")),
@@ -297,6 +309,12 @@ METHODS = [
     Method(
         "GPATree",
         "find",
+        (("translated_addr", "u64", 0x1000), ("size", "u64", 0)),
+        (((W, 1), InvalidMapError, "xlat-wrap"), ((1, W), InvalidMapError, "size-wrap")),
+    ),
+    Method(
+        "GPATree",
+        "find_all",
         (("translated_addr", "u64", 0x1000), ("size", "u64", 0)),
         (((W, 1), InvalidMapError, "xlat-wrap"), ((1, W), InvalidMapError, "size-wrap")),
     ),
@@ -652,3 +670,31 @@ def test_dmamap_constructor(args, error):
     with pytest.raises(error):
         DMAMap(*args)
     DMAMap(*(value for _, _, value in DMAMAP_PARAMS))  # the good values are good
+
+
+def _closer_then_bad_batch_cases() -> Iterator[Any]:
+    for m in METHODS:
+        if m.params[0][1] != "batch":
+            continue
+        for pos, (pname, kind, _) in enumerate(m.params):
+            if kind == "opt":
+                yield pytest.param(m.cls, m.name, pos, id=f"{m.cls}.{m.name}-{pname}")
+
+
+@pytest.mark.parametrize("bad_batch", [[-1], "abc", [1.5]], ids=["negative", "str", "float"])
+@pytest.mark.parametrize("cls, name, pos", list(_closer_then_bad_batch_cases()))
+def test_closer_before_a_bad_batch(backend, cls, name, pos, bad_batch):
+    """A batch form's scalar argument whose ``__index__`` closes the tree, with a bad batch as
+    well: the closing is seen first, as native sees it (``ValueError``, not the batch's
+    ``TypeError`` or ``InvalidMapError``), so both backends raise the same class."""
+    m = next(m for m in METHODS if m.cls == cls and m.name == name)
+    obj = make(backend, cls)
+    closer = Closer(1)
+    closer.victim = obj
+    args = [value for _, _, value in m.params]
+    args[0] = bad_batch
+    args[pos] = closer
+    with pytest.raises(ValueError) as info:
+        getattr(obj, name)(*args)
+    assert not isinstance(info.value, IOVAError)
+    assert obj.closed is True

@@ -202,6 +202,7 @@ class _TreeBase(TreeContainer):
     def _find_all(self, start: Any, size: Any, name: str) -> list[DMAMap]:
         self._check_open()
         start, size = check_range(start, size, name)
+        self._check_open()  # an argument's __index__ may have closed it
         return self._store.overlapping(start, start + size)
 
     def clear(self) -> None:
@@ -311,6 +312,7 @@ class IOVATree(_TreeBase):
         self._check_open()
         translated_addr, size = check_range(translated_addr, size, "translated_addr")
         id = check_optional_id(id)
+        self._check_open()  # an argument's __index__ may have closed it
         last = translated_addr + size
         return [
             m
@@ -453,6 +455,7 @@ class IOVATree(_TreeBase):
         """
         self._check_open()
         missing = check_missing(missing)
+        self._check_open()  # an argument's __index__ may have closed it
         values = _u64_list(iovas)
         self._check_open()  # an argument's __index__ may have closed it
         out = array("Q")
@@ -476,7 +479,9 @@ class IOVATree(_TreeBase):
         """
         self._check_open()
         id = check_optional_id(id)
+        self._check_open()  # an argument's __index__ may have closed it
         missing = check_missing(missing)
+        self._check_open()
         values = _u64_list(translated_addrs)
         self._check_open()  # an argument's __index__ may have closed it
         out = array("Q")
@@ -557,6 +562,7 @@ class GPATree(_TreeBase):
         """
         self._check_open()
         missing = check_missing(missing)
+        self._check_open()  # an argument's __index__ may have closed it
         values = _u64_list(translated_addrs)
         self._check_open()  # an argument's __index__ may have closed it
         out = array("Q")
