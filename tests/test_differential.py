@@ -659,3 +659,27 @@ def test_batch_reproducer_keeps_the_address_and_neighbours() -> None:
     assert "0x1abc" in err.reproducer
     planted, ref = run_reproducer(err.reproducer, OneAddressIOVATree(), reference.IOVATree())
     assert not same_outcome(planted, ref)
+
+
+class DropsMap149IOVATree(reference.IOVATree):
+    """``update`` loses the map at index 149 of its iterable, however long it is."""
+
+    def update(self, maps: Any) -> None:
+        maps = list(maps)
+        super().update(maps)
+        if len(maps) > 149:
+            self.remove(maps[149].iova)
+
+
+def test_update_before_the_divergence_is_cut_too() -> None:
+    """A divergence that a long ``update`` earlier in the log set up: its maps are cut as the
+    divergent call's batch is (issue 15 review: the reproducer held all 200k maps, 15.9 MB)."""
+    tree = differential.IOVATree(left=DropsMap149IOVATree, right=reference.IOVATree)
+    tree.update([DMAMap(0x1000 * k, 0, 0xFFF) for k in range(BIG)])
+    with pytest.raises(DivergenceError) as caught:
+        tree.find(0x1000 * 149)
+    err = caught.value
+    assert len(err.reproducer) < 20_000, len(err.reproducer)
+    assert f"the batches of earlier calls cut from {BIG:,} to 150 elements" in str(err), str(err)[-600:]
+    planted, ref = run_reproducer(err.reproducer, DropsMap149IOVATree(), reference.IOVATree())
+    assert not same_outcome(planted, ref)

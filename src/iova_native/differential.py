@@ -29,7 +29,9 @@ When the divergent call is a batch form with more than :data:`BATCH_SHRINK_TO` a
 batch is cut too: to the addresses where the answers part (or that an error names) with two
 neighbours each, else to the batch up to the last of them, else to its first
 :data:`BATCH_SHRINK_TO`, else to whichever half still diverges, each candidate verified by a
-replay; the container keeps its kind (a one-shot iterator stays one).  The message shows at most
+replay; the container keeps its kind (a one-shot iterator stays one).  A long batch argument of
+an earlier call (``update``'s maps) is cut the same way: to its first :data:`BATCH_SHRINK_TO`
+elements, else to whichever half still diverges.  The message shows at most
 :data:`MESSAGE_CAP` characters of the call and of the reproducer (``.reproducer`` is whole).
 
 Shrinking is bounded by ``shrink_timeout`` seconds (constructor keyword; default
@@ -846,6 +848,14 @@ class _Differential:
                 sizes = [len(_batch_values(r.ops[-1].args[0]) or ()) for r in (best, shrunk)]
                 batch_note = f"; its batch cut from {sizes[0]:,} to {sizes[1]:,} addresses"
                 best = shrunk
+            before = _batch_lengths(best.ops[:-1])
+            best = _shrink_earlier_batches(best, attempt)
+            after = _batch_lengths(best.ops[:-1])
+            if after != before:
+                batch_note += (
+                    f"; the batches of earlier calls cut from {sum(before):,} "
+                    f"to {sum(after):,} elements"
+                )
         elapsed = time.monotonic() - start
         if timed_out:
             note = (
@@ -1074,6 +1084,35 @@ def _shrink_batch(found: _Replay, attempt: Any) -> _Replay | None:
                 break
         else:
             break
+    return best
+
+
+def _batch_lengths(ops: list[Operation]) -> list[int]:
+    return [len(_batch_values(op.args[0]) or ()) if op.args else 0 for op in ops]
+
+
+def _shrink_earlier_batches(found: _Replay, attempt: Any) -> _Replay:
+    """``found`` with the batch argument of each call before the last (``update``'s maps, most
+    often) cut while a replay still diverges: to its first BATCH_SHRINK_TO elements, else to
+    whichever half diverges, until it is that short or neither half diverges."""
+    best = found
+    for index in range(len(found.ops) - 1):
+        while True:
+            op = best.ops[index]
+            values = _batch_values(op.args[0]) if op.args else None
+            if values is None or len(values) <= BATCH_SHRINK_TO:
+                break
+            half = len(values) // 2
+            for items in (values[:BATCH_SHRINK_TO], values[:half], values[half:]):
+                shorter = op._replace(args=(_rebuilt(op.args[0], items), *op.args[1:]))
+                result: _Replay | None = attempt(
+                    [*best.ops[:index], shorter, *best.ops[index + 1 :]]
+                )
+                if result is not None:
+                    best = result
+                    break
+            else:
+                break
     return best
 
 
