@@ -429,27 +429,6 @@ int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uin
     return rc;
 }
 
-int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
-                  uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
-                  int top_down, uint64_t *out)
-{
-    DMAMap map = { 0, translated_addr, size, id, (IOMMUAccessFlags)perm };
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
-    }
-    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
-             : !ib_memory_room(0) ? IOVA_ERR_OOM
-                                  : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last,
-                                                             align, top_down ? IOVA_ALLOC_LAST
-                                                                             : IOVA_ALLOC_FIRST);
-    if (rc == IOVA_OK) {
-        ib_map_out(&map, out);
-    }
-    ib_guard_leave(&t->guard, rc == IOVA_OK);
-    return rc == IOVA_OK ? 1 : rc;
-}
-
 int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size)
 {
     IOVATree *tree = ib_guard_enter(&t->guard);

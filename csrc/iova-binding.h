@@ -79,10 +79,6 @@ int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint6
  */
 int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uint64_t id,
                       uint64_t *segs, size_t cap, size_t *nsegs, uint64_t *fault);
-/* 1 with the stored map in @out (as the look-ups answer), or an IOVA_ERR_* code. */
-int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
-                  uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
-                  int top_down, uint64_t *out);
 /* Number removed; IOVA_ERR_INVALID when the range wraps, IOVA_ERR_OOM (nothing removed), or
  * IB_CLOSED. */
 int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size);
@@ -130,7 +126,10 @@ int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint6
  */
 int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
                             size_t cap);
-/* ib_tree_alloc() answering the IOVA placed as a key answer. */
+/*
+ * Allocate as iova_tree_alloc_map_full() (@top_down: the last fit); the IOVA placed as a key
+ * answer, or an IOVA_ERR_* code, or IB_CLOSED.
+ */
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                           uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
                           int top_down);

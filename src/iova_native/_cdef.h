@@ -35,9 +35,6 @@ int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint6
                       uint64_t *out);
 int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uint64_t id,
                       uint64_t *segs, size_t cap, size_t *nsegs, uint64_t *fault);
-int ib_tree_alloc(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
-                  uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
-                  int top_down, uint64_t *out);
 int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size);
 int64_t ib_tree_copy(IBTree *t, int64_t generation, uint64_t key, int inclusive, uint64_t *out,
                      size_t cap);
