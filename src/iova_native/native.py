@@ -24,6 +24,7 @@ or frees it; ``close()`` works.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -174,10 +175,16 @@ class _Native:
     _fork_unlock_fn: Callable[[Any], None]
     _fork_child_fn: Callable[[Any, int], int]
 
-    def _setup(self, handle: Any, free: Callable[[Any], None]) -> None:
+    def _setup(self, make: Callable[[], Any], free: Callable[[Any], None]) -> None:
+        # GLib's slice allocator has a lock of its own: a fork while another thread is inside
+        # it leaves the child's allocator locked for ever.  Every other GLib call on a tree
+        # runs under the tree's lock, which the fork hooks take; making a tree and the
+        # finalizer's free run under none, so they exclude the hooks here instead.
+        with _fork_serial:
+            handle = make()
         if handle == ffi.NULL:
             raise MemoryError(f"iova_native: cannot create a {type(self).__name__}")
-        self._h = ffi.gc(handle, free)
+        self._h = ffi.gc(handle, functools.partial(_free_outside_fork, free))
         self._maps_pool: list[Any] = []
         self._segs_pool: list[tuple[Any, memoryview, Any, Any]] = []
         _live[id(self)] = self
@@ -421,7 +428,7 @@ class _Tree(_Native, TreeContainer):
 
     def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
         """An empty tree, then every map of ``maps`` inserted, all or nothing."""
-        self._setup(lib.ib_tree_new(self._kind), lib.ib_tree_free)
+        self._setup(lambda: lib.ib_tree_new(self._kind), lib.ib_tree_free)
         self._cache: dict[int, DMAMap] = {}
         self._seq: object = next(_SEQ)
         self._lock = threading.Lock()
@@ -846,7 +853,7 @@ class VhostIOVATree(_Native, Container):
 
     def __init__(self, iova_first: int, iova_last: int, page_size: int | None = None) -> None:
         first, last, page = T.check_vhost_bounds(iova_first, iova_last, page_size)
-        self._setup(lib.ib_vhost_new(first, last, page), lib.ib_vhost_free)
+        self._setup(lambda: lib.ib_vhost_new(first, last, page), lib.ib_vhost_free)
         self._iova_first = first
         self._iova_last = last
 
@@ -1061,8 +1068,19 @@ def _replay_allocations(tree: VhostIOVATree, allocated: list[DMAMap], host: list
 # object dies, so an id in these is never a stale one.
 _live: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDictionary()
 _lost_at_fork: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDictionary()
-_fork_serial = threading.Lock()  # two threads forking at once must not lock trees crosswise
+# Two threads forking at once must not lock trees crosswise.  Reentrant: a finalizer may run
+# (and free a tree under it, _free_outside_fork) in the forking thread during _fork_prepare.
+_fork_serial = threading.RLock()
 _fork_locked: list[_Native] = []  # the objects this process's forking thread has locked
+
+
+def _free_outside_fork(
+    free: Callable[[Any], None], handle: Any, serial: threading.RLock = _fork_serial
+) -> None:
+    """The finalizer of a handle: ``free`` it while no fork is in progress.  ``serial`` is
+    bound now, so the finalizers that run at interpreter exit still find it."""
+    with serial:
+        free(handle)
 
 
 def _fork_prepare() -> None:
