@@ -96,6 +96,24 @@ def fork_and_wait(child, timeout):
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return "hung"
+
+# Fork `times` times while a thread loops over `work`; print every child's exit code.
+def forks_beside(work, child, times, pause=lambda k: 0):
+    global stop
+    def looping():
+        while not stop:
+            work()
+            inside.set()
+    worker = threading.Thread(target=looping)
+    worker.start()
+    inside.wait()
+    codes = []
+    for k in range(times):
+        time.sleep(pause(k))
+        codes.append(fork_and_wait(child, 60))
+    stop = True
+    worker.join()
+    print("codes:", codes)
 """
 
 
@@ -199,25 +217,16 @@ def test_forks_while_a_thread_copies() -> None:
     the new tree's lock while waiting for the source's (a deadlock, which the timeout shows)."""
     result = run("""
         def copying():
-            while not stop:
-                for obj in (tree, gpa, vhost):
-                    obj.copy().close()
-                inside.set()
+            for obj in (tree, gpa, vhost):
+                obj.copy().close()
 
-        worker = threading.Thread(target=copying)
-        worker.start()
-        inside.wait()
-        codes = []
-        for _ in range(10):
-            def child():
-                for obj in (tree, gpa, vhost):
-                    obj.copy().check()
-                    obj.close()
-                os._exit(0)
-            codes.append(fork_and_wait(child, 60))
-        stop = True
-        worker.join()
-        print("codes:", codes)
+        def child():
+            for obj in (tree, gpa, vhost):
+                obj.copy().check()
+                obj.close()
+            os._exit(0)
+
+        forks_beside(copying, child, 10)
     """)
     assert result.returncode == 0, result.stderr
     assert "codes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]" in result.stdout, result.stdout + result.stderr
@@ -232,28 +241,18 @@ def test_forks_while_a_thread_drops_and_makes_trees() -> None:
         big = native.IOVATree(DMAMap(i * 0x2000, i * 0x1000, 0xFFF) for i in range(200_000))
 
         def dropping():
-            while not stop:
-                big.copy()            # dropped at once: the finalizer frees 200k GTree nodes
-                native.GPATree()      # made and dropped
-                inside.set()
+            big.copy()            # dropped at once: the finalizer frees 200k GTree nodes
+            native.GPATree()      # made and dropped
 
-        worker = threading.Thread(target=dropping)
-        worker.start()
-        inside.wait()
-        codes = []
-        for k in range(12):
-            time.sleep(0.01 * (k % 4))
-            def child():
-                for obj in (tree, gpa, vhost, big):
-                    len(obj)
-                    obj.check()
-                    obj.close()
-                native.IOVATree().close()
-                os._exit(0)
-            codes.append(fork_and_wait(child, 60))
-        stop = True
-        worker.join()
-        print("codes:", codes)
+        def child():
+            for obj in (tree, gpa, vhost, big):
+                len(obj)
+                obj.check()
+                obj.close()
+            native.IOVATree().close()
+            os._exit(0)
+
+        forks_beside(dropping, child, 12, pause=lambda k: 0.01 * (k % 4))
     """)
     assert result.returncode == 0, result.stderr
     assert "codes: [" + ", ".join(["0"] * 12) + "]" in result.stdout, result.stdout + result.stderr
