@@ -705,6 +705,22 @@ int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *ke
     return rc == IOVA_OK ? (int64_t)n : rc;
 }
 
+int64_t ib_tree_remove_at(IBTree *t, uint64_t key)
+{
+    DMAMap needle = key_needle(key, 0);
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    /* one byte: at most one map covers it, and one look-up finds it */
+    const DMAMap *m = iova_tree_find(tree, &needle);
+    uint64_t found = m ? tree_key(t, m) : 0;
+    size_t n = 0;
+    int rc = m ? iova_tree_remove_checked(tree, needle, &n) : IOVA_OK;
+    ib_guard_leave(&t->guard, n > 0);
+    return rc != IOVA_OK ? rc : n ? key_answer(found) : IB_NONE;
+}
+
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                           uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
                           int top_down)

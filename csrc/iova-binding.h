@@ -127,6 +127,11 @@ int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint6
 int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
                             size_t cap);
 /*
+ * ib_tree_remove_keys() of one byte, answering the key of the map removed (a key answer),
+ * IB_NONE when no map covers @key, or an error: one removal with no buffer to read.
+ */
+int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
+/*
  * Allocate as iova_tree_alloc_map_full() (@top_down: the last fit); the IOVA placed as a key
  * answer, or an IOVA_ERR_* code, or IB_CLOSED.
  */

@@ -51,6 +51,7 @@ int64_t ib_tree_find_iova_at(IBTree *t, uint64_t addr);
 int64_t ib_tree_find_iova_id_key(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id);
+int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
 int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
                             size_t cap);
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,

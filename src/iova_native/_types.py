@@ -26,7 +26,8 @@ from __future__ import annotations
 import enum
 import operator
 import os
-from typing import Any, SupportsIndex
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 __all__ = [
     "MAX_U64",
@@ -70,7 +71,6 @@ _PERMS = (Perm.NONE, Perm.RO, Perm.WO, Perm.RW)
 _RO, _WO, _RW = Perm.RO, Perm.WO, Perm.RW
 _tuple_new = tuple.__new__
 _HALF = 1 << 63
-_ZERO = 0  # ``x is _ZERO``: exactly the int 0
 
 
 class IOVAError(Exception):
@@ -344,14 +344,14 @@ class DMAMap(tuple):  # type: ignore[type-arg]
         perm: Perm | int = Perm.RW,
         id: SupportsIndex = 0,
     ) -> DMAMap:
-        # The common case in one test: plain ints below 2**63 (so no range can wrap), a Perm
-        # other than NONE, the default id.  Anything else (an int subclass, an __index__
-        # object, an int perm, a high or bad value) takes the checks below, which normalise
-        # or raise.
-        if (type(iova) is int and type(translated_addr) is int and type(size) is int
-                and 0 <= iova < _HALF and 0 <= translated_addr < _HALF and 0 <= size < _HALF
-                and (perm is _RW or perm is _RO or perm is _WO)
-                and (id is _ZERO or (type(id) is int and 0 <= id <= MAX_U64))):
+        # The common case in one test: four exact ints whose bits, or'ed together, stay below
+        # 2**63 (so none is negative and no range can wrap; measured cheaper than a comparison
+        # each), and a Perm other than NONE.  Anything else (an int subclass, an __index__
+        # object, an int perm, an id at or above 2**63, a bad value) takes the checks below,
+        # which normalise or raise.
+        if (type(iova) is type(translated_addr) is type(size) is type(id) is int
+                and not (iova | translated_addr | size | id) >> 63
+                and (perm is _RW or perm is _RO or perm is _WO)):
             return _tuple_new(cls, (iova, translated_addr, size, perm, id))
         iova_i, size_i = check_range(iova, size, "iova")
         translated_i, _ = check_range(translated_addr, size_i, "translated_addr")
@@ -363,30 +363,36 @@ class DMAMap(tuple):  # type: ignore[type-arg]
         """Build from fields already known valid (the backends' hot path)."""
         return tuple.__new__(cls, fields)
 
-    @property
-    def iova(self) -> int:
-        """First IOVA byte."""
-        return self[0]  # type: ignore[no-any-return]
+    if TYPE_CHECKING:
 
-    @property
-    def translated_addr(self) -> int:
-        """First translated (HVA or GPA) byte."""
-        return self[1]  # type: ignore[no-any-return]
+        @property
+        def iova(self) -> int:
+            """First IOVA byte."""
 
-    @property
-    def size(self) -> int:
-        """Inclusive size: the map covers ``size + 1`` bytes."""
-        return self[2]  # type: ignore[no-any-return]
+        @property
+        def translated_addr(self) -> int:
+            """First translated (HVA or GPA) byte."""
 
-    @property
-    def perm(self) -> Perm:
-        """Access permission."""
-        return self[3]  # type: ignore[no-any-return]
+        @property
+        def size(self) -> int:
+            """Inclusive size: the map covers ``size + 1`` bytes."""
 
-    @property
-    def id(self) -> int:
-        """Tag told apart aliases; the GPA in the SVQ use."""
-        return self[4]  # type: ignore[no-any-return]
+        @property
+        def perm(self) -> Perm:
+            """Access permission."""
+
+        @property
+        def id(self) -> int:
+            """Tag told apart aliases; the GPA in the SVQ use."""
+
+    else:
+        # Read in C (operator.itemgetter): a field costs no Python frame (34 ns instead of 57
+        # for a property method, measured on 3.11), and callers read them in hot loops.
+        iova = property(itemgetter(0), doc="First IOVA byte.")
+        translated_addr = property(itemgetter(1), doc="First translated (HVA or GPA) byte.")
+        size = property(itemgetter(2), doc="Inclusive size: the map covers ``size + 1`` bytes.")
+        perm = property(itemgetter(3), doc="Access permission.")
+        id = property(itemgetter(4), doc="Tag told apart aliases; the GPA in the SVQ use.")
 
     @property
     def last(self) -> int:
