@@ -67,6 +67,7 @@ _ARG_ERRORS = (TypeError, OverflowError)
 # with a DeprecationWarning), so there only the checked conversion is trusted.
 _ARRAY_USES_INDEX = sys.version_info >= (3, 10)
 _POLICIES = {"first": 0, "last": 1}
+_FIRST = "first"  # ``policy is _FIRST``: the default left alone (any other "first" takes _POLICIES)
 # Module globals are found faster than attributes of ``lib`` on the hot paths.
 _ib_find = lib.ib_tree_find
 _ib_find_iova = lib.ib_tree_find_iova
@@ -770,13 +771,12 @@ class IOVATree(_Tree):
     ) -> DMAMap:
         """Place, insert and return a map of ``size``: lowest (``"first"``) or highest
         (``"last"``) ``align``-aligned IOVA in ``[iova_begin, iova_last]`` where it fits."""
-        if (type(size) is int and type(translated_addr) is int and type(perm) is Perm
-                and type(id) is int):
+        if type(size) is type(translated_addr) is type(id) is int and type(perm) is Perm:
             try:
                 if (iova_begin is _ZERO and iova_last is MAX_U64 and align is _ONE
-                        and policy == "first"):  # the defaults, in one C call of five words
+                        and policy is _FIRST):  # the defaults, in one C call of five words
                     r = _ib_alloc_first_key(self._h, size, translated_addr, perm, id)
-                elif (type(iova_begin) is int and type(iova_last) is int and type(align) is int
+                elif (type(iova_begin) is type(iova_last) is type(align) is int
                       and type(policy) is str and policy in _POLICIES):
                     r = _ib_alloc_key(self._h, size, translated_addr, perm, id, iova_begin,
                                       iova_last, align, _POLICIES[policy])
