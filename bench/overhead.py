@@ -119,6 +119,9 @@ class Needles:
         self.pos = start + k
         return start
 
+    def next_batch(self) -> list[DMAMap]:
+        return self.batches[self.start(1) % len(self.batches)]
+
 
 def lookup_ops(find: Callable[..., Any], xs: list[int], ys: list[int] | None,
                needles: Needles) -> Op:
@@ -155,12 +158,14 @@ def c_lookup_op(tree: Any, which: int, addrs: Any, ids: Any, needles: Needles) -
     return op
 
 
-def churn_op(remove: Callable[[int], Any], insert: Callable[[DMAMap], Any], needles: Needles,
-             time_insert: bool) -> Op:
+def churn_op(remove: Callable[[int], Any], insert: Callable[[DMAMap], Any],
+             next_batch: Callable[[], list[DMAMap]], time_insert: bool) -> Op:
+    """Remove a batch of stored maps by their IOVA, then insert them again; the time of the
+    inserts (``time_insert``) or of the removals.  bench/run.py's insert and remove rows too."""
     def op(k: int) -> int:
         spent, done = 0, 0
         while done < k:
-            victims = needles.batches[needles.start(1) % len(needles.batches)][: k - done]
+            victims = next_batch()[: k - done]
             t0 = now()
             for m in victims:
                 remove(m.iova)
@@ -192,6 +197,8 @@ def c_churn_op(tree: Any, needles: Needles, time_insert: bool) -> Op:
 
 
 def alloc_op(tree: Any, batch: int) -> Op:
+    """First-fit allocations of a page over the whole space, ``batch`` at a time, then removed
+    (untimed).  bench/run.py's alloc row too."""
     alloc, remove = tree.alloc, tree.remove
 
     def op(k: int) -> int:
@@ -277,8 +284,8 @@ def bench_overhead(n: int, budget: float, put: Callable[..., None]) -> None:
         "find": lookup_ops(tree.find, needles.fwd, None, needles),
         "find_iova": lookup_ops(tree.find_iova, needles.rev, None, needles),
         "find_iova, with id": lookup_ops(tree.find_iova, needles.rev, needles.ids, needles),
-        "insert": churn_op(tree.remove, tree.insert, needles, True),
-        "remove": churn_op(tree.remove, tree.insert, needles, False),
+        "insert": churn_op(tree.remove, tree.insert, needles.next_batch, True),
+        "remove": churn_op(tree.remove, tree.insert, needles.next_batch, False),
         "alloc": alloc_op(tree, batch),
     }
     c: dict[str, Op] = {
@@ -311,8 +318,8 @@ def bench_overhead(n: int, budget: float, put: Callable[..., None]) -> None:
         peer = {
             "find": lookup_ops(index.find, needles.fwd, None, needles),
             "find_iova": lookup_ops(index.find_iova, needles.rev, None, needles),
-            "insert": churn_op(index.remove, index.insert, needles, True),
-            "remove": churn_op(index.remove, index.insert, needles, False),
+            "insert": churn_op(index.remove, index.insert, needles.next_batch, True),
+            "remove": churn_op(index.remove, index.insert, needles.next_batch, False),
         }
         for op, fn in peer.items():
             put(op, "sortedcontainers", measure(fn, budget))

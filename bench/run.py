@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -265,34 +266,7 @@ def api_ops(tree: Any, lay: Layout, with_alloc: bool = True) -> dict[str, Op]:
         return now() - t0
 
     batches = Cursor(lay.batches)
-
-    def churn(k: int, time_insert: bool) -> int:
-        spent, done = 0, 0
-        while done < k:
-            victims = batches.take(1)[0][: k - done]
-            t0 = now()
-            for m in victims:
-                remove(m.iova)
-            t1 = now()
-            for m in victims:
-                insert(m)
-            t2 = now()
-            spent += t2 - t1 if time_insert else t1 - t0
-            done += len(victims)
-        return spent
-
-    def op_alloc(k: int) -> int:
-        alloc = tree.alloc
-        spent, done = 0, 0
-        while done < k:
-            count = min(lay.batch, k - done)
-            t0 = now()
-            placed = [alloc(MAP_SIZE, HVA_BASE) for _ in range(count)]
-            spent += now() - t0
-            for m in placed:
-                remove(m.iova)
-            done += count
-        return spent
+    churn = functools.partial(overhead.churn_op, remove, insert, lambda: batches.take(1)[0])
 
     def op_translate(k: int) -> int:
         xs = tr.take(k)
@@ -306,12 +280,12 @@ def api_ops(tree: Any, lay: Layout, with_alloc: bool = True) -> dict[str, Op]:
         "overlap query (16 KiB)": op_overlap,
         "find_iova, with id": op_find_iova_id,
         "find_iova, no id": op_find_iova_any,
-        "insert": lambda k: churn(k, True),
-        "remove": lambda k: churn(k, False),
+        "insert": churn(True),
+        "remove": churn(False),
         "translate (16 KiB, 5 segs)": op_translate,
     }
     if with_alloc:
-        ops["alloc (first fit, top)"] = op_alloc
+        ops["alloc (first fit, top)"] = overhead.alloc_op(tree, lay.batch)
     return ops
 
 
