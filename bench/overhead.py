@@ -343,7 +343,11 @@ def cold_find_op(tree: Any, maps: list[DMAMap]) -> Op:
         done, spent = 0, 0
         while done < k:
             chunk = order[: min(k - done, len(order))]
-            tree._cache.clear()
+            cache = tree._cache
+            if isinstance(cache, list):  # by slot: its length stays, as the tree's arena's
+                cache[:] = [None] * len(cache)
+            else:
+                cache.clear()
             t0 = now()
             for a in chunk:
                 find(a)
@@ -392,12 +396,14 @@ def rss_probe(backend: str, n: int) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def _python_bytes(cache: dict[int, DMAMap]) -> int:
-    """What native's cache of found maps holds in Python objects: the dict, each DMAMap and
-    its int fields (the key is the map's own key field; Perm values are shared)."""
+def _python_bytes(cache: Any) -> int:
+    """What native's cache of found maps holds in Python objects: the list (IOVATree, by
+    slot) or dictionary (GPATree, by key: the key is the map's own key field), each DMAMap
+    and its int fields (Perm values are shared)."""
     total = sys.getsizeof(cache)
-    for m in cache.values():
-        total += sys.getsizeof(m) + sum(sys.getsizeof(m[i]) for i in (0, 1, 2, 4))
+    for m in cache.values() if isinstance(cache, dict) else cache:
+        if m is not None:
+            total += sys.getsizeof(m) + sum(sys.getsizeof(m[i]) for i in (0, 1, 2, 4))
     return total
 
 

@@ -240,7 +240,8 @@ int ib_batch(const IOVATree *tree, IBLookup lookup, gboolean key_is_translated, 
 
 struct IBTree {
     IBGuard guard;
-    int kind; /* 0 IOVATree, 1 GPATree */
+    int kind;                /* 0 IOVATree, 1 GPATree */
+    const IOVAArena *arena;  /* an IOVATree's entries (their references are the slots) */
 };
 
 IBTree *ib_tree_new(int kind)
@@ -261,6 +262,7 @@ IBTree *ib_tree_new(int kind)
     }
     ib_guard_init(&t->guard, tree);
     t->kind = kind;
+    t->arena = iova_tree_view(tree).arena;
     return t;
 }
 
@@ -372,47 +374,6 @@ int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t 
     }
     ib_guard_leave(&t->guard, rc == IOVA_OK);
     return rc;
-}
-
-int ib_tree_find(IBTree *t, uint64_t key, uint64_t size, uint64_t *out)
-{
-    DMAMap needle = key_needle(key, size);
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
-    }
-    if (key + size < key) {
-        ib_guard_leave(&t->guard, FALSE);
-        return IOVA_ERR_INVALID;
-    }
-    const DMAMap *m = iova_tree_find(tree, &needle);
-    if (m) {
-        ib_map_out(m, out);
-    }
-    ib_guard_leave(&t->guard, FALSE);
-    return m != NULL;
-}
-
-int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
-                      uint64_t *out)
-{
-    DMAMap needle = key_needle(addr, size);
-    needle.id = id;
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
-    }
-    if (addr + size < addr) {
-        ib_guard_leave(&t->guard, FALSE);
-        return IOVA_ERR_INVALID;
-    }
-    const DMAMap *m = has_id ? iova_tree_find_iova(tree, &needle)
-                             : iova_tree_find_iova_any(tree, &needle);
-    if (m) {
-        ib_map_out(m, out);
-    }
-    ib_guard_leave(&t->guard, FALSE);
-    return m != NULL;
 }
 
 int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uint64_t id,
@@ -598,13 +559,31 @@ static uint64_t tree_key(const IBTree *t, const DMAMap *m)
     return t->kind == 1 ? m->translated_addr : m->iova;
 }
 
-/* The key answer of a look-up: by the tree's key (!@reverse), or by translated address with
- * the id *@id (any id when @id is NULL). */
-static int64_t lookup_key(IBTree *t, gboolean reverse, uint64_t addr, uint64_t size,
-                          const uint64_t *id)
+/*
+ * The entry of the stored map @m (see IB_CODE_MIN), read under the lock: in an IOVATree the
+ * arena reference of its entry, in a GPA tree (whose maps live in no arena) its key.
+ */
+static uint64_t tree_entry(const IBTree *t, const DMAMap *m)
+{
+    return t->arena ? iova_arena_ref_of(t->arena, m) : m->translated_addr;
+}
+
+/* The stored map a look-up finds: by the tree's key (!@reverse), or by translated address
+ * with the id *@id (any id when @id is NULL).  Under the lock. */
+static const DMAMap *lookup(const IOVATree *tree, gboolean reverse, uint64_t addr,
+                            uint64_t size, const uint64_t *id)
 {
     DMAMap needle = key_needle(addr, size);
     needle.id = id ? *id : 0;
+    return !reverse ? iova_tree_find(tree, &needle)
+           : id     ? iova_tree_find_iova(tree, &needle)
+                    : iova_tree_find_iova_any(tree, &needle);
+}
+
+/* The entry answer of a look-up (lookup()), with the map copied into @out unless NULL. */
+static int64_t lookup_entry(IBTree *t, gboolean reverse, uint64_t addr, uint64_t size,
+                            const uint64_t *id, uint64_t *out)
+{
     IOVATree *tree = ib_guard_enter(&t->guard);
     if (!tree) {
         return IB_CLOSED;
@@ -613,37 +592,44 @@ static int64_t lookup_key(IBTree *t, gboolean reverse, uint64_t addr, uint64_t s
         ib_guard_leave(&t->guard, FALSE);
         return IOVA_ERR_INVALID;
     }
-    const DMAMap *m = !reverse ? iova_tree_find(tree, &needle)
-                      : id     ? iova_tree_find_iova(tree, &needle)
-                               : iova_tree_find_iova_any(tree, &needle);
-    uint64_t found = m ? tree_key(t, m) : 0;
+    const DMAMap *m = lookup(tree, reverse, addr, size, id);
+    uint64_t found = m ? tree_entry(t, m) : 0;
+    if (m && out) {
+        ib_map_out(m, out);
+    }
     ib_guard_leave(&t->guard, FALSE);
     return m ? key_answer(found) : IB_NONE;
 }
 
-int64_t ib_tree_find_key(IBTree *t, uint64_t key, uint64_t size)
+int64_t ib_tree_find_entry(IBTree *t, uint64_t key, uint64_t size)
 {
-    return lookup_key(t, FALSE, key, size, NULL);
+    return lookup_entry(t, FALSE, key, size, NULL, NULL);
 }
 
-int64_t ib_tree_find_at(IBTree *t, uint64_t key)
+int64_t ib_tree_find_entry_at(IBTree *t, uint64_t key)
 {
-    return lookup_key(t, FALSE, key, 0, NULL);
+    return lookup_entry(t, FALSE, key, 0, NULL, NULL);
 }
 
-int64_t ib_tree_find_iova_key(IBTree *t, uint64_t addr, uint64_t size)
+int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size)
 {
-    return lookup_key(t, TRUE, addr, size, NULL);
+    return lookup_entry(t, TRUE, addr, size, NULL, NULL);
 }
 
-int64_t ib_tree_find_iova_at(IBTree *t, uint64_t addr)
+int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr)
 {
-    return lookup_key(t, TRUE, addr, 0, NULL);
+    return lookup_entry(t, TRUE, addr, 0, NULL, NULL);
 }
 
-int64_t ib_tree_find_iova_id_key(IBTree *t, uint64_t addr, uint64_t size, uint64_t id)
+int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id)
 {
-    return lookup_key(t, TRUE, addr, size, &id);
+    return lookup_entry(t, TRUE, addr, size, &id, NULL);
+}
+
+int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, int has_id,
+                         uint64_t id, uint64_t *out)
+{
+    return lookup_entry(t, reverse != 0, addr, size, has_id ? &id : NULL, out);
 }
 
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
@@ -661,20 +647,40 @@ int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint6
     return rc;
 }
 
-/* The keys of the maps overlapping @needle, lowest first, into @keys (room for all). */
-static void overlap_keys(const IBTree *t, const IOVATree *tree, const DMAMap *needle,
-                         uint64_t *keys)
+/* 1 when the entry answer @answer names a map, 0 for none, or the error it is. */
+static int found_or_error(int64_t answer)
+{
+    if (answer == IB_NONE) {
+        return 0;
+    }
+    return answer >= 0 || answer < IB_CODE_MIN || answer == IB_TOP ? 1 : (int)answer;
+}
+
+int ib_tree_find(IBTree *t, uint64_t key, uint64_t size, uint64_t *out)
+{
+    return found_or_error(lookup_entry(t, FALSE, key, size, NULL, out));
+}
+
+int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
+                      uint64_t *out)
+{
+    return found_or_error(lookup_entry(t, TRUE, addr, size, has_id ? &id : NULL, out));
+}
+
+/* The entries of the maps overlapping @needle, lowest first, into @entries (room for all). */
+static void overlap_entries(const IBTree *t, const IOVATree *tree, const DMAMap *needle,
+                            uint64_t *entries)
 {
     uint64_t last = needle->iova + needle->size;
     size_t n = 0;
     for (const DMAMap *m = iova_tree_find(tree, needle); m && tree_key(t, m) <= last;
          m = iova_tree_next(tree, tree_key(t, m), FALSE)) {
-        keys[n++] = tree_key(t, m);
+        entries[n++] = tree_entry(t, m);
     }
 }
 
-int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
-                            size_t cap)
+int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
+                               size_t cap)
 {
     DMAMap needle = key_needle(key, size);
     IOVATree *tree = ib_guard_enter(&t->guard);
@@ -685,19 +691,19 @@ int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *ke
         ib_guard_leave(&t->guard, FALSE);
         return IOVA_ERR_INVALID;
     }
-    if (keys && size == 0 && cap >= 1) {
+    if (entries && size == 0 && cap >= 1) {
         /* one byte: at most one map overlaps, and one look-up finds it */
         const DMAMap *m = iova_tree_find(tree, &needle);
         if (m) {
-            keys[0] = tree_key(t, m);
+            entries[0] = tree_entry(t, m);
         }
-    } else if (keys) {
+    } else if (entries) {
         size_t count = iova_tree_count(tree, &needle);
         if (count > cap) {
             ib_guard_leave(&t->guard, FALSE);
             return (int64_t)count;
         }
-        overlap_keys(t, tree, &needle, keys);
+        overlap_entries(t, tree, &needle, entries);
     }
     size_t n;
     int rc = iova_tree_remove_checked(tree, needle, &n);
@@ -714,7 +720,7 @@ int64_t ib_tree_remove_at(IBTree *t, uint64_t key)
     }
     /* one byte: at most one map covers it, and one look-up finds it */
     const DMAMap *m = iova_tree_find(tree, &needle);
-    uint64_t found = m ? tree_key(t, m) : 0;
+    uint64_t found = m ? tree_entry(t, m) : 0;
     size_t n = 0;
     int rc = m ? iova_tree_remove_checked(tree, needle, &n) : IOVA_OK;
     ib_guard_leave(&t->guard, n > 0);

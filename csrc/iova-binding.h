@@ -23,15 +23,19 @@
 #define IB_MAP_WORDS 5
 
 /*
- * The key-answer calls (ib_tree_*_key) answer with one int64_t, which Python reads without a
- * buffer: the key of the map found or placed (its IOVA, or its translated address in a GPA
- * tree) or a code.  Codes lie in [IB_CODE_MIN, -1]; keys up to INT64_MAX cross as themselves
- * and higher ones as their two's complement (below IB_CODE_MIN), except the top
- * -IB_CODE_MIN keys, which would read as codes: for those the answer is IB_TOP and errno holds
- * UINT64_MAX - key (cffi keeps the errno of each thread's last call: ffi.errno).
+ * The look-ups and removals that Python's cache reads (ib_tree_*_entry, ib_tree_remove_at,
+ * ib_tree_remove_entries) answer with one int64_t, which Python reads without a buffer: the
+ * *entry* of a map, or a code.  In an IOVATree the entry is the arena reference of the map's
+ * entry (1 .. 2**32-1; no two stored maps share one, and a removed map's goes to the next map
+ * stored), which Python's cache of found maps is a list indexed by; in a GPATree, whose maps
+ * live in no arena, it is the map's key (its translated address).  The allocations answer the
+ * IOVA placed the same way.  Codes lie in [IB_CODE_MIN, -1]; values up to INT64_MAX cross as
+ * themselves and higher ones as their two's complement (below IB_CODE_MIN), except the top
+ * -IB_CODE_MIN, which would read as codes: for those the answer is IB_TOP and errno holds
+ * UINT64_MAX - value (cffi keeps the errno of each thread's last call: ffi.errno).
  */
 #define IB_NONE (-102)     /* no map */
-#define IB_TOP (-103)      /* a key in the top -IB_CODE_MIN of the space: see errno */
+#define IB_TOP (-103)      /* a value in the top -IB_CODE_MIN of the space: see errno */
 #define IB_CODE_MIN (-128)
 
 typedef struct IBTree IBTree;
@@ -108,32 +112,32 @@ int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t
 int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
                          uint64_t id, int has_missing, uint64_t missing, size_t *miss);
 
-/* Key answers (see IB_CODE_MIN): the map ib_tree_find() would write. */
-int64_t ib_tree_find_key(IBTree *t, uint64_t key, uint64_t size);
-/* ib_tree_find_key() of one byte. */
-int64_t ib_tree_find_at(IBTree *t, uint64_t key);
-/* The IOVA of the map ib_tree_find_iova() would write, any id / with id @id. */
-int64_t ib_tree_find_iova_key(IBTree *t, uint64_t addr, uint64_t size);
-int64_t ib_tree_find_iova_at(IBTree *t, uint64_t addr);
-int64_t ib_tree_find_iova_id_key(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
+/* Entry answers (see IB_CODE_MIN) of the map ib_tree_find() would write; _at: of one byte. */
+int64_t ib_tree_find_entry(IBTree *t, uint64_t key, uint64_t size);
+int64_t ib_tree_find_entry_at(IBTree *t, uint64_t key);
+/* Of the map ib_tree_find_iova() would write, any id / with id @id. */
+int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size);
+int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr);
+int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
+/*
+ * The entry answer of ib_tree_find() (@reverse 0) or ib_tree_find_iova() (1), with the map
+ * in @out: what Python's cache is filled from.
+ */
+int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, int has_id,
+                         uint64_t id, uint64_t *out);
 /* ib_tree_insert() without the overlapping map: IOVA_OK or an IOVA_ERR_* code. */
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id);
 /*
- * ib_tree_remove(), which also writes the keys of the maps it removes into @keys (unless
- * @keys is NULL).  When more than @cap maps overlap, nothing is removed and their number is
- * returned: call again with a buffer that large.
+ * ib_tree_remove(), which also writes the entries (see IB_CODE_MIN) of the maps it removes
+ * into @entries (unless @entries is NULL).  When more than @cap maps overlap, nothing is
+ * removed and their number is returned: call again with a buffer that large.
  */
-int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
-                            size_t cap);
+int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
+                               size_t cap);
 /*
- * ib_tree_remove_keys() of one byte, answering the key of the map removed (a key answer),
- * IB_NONE when no map covers @key, or an error: one removal with no buffer to read.
- */
-int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
-/*
- * Allocate as iova_tree_alloc_map_full() (@top_down: the last fit); the IOVA placed as a key
- * answer, or an IOVA_ERR_* code, or IB_CLOSED.
+ * Allocate as iova_tree_alloc_map_full() (@top_down: the last fit); the IOVA placed, crossing
+ * as entries do (see IB_CODE_MIN), or an IOVA_ERR_* code, or IB_CLOSED.
  */
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                           uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,

@@ -108,3 +108,59 @@ def test_look_ups_never_see_a_replaced_map_under_threads() -> None:
         t.join()
     assert wrong == []
     tree.check()
+
+
+@pytest.mark.parametrize("size", [0, 2 * PAGE])
+def test_a_slot_freed_and_taken_by_another_key_is_never_answered_with_the_old_map(
+        size: int) -> None:
+    """An IOVATree caches by arena slot: the map stored after a removal takes the slot the
+    removed map had, under another key.  Its look-ups must find it, not the removed map."""
+    old = DMAMap(PAGE, 8 * PAGE, PAGE - 1)
+    new = DMAMap(64 * PAGE, 80 * PAGE, 2 * PAGE - 1, id=3)
+    tree = native.IOVATree([old])
+    assert tree.find(PAGE) == old  # cached under its slot
+    assert tree.find_iova(8 * PAGE) == old
+    assert tree.remove(PAGE, size) == 1  # one byte, or a range (the entries come in a buffer)
+    tree.insert(new)  # the freed slot, another key
+    assert tree.find(64 * PAGE) == new
+    assert tree.find_iova(80 * PAGE + 5) == new
+    assert tree.find_iova(80 * PAGE, 0, 3) == new
+    assert tree.find(PAGE) is None
+    assert tree.find_iova(8 * PAGE) is None
+    tree.check()
+
+
+def test_look_ups_never_see_the_old_map_of_a_reused_slot_under_threads() -> None:
+    """One thread alternates two maps with different keys, which take turns in one arena
+    slot; others look each one up by a byte only it covers: the answer must be that map or
+    nothing, never the other one."""
+    a = DMAMap(PAGE, 16 * PAGE, PAGE - 1)
+    b = DMAMap(32 * PAGE, 48 * PAGE, PAGE - 1)
+    tree = native.IOVATree([a])
+    stop = threading.Event()
+    wrong: list[object] = []
+
+    def swap() -> None:
+        for _ in range(3000):
+            tree.remove(a.iova)
+            tree.insert(b)
+            tree.find(b.iova)  # caches b under the slot a had
+            tree.remove(b.iova)
+            tree.insert(a)
+            tree.find(a.iova)
+        stop.set()
+
+    def look() -> None:
+        while not stop.is_set():
+            for m in (a, b):
+                for got in (tree.find(m.iova + 5), tree.find_iova(m.translated_addr + 5)):
+                    if got is not None and got != m:
+                        wrong.append(got)
+
+    threads = [threading.Thread(target=swap)] + [threading.Thread(target=look) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    tree.check()

@@ -44,16 +44,18 @@ int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t
                                int has_missing, uint64_t missing, size_t *miss);
 int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
                          uint64_t id, int has_missing, uint64_t missing, size_t *miss);
-int64_t ib_tree_find_key(IBTree *t, uint64_t key, uint64_t size);
-int64_t ib_tree_find_at(IBTree *t, uint64_t key);
-int64_t ib_tree_find_iova_key(IBTree *t, uint64_t addr, uint64_t size);
-int64_t ib_tree_find_iova_at(IBTree *t, uint64_t addr);
-int64_t ib_tree_find_iova_id_key(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
+int64_t ib_tree_find_entry(IBTree *t, uint64_t key, uint64_t size);
+int64_t ib_tree_find_entry_at(IBTree *t, uint64_t key);
+int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size);
+int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr);
+int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
+int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, int has_id,
+                         uint64_t id, uint64_t *out);
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id);
 int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
-int64_t ib_tree_remove_keys(IBTree *t, uint64_t key, uint64_t size, uint64_t *keys,
-                            size_t cap);
+int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
+                               size_t cap);
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                           uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
                           int top_down);
