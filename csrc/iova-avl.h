@@ -27,6 +27,13 @@
 
 enum { AVL_LEFT = 0, AVL_RIGHT = 1, AVL_BEST = 2 };
 
+/*
+ * The side taken at each step of a path.  Not a character type: a store through one may
+ * alias anything, and the compiler would reload the element being placed and the arena's
+ * block table after every step of a descent.
+ */
+typedef uint16_t AvlDir;
+
 /* An AVL tree of 2^32 elements (all a 32-bit reference can name) is at most 46 high. */
 #define AVL_MAX_DEPTH 64
 
@@ -198,7 +205,7 @@ AVL_INLINE IOVARef avl_rebalance(const IOVAArena *arena, const AvlOps *ops, IOVA
  * recomputed; above @must the walk stops at the first subtree that comes out unchanged.
  */
 AVL_INLINE IOVARef avl_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
-                               IOVARef *path, const uint8_t *dirs, int depth, int must)
+                               IOVARef *path, const AvlDir *dirs, int depth, int must)
 {
     for (int i = depth - 1; i >= 0; i--) {
         bool changed;
@@ -216,6 +223,130 @@ AVL_INLINE IOVARef avl_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARe
     return root;
 }
 
+/* The way from a root down to one place in the tree: each node and the side taken from it. */
+typedef struct AvlPath {
+    IOVARef node[AVL_MAX_DEPTH];
+    AvlDir dir[AVL_MAX_DEPTH];
+    int depth;
+} AvlPath;
+
+/*
+ * One step of a descent from @p towards element @n's place; returns the next node.  Inserting
+ * (@n not in the tree), the descent ends at a missing child; removing, it ends at @n.
+ */
+AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, IOVARef n, IOVARef p,
+                            AvlPath *path)
+{
+    int dir = ops->cmp(arena, n, p) < 0 ? AVL_LEFT : AVL_RIGHT;
+    path->node[path->depth] = p;
+    path->dir[path->depth++] = (AvlDir)dir;
+    return avl_links(arena, ops, p)[dir];
+}
+
+/*
+ * The ways down to element @n's place in two trees over the same arena, walked side by side.
+ * Why together: on a large tree every step is a cache miss, and the two walks do not depend
+ * on each other, so the processor waits for both trees' misses at once instead of one after
+ * the other.  @stop is IOVA_REF_NONE for an insert and @n for a removal.
+ */
+AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
+                             const AvlOps *ops_a, IOVARef root_a, AvlPath *path_a,
+                             const AvlOps *ops_b, IOVARef root_b, AvlPath *path_b)
+{
+    IOVARef a = root_a, b = root_b;
+
+    avl_view(arena, ops_a); /* both trees' elements are the arena's */
+    path_a->depth = path_b->depth = 0;
+    while (a != stop && b != stop) {
+        if (a == IOVA_REF_NONE || b == IOVA_REF_NONE) {
+            break; /* a removal of an element that one tree does not hold */
+        }
+        a = avl_step(arena, ops_a, n, a, path_a);
+        b = avl_step(arena, ops_b, n, b, path_b);
+    }
+    while (a != stop && a != IOVA_REF_NONE) {
+        a = avl_step(arena, ops_a, n, a, path_a);
+    }
+    while (b != stop && b != IOVA_REF_NONE) {
+        b = avl_step(arena, ops_b, n, b, path_b);
+    }
+}
+
+/*
+ * The way back up after leaf @n was linked at the end of @path.  Every ancestor's subtree
+ * gained exactly @n, so its summary is the old one folded with @n's: one comparison against
+ * the stored best instead of recomputing from both children.  Heights are recomputed only
+ * while they grow; a rotation restores the subtree's old height (an AVL insert needs at most
+ * one), and above it only the summaries can change.  The walk stops at the first ancestor
+ * where nothing changed: nothing above it can.
+ */
+AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                                      IOVARef n, const AvlPath *path)
+{
+    uint16_t key = ops->key16 ? ops->key16(arena, n) : 0;
+    bool growing = true;
+
+    for (int i = path->depth - 1; i >= 0; i--) {
+        IOVARef p = path->node[i];
+        IOVARef *l = avl_links(arena, ops, p);
+        bool changed = false;
+        if (growing) {
+            int hl = avl_height(arena, ops, l[AVL_LEFT]), hr = avl_height(arena, ops, l[AVL_RIGHT]);
+            if (hl - hr > 1 || hr - hl > 1) {
+                bool unused;
+                IOVARef sub = avl_rebalance(arena, ops, p, &unused);
+                if (i == 0) {
+                    root = sub;
+                } else {
+                    avl_links(arena, ops, path->node[i - 1])[path->dir[i - 1]] = sub;
+                }
+                growing = false;
+                continue;
+            }
+            uint8_t *hp = avl_height_ptr(arena, ops, p);
+            uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
+            growing = changed = *hp != height;
+            *hp = height;
+        }
+        if (ops->better(arena, n, l[AVL_BEST])) {
+            l[AVL_BEST] = n;
+            changed = true;
+        }
+        if (ops->key16) {
+            uint16_t sum = avl_sum16(arena, ops, p), folded = avl_fold16(ops, sum, key);
+            if (folded != sum) {
+                avl_set_sum16(arena, ops, p, folded);
+                changed = true;
+            }
+        }
+        if (!changed) {
+            break;
+        }
+    }
+    return root;
+}
+
+/**
+ * avl_insert_at: add element @n (not yet in the tree) at the end of @path, the way down from
+ * @root to @n's place (avl_descend2() or a descent by avl_step()).
+ *
+ * Returns: the new root.
+ */
+AVL_INLINE IOVARef avl_insert_at(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                                 IOVARef n, AvlPath *path)
+{
+    avl_view(arena, ops);
+    IOVARef *l = avl_links(arena, ops, n);
+    l[AVL_LEFT] = l[AVL_RIGHT] = IOVA_REF_NONE;
+    avl_update(arena, ops, n);
+    int depth = path->depth;
+    if (depth == 0) {
+        return n;
+    }
+    avl_links(arena, ops, path->node[depth - 1])[path->dir[depth - 1]] = n;
+    return avl_insert_retrace(arena, ops, root, n, path);
+}
+
 /**
  * avl_insert: add element @n (not yet in the tree) to the tree rooted at @root.
  *
@@ -224,25 +355,70 @@ AVL_INLINE IOVARef avl_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARe
 AVL_INLINE IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
                               IOVARef n)
 {
-    IOVARef path[AVL_MAX_DEPTH];
-    uint8_t dirs[AVL_MAX_DEPTH];
-    int depth = 0;
+    AvlPath path = { .depth = 0 };
 
-    avl_view(arena, ops);
-    IOVARef *l = avl_links(arena, ops, n);
-    l[AVL_LEFT] = l[AVL_RIGHT] = IOVA_REF_NONE;
-    avl_update(arena, ops, n);
     for (IOVARef p = root; p != IOVA_REF_NONE;) {
-        int dir = ops->cmp(arena, n, p) < 0 ? AVL_LEFT : AVL_RIGHT;
-        path[depth] = p;
-        dirs[depth++] = (uint8_t)dir;
-        p = avl_links(arena, ops, p)[dir];
+        p = avl_step(arena, ops, n, p, &path);
     }
-    if (depth == 0) {
-        return n;
+    return avl_insert_at(arena, ops, root, n, &path);
+}
+
+/*
+ * Whether the summary of @p, whose subtree lost element @gone, may have changed: only when
+ * @gone was its best or gave its minimum (or maximum).  Otherwise the stored summary still
+ * holds, whatever else moved below.
+ */
+AVL_INLINE bool avl_lost_summary(const IOVAArena *arena, const AvlOps *ops, IOVARef p,
+                                 IOVARef gone, uint16_t gone_key)
+{
+    return avl_best(arena, ops, p) == gone ||
+           (ops->key16 && avl_sum16(arena, ops, p) == gone_key);
+}
+
+/*
+ * The way back up after a removal (see avl_remove_path()): @path[0..@depth) ends at the
+ * parent of the node that took the removed element's place; @at is @n's place on it.  Below
+ * @at the subtrees lost @moved (the successor that moved up into @at), above it they lost
+ * @n, and @at itself is a new node there, recomputed in full.  Elsewhere the heights are
+ * recomputed from the children, but the summary only where the lost element was part of it
+ * (avl_lost_summary()).  Above @at the walk stops at the first subtree that comes out
+ * unchanged.
+ */
+AVL_INLINE IOVARef avl_remove_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                                      IOVARef *path, const AvlDir *dirs, int depth, int at,
+                                      IOVARef n, IOVARef moved)
+{
+    uint16_t n_key = ops->key16 ? ops->key16(arena, n) : 0;
+    uint16_t moved_key = ops->key16 && moved != IOVA_REF_NONE ? ops->key16(arena, moved) : 0;
+
+    for (int i = depth - 1; i >= 0; i--) {
+        IOVARef p = path[i];
+        IOVARef *l = avl_links(arena, ops, p);
+        int hl = avl_height(arena, ops, l[AVL_LEFT]), hr = avl_height(arena, ops, l[AVL_RIGHT]);
+        bool changed;
+        IOVARef sub = p;
+        if (hl - hr > 1 || hr - hl > 1) {
+            sub = avl_rebalance(arena, ops, p, &changed);
+        } else if (i == at || avl_lost_summary(arena, ops, p, i > at ? moved : n,
+                                                i > at ? moved_key : n_key)) {
+            changed = avl_update(arena, ops, p);
+        } else {
+            uint8_t *hp = avl_height_ptr(arena, ops, p);
+            uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
+            changed = *hp != height;
+            *hp = height;
+        }
+        if (sub != p) {
+            if (i == 0) {
+                root = sub;
+            } else {
+                avl_links(arena, ops, path[i - 1])[dirs[i - 1]] = sub;
+            }
+        } else if (!changed && i < at) {
+            break;
+        }
     }
-    avl_links(arena, ops, path[depth - 1])[dirs[depth - 1]] = n;
-    return avl_retrace(arena, ops, root, path, dirs, depth, depth);
+    return root;
 }
 
 /**
@@ -253,7 +429,7 @@ AVL_INLINE IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef
  * Returns: the new root.
  */
 AVL_INLINE IOVARef avl_remove_path(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
-                                   IOVARef n, IOVARef *path, uint8_t *dirs, int depth)
+                                   IOVARef n, IOVARef *path, AvlDir *dirs, int depth)
 {
     avl_view(arena, ops);
     IOVARef *ln = avl_links(arena, ops, n);
@@ -284,11 +460,28 @@ AVL_INLINE IOVARef avl_remove_path(const IOVAArena *arena, const AvlOps *ops, IO
     } else {
         avl_links(arena, ops, path[at - 1])[dirs[at - 1]] = replacement;
     }
-    /*
-     * Every node from the successor's old parent up to @n's place (now the successor's) is
-     * recomputed: a stored summary there was not what @n's parent saw.
-     */
-    return avl_retrace(arena, ops, root, path, dirs, depth, at);
+    return avl_remove_retrace(arena, ops, root, path, dirs, depth, at, n,
+                              replacement != IOVA_REF_NONE && at < depth ? replacement
+                                                                         : IOVA_REF_NONE);
+}
+
+/**
+ * avl_remove_at: take element @n out of the tree rooted at @root, @path being the way down to
+ * it from avl_descend2() (it ends at @n's parent).  An @n the descent did not reach is not in
+ * the tree, which is left as it is (check() says so).
+ *
+ * Returns: the new root.
+ */
+AVL_INLINE IOVARef avl_remove_at(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                                 IOVARef n, AvlPath *path)
+{
+    int depth = path->depth;
+    IOVARef reached = depth == 0 ? root
+                                 : avl_links(arena, ops, path->node[depth - 1])[path->dir[depth - 1]];
+    if (reached != n) {
+        return root;
+    }
+    return avl_remove_path(arena, ops, root, n, path->node, path->dir, depth);
 }
 
 /**
@@ -299,20 +492,15 @@ AVL_INLINE IOVARef avl_remove_path(const IOVAArena *arena, const AvlOps *ops, IO
 AVL_INLINE IOVARef avl_remove(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
                               IOVARef n)
 {
-    IOVARef path[AVL_MAX_DEPTH];
-    uint8_t dirs[AVL_MAX_DEPTH];
-    int depth = 0;
+    AvlPath path = { .depth = 0 };
 
-    for (IOVARef p = root; p != n; depth++) {
+    for (IOVARef p = root; p != n;) {
         if (p == IOVA_REF_NONE) {
             return root;
         }
-        int dir = ops->cmp(arena, n, p) < 0 ? AVL_LEFT : AVL_RIGHT;
-        path[depth] = p;
-        dirs[depth] = (uint8_t)dir;
-        p = avl_links(arena, ops, p)[dir];
+        p = avl_step(arena, ops, n, p, &path);
     }
-    return avl_remove_path(arena, ops, root, n, path, dirs, depth);
+    return avl_remove_path(arena, ops, root, n, path.node, path.dir, path.depth);
 }
 
 /**

@@ -204,7 +204,7 @@ int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
 {
     const IOVAArena *arena = &holes->arena;
     IOVARef path[AVL_MAX_DEPTH];
-    uint8_t dirs[AVL_MAX_DEPTH];
+    AvlDir dirs[AVL_MAX_DEPTH];
     int d = 0, below_depth = 0, above_depth = 0;
     IOVARef below = IOVA_REF_NONE, above = IOVA_REF_NONE;
     hwaddr key = first - 1; /* with first == 0, no hole is below: every first compares above */

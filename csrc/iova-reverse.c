@@ -99,14 +99,22 @@ static const AvlOps by_id_ops = {
 
 void iova_reverse_add(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
 {
-    rev->by_addr_root = avl_insert(arena, &by_addr_ops, rev->by_addr_root, ref);
-    rev->by_id_root = avl_insert(arena, &by_id_ops, rev->by_id_root, ref);
+    AvlPath addr_path, id_path;
+
+    avl_descend2(arena, ref, IOVA_REF_NONE, &by_addr_ops, rev->by_addr_root, &addr_path,
+                 &by_id_ops, rev->by_id_root, &id_path);
+    rev->by_addr_root = avl_insert_at(arena, &by_addr_ops, rev->by_addr_root, ref, &addr_path);
+    rev->by_id_root = avl_insert_at(arena, &by_id_ops, rev->by_id_root, ref, &id_path);
 }
 
 void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
 {
-    rev->by_addr_root = avl_remove(arena, &by_addr_ops, rev->by_addr_root, ref);
-    rev->by_id_root = avl_remove(arena, &by_id_ops, rev->by_id_root, ref);
+    AvlPath addr_path, id_path;
+
+    avl_descend2(arena, ref, ref, &by_addr_ops, rev->by_addr_root, &addr_path, &by_id_ops,
+                 rev->by_id_root, &id_path);
+    rev->by_addr_root = avl_remove_at(arena, &by_addr_ops, rev->by_addr_root, ref, &addr_path);
+    rev->by_id_root = avl_remove_at(arena, &by_id_ops, rev->by_id_root, ref, &id_path);
 }
 
 /*

@@ -247,6 +247,19 @@ def test_qemus_own_definitions_are_not_repeated(tmp_path: Path, qemu: Path,
     assert run(binary).strip() == "alloc 0 at 1000 perm 3"
 
 
+@pytest.mark.parametrize("holes", [False, True], ids=["holes at the first alloc", "holes kept"])
+def test_every_invariant_holds_after_every_call_of_a_random_churn(
+        tmp_path: Path, project_library: Path, holes: bool) -> None:
+    """The AVL trees' summaries are kept incrementally (an insert folds the new map into each
+    ancestor's; a removal recomputes only where the removed map was part of it): check()
+    after each of 15,000 random calls on a crowded tree holds them to a full recomputation."""
+    binary = build_on_project(tmp_path, "check-churn", [C_TESTS / "check-churn.c"],
+                              project_library, [])
+    for seed in range(1, 4):
+        out = run(binary, "15000", str(seed), *(["holes"] if holes else []))
+        assert out.startswith("ok "), out
+
+
 def test_a_program_without_qemu_builds_on_the_headers_alone(tmp_path: Path,
                                                             project_library: Path) -> None:
     """Outside QEMU the headers define what QEMU's would (pedantic C11), and QEMU's autoptr
