@@ -31,7 +31,7 @@ static int avl_check_rec(AvlCheck *c, IOVARef n, int depth)
     if (hl < 0) {
         return -1;
     }
-    if (c->prev != IOVA_REF_NONE && c->ops->cmp(c->arena, c->prev, n) >= 0) {
+    if (c->prev != IOVA_REF_NONE && !c->ops->before(c->arena, c->prev, n)) {
         snprintf(c->err, c->errlen, "%s: elements out of order", c->ops->name);
         return -1;
     }

@@ -43,8 +43,12 @@ typedef struct AvlOps {
     uint32_t elem_size;  /* the arena's element size (a constant: see avl_view()) */
     uint32_t link_off;   /* offset of the element's IOVARef[3] links */
     uint32_t height_off; /* offset of the element's uint8_t height */
-    /* Order of the tree; must be total: no two elements compare equal. */
-    int (*cmp)(const IOVAArena *arena, IOVARef a, IOVARef b);
+    /*
+     * Order of the tree: whether @a comes before @b.  Must be total: of two elements one
+     * comes first.  Best written without branches: a descent's comparisons are as likely to
+     * go one way as the other, so a branch on them is mispredicted half the time.
+     */
+    bool (*before)(const IOVAArena *arena, IOVARef a, IOVARef b);
     /* Whether @a should be remembered as the best of a subtree rather than @b. */
     bool (*better)(const IOVAArena *arena, IOVARef a, IOVARef b);
     /*
@@ -237,7 +241,7 @@ typedef struct AvlPath {
 AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, IOVARef n, IOVARef p,
                             AvlPath *path)
 {
-    int dir = ops->cmp(arena, n, p) < 0 ? AVL_LEFT : AVL_RIGHT;
+    int dir = ops->before(arena, n, p) ? AVL_LEFT : AVL_RIGHT;
     path->node[path->depth] = p;
     path->dir[path->depth++] = (AvlDir)dir;
     return avl_links(arena, ops, p)[dir];

@@ -14,10 +14,9 @@ AVL_INLINE IOVAHole *hole_at(const IOVAArena *arena, IOVARef ref)
     return iova_arena_ptr(arena, ref);
 }
 
-AVL_INLINE int hole_cmp(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool hole_before(const IOVAArena *arena, IOVARef a, IOVARef b)
 {
-    hwaddr fa = hole_at(arena, a)->first, fb = hole_at(arena, b)->first;
-    return fa < fb ? -1 : fa > fb;
+    return hole_at(arena, a)->first < hole_at(arena, b)->first;
 }
 
 /* The longer hole is better; between equals, the lower one (a total order). */
@@ -43,7 +42,7 @@ static const AvlOps hole_ops = {
     .elem_size = sizeof(IOVAHole),
     .link_off = offsetof(IOVAHole, link),
     .height_off = offsetof(IOVAHole, height),
-    .cmp = hole_cmp,
+    .before = hole_before,
     .better = hole_better,
     .key16 = hole_align_cap,
     .min16_off = offsetof(IOVAHole, align_max),
