@@ -146,21 +146,28 @@ AVL_INLINE bool avl_update(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
     if (right != IOVA_REF_NONE && ops->better(arena, avl_best(arena, ops, right), best)) {
         best = avl_best(arena, ops, right);
     }
-    uint8_t *hp = avl_height_ptr(arena, ops, n);
-    bool changed = *hp != height || l[AVL_BEST] != best;
-    *hp = height;
-    l[AVL_BEST] = best;
+    uint16_t sum = 0;
     if (ops->key16) {
-        uint16_t sum = ops->key16(arena, n);
+        sum = ops->key16(arena, n);
         if (left != IOVA_REF_NONE) {
             sum = avl_fold16(ops, sum, avl_sum16(arena, ops, left));
         }
         if (right != IOVA_REF_NONE) {
             sum = avl_fold16(ops, sum, avl_sum16(arena, ops, right));
         }
-        changed |= avl_sum16(arena, ops, n) != sum;
+    }
+    /*
+     * Every load comes before the first store: a store of an 8-bit height or maximum may
+     * alias anything, and any load after it would read the arena's block table again.
+     */
+    uint8_t *hp = avl_height_ptr(arena, ops, n);
+    bool changed = *hp != height || l[AVL_BEST] != best ||
+                   (ops->key16 && avl_sum16(arena, ops, n) != sum);
+    l[AVL_BEST] = best;
+    if (ops->key16) {
         avl_set_sum16(arena, ops, n, sum);
     }
+    *hp = height;
     return changed;
 }
 

@@ -58,33 +58,49 @@ static void hole_add(IOVAHoles *holes, IOVARef ref, hwaddr first, hwaddr last)
     holes->root = avl_insert(&holes->arena, &hole_ops, holes->root, ref);
 }
 
-static void hole_unlink(IOVAHoles *holes, IOVARef ref)
-{
-    holes->root = avl_remove(&holes->arena, &hole_ops, holes->root, ref);
-}
-
 /*
- * The hole with the highest first address <= @addr, or none; @path[0..*@depth) receives the
- * way from the root down to it, for avl_refresh_path() after a change in place.
+ * The hole with the highest first address <= @addr, or none.  @path receives the way from
+ * the root down to it (it ends at the hole), for avl_refresh_path() after a change in place
+ * and for linking or unlinking a neighbour without another descent.
  */
-static IOVARef hole_floor(const IOVAHoles *holes, hwaddr addr, IOVARef *path, int *depth)
+static IOVARef hole_floor(const IOVAHoles *holes, hwaddr addr, AvlPath *path)
 {
     IOVARef n = holes->root, found = IOVA_REF_NONE;
-    int d = 0;
+    int d = 0, depth = 0;
 
-    *depth = 0;
     while (n != IOVA_REF_NONE) {
         const IOVAHole *h = hole_at(&holes->arena, n);
-        path[d++] = n;
+        path->node[d] = n;
         if (h->first <= addr) {
             found = n;
-            *depth = d;
+            path->dir[d++] = AVL_RIGHT;
+            depth = d;
             n = h->link[AVL_RIGHT];
         } else {
+            path->dir[d++] = AVL_LEFT;
             n = h->link[AVL_LEFT];
         }
     }
+    path->depth = depth;
     return found;
+}
+
+/*
+ * Link @spare, the part of the hole at the end of @path split off above it, in that hole's
+ * successor slot: right of it, then left to the end.  The hole's own summaries must be up to
+ * date first (the insert folds @spare into them).
+ */
+static void hole_link_after(IOVAHoles *holes, IOVARef spare, AvlPath *path)
+{
+    const IOVAArena *arena = &holes->arena;
+    IOVARef n = path->node[path->depth - 1];
+    path->dir[path->depth - 1] = AVL_RIGHT;
+    for (n = hole_at(arena, n)->link[AVL_RIGHT]; n != IOVA_REF_NONE;
+         n = hole_at(arena, n)->link[AVL_LEFT]) {
+        path->node[path->depth] = n;
+        path->dir[path->depth++] = AVL_LEFT;
+    }
+    holes->root = avl_insert_at(arena, &hole_ops, holes->root, spare, path);
 }
 
 int iova_holes_init(IOVAHoles *holes)
@@ -159,9 +175,8 @@ void iova_holes_destroy(IOVAHoles *holes)
  */
 int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
 {
-    IOVARef path[AVL_MAX_DEPTH];
-    int depth;
-    IOVARef ref = hole_floor(holes, first, path, &depth);
+    AvlPath path;
+    IOVARef ref = hole_floor(holes, first, &path);
     if (ref == IOVA_REF_NONE || hole_at(&holes->arena, ref)->last < last) {
         return IOVA_ERR_OVERLAP;
     }
@@ -176,18 +191,21 @@ int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
             return IOVA_ERR_OOM;
         }
         h = hole_at(&holes->arena, ref); /* (the arena's blocks never move; for clarity) */
-        hwaddr old_last = h->last;
+        IOVAHole *above = hole_at(&holes->arena, spare);
+        above->first = last + 1;
+        above->last = h->last;
         h->last = first - 1;
-        avl_refresh_path(&holes->arena, &hole_ops, path, depth);
-        hole_add(holes, spare, last + 1, old_last);
+        avl_refresh_path(&holes->arena, &hole_ops, path.node, path.depth);
+        hole_link_after(holes, spare, &path);
     } else if (keep_below) {
         h->last = first - 1;
-        avl_refresh_path(&holes->arena, &hole_ops, path, depth);
+        avl_refresh_path(&holes->arena, &hole_ops, path.node, path.depth);
     } else if (keep_above) {
         h->first = last + 1;
-        avl_refresh_path(&holes->arena, &hole_ops, path, depth);
+        avl_refresh_path(&holes->arena, &hole_ops, path.node, path.depth);
     } else {
-        hole_unlink(holes, ref);
+        holes->root = avl_remove_path(&holes->arena, &hole_ops, holes->root, ref, path.node,
+                                      path.dir, path.depth - 1);
         iova_arena_release(&holes->arena, ref);
     }
     return IOVA_OK;
@@ -202,8 +220,9 @@ int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
 int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
 {
     const IOVAArena *arena = &holes->arena;
-    IOVARef path[AVL_MAX_DEPTH];
-    AvlDir dirs[AVL_MAX_DEPTH];
+    AvlPath way;
+    IOVARef *path = way.node;
+    AvlDir *dirs = way.dir;
     int d = 0, below_depth = 0, above_depth = 0;
     IOVARef below = IOVA_REF_NONE, above = IOVA_REF_NONE;
     hwaddr key = first - 1; /* with first == 0, no hole is below: every first compares above */
@@ -244,11 +263,15 @@ int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
         path[above_depth] = above;
         avl_refresh_path(arena, &hole_ops, path, above_depth + 1);
     } else {
+        /* The descent compared first - 1 as the new hole's first would be: it ends at its slot. */
         IOVARef fresh = iova_arena_alloc(&holes->arena);
         if (fresh == IOVA_REF_NONE) {
             return IOVA_ERR_OOM;
         }
-        hole_add(holes, fresh, first, last);
+        hole_at(arena, fresh)->first = first;
+        hole_at(arena, fresh)->last = last;
+        way.depth = d;
+        holes->root = avl_insert_at(arena, &hole_ops, holes->root, fresh, &way);
     }
     return IOVA_OK;
 }
