@@ -515,21 +515,60 @@ AVL_INLINE IOVARef avl_remove(const IOVAArena *arena, const AvlOps *ops, IOVARef
 }
 
 /**
- * avl_refresh_path: the element at the end of @path[0..@depth) changed in place without
- * changing its position in the order (a hole grew or shrank): recompute the summaries from it
- * up, with no rotation.  Why the stop test differs from avl_retrace()'s: a best link names an
- * element, and an unchanged name means an unchanged summary only while the element named is
- * not the one whose value changed; above a subtree whose summary is unchanged and whose best
- * is another element, nothing can change.
+ * avl_refresh_worse: the element at the end of @path[0..@depth) changed in place, keeping
+ * its position in the order, and only for the worse (a hole shrank): it is no better than
+ * before, and its key16 is no better for the summary than @old_key (no lower for a minimum,
+ * no higher for a maximum).  Recompute the summaries from it up, with no rotation.
+ *
+ * An ancestor's summary can change only if the element was its best or gave its summary
+ * @old_key; the first ancestor for which neither holds ends the walk, since the element can
+ * be neither for any subtree above it either.
  */
-AVL_INLINE void avl_refresh_path(const IOVAArena *arena, const AvlOps *ops,
-                                 const IOVARef *path, int depth)
+AVL_INLINE void avl_refresh_worse(const IOVAArena *arena, const AvlOps *ops,
+                                  const IOVARef *path, int depth, uint16_t old_key)
 {
     avl_view(arena, ops);
-    IOVARef changed = depth > 0 ? path[depth - 1] : IOVA_REF_NONE;
-    for (int i = depth - 1; i >= 0; i--) {
-        if (!avl_update(arena, ops, path[i]) && i < depth - 1 &&
-            avl_best(arena, ops, path[i]) != changed) {
+    if (depth == 0) {
+        return;
+    }
+    IOVARef x = path[depth - 1];
+    avl_update(arena, ops, x);
+    for (int i = depth - 2; i >= 0 && avl_lost_summary(arena, ops, path[i], x, old_key); i--) {
+        avl_update(arena, ops, path[i]);
+    }
+}
+
+/**
+ * avl_refresh_better: as avl_refresh_worse(), for an element that changed only for the
+ * better (a hole grew).  Each ancestor folds the element into its summary, as after an
+ * insert; the walk goes on while that changed something or the element is the ancestor's
+ * best (a best link that names it stays the same, but the subtrees above may now prefer it).
+ */
+AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
+                                   const IOVARef *path, int depth)
+{
+    avl_view(arena, ops);
+    if (depth == 0) {
+        return;
+    }
+    IOVARef x = path[depth - 1];
+    avl_update(arena, ops, x);
+    uint16_t key = ops->key16 ? ops->key16(arena, x) : 0;
+    for (int i = depth - 2; i >= 0; i--) {
+        IOVARef *l = avl_links(arena, ops, path[i]);
+        bool go_on = l[AVL_BEST] == x;
+        if (!go_on && ops->better(arena, x, l[AVL_BEST])) {
+            l[AVL_BEST] = x;
+            go_on = true;
+        }
+        if (ops->key16) {
+            uint16_t sum = avl_sum16(arena, ops, path[i]), folded = avl_fold16(ops, sum, key);
+            if (folded != sum) {
+                avl_set_sum16(arena, ops, path[i], folded);
+                go_on = true;
+            }
+        }
+        if (!go_on) {
             return;
         }
     }

@@ -60,8 +60,8 @@ static void hole_add(IOVAHoles *holes, IOVARef ref, hwaddr first, hwaddr last)
 
 /*
  * The hole with the highest first address <= @addr, or none.  @path receives the way from
- * the root down to it (it ends at the hole), for avl_refresh_path() after a change in place
- * and for linking or unlinking a neighbour without another descent.
+ * the root down to it (it ends at the hole), for avl_refresh_worse() or _better() after a
+ * change in place and for linking or unlinking a neighbour without another descent.
  */
 static IOVARef hole_floor(const IOVAHoles *holes, hwaddr addr, AvlPath *path)
 {
@@ -184,6 +184,7 @@ int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
     bool keep_below = first > h->first;
     bool keep_above = last < h->last;
 
+    uint16_t old_cap = hole_align_cap(&holes->arena, ref);
     if (keep_below && keep_above) {
         /* Splitting one hole in two needs a second element: get it before changing anything. */
         IOVARef spare = iova_arena_alloc(&holes->arena);
@@ -195,14 +196,14 @@ int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
         above->first = last + 1;
         above->last = h->last;
         h->last = first - 1;
-        avl_refresh_path(&holes->arena, &hole_ops, path.node, path.depth);
+        avl_refresh_worse(&holes->arena, &hole_ops, path.node, path.depth, old_cap);
         hole_link_after(holes, spare, &path);
     } else if (keep_below) {
         h->last = first - 1;
-        avl_refresh_path(&holes->arena, &hole_ops, path.node, path.depth);
+        avl_refresh_worse(&holes->arena, &hole_ops, path.node, path.depth, old_cap);
     } else if (keep_above) {
         h->first = last + 1;
-        avl_refresh_path(&holes->arena, &hole_ops, path.node, path.depth);
+        avl_refresh_worse(&holes->arena, &hole_ops, path.node, path.depth, old_cap);
     } else {
         holes->root = avl_remove_path(&holes->arena, &hole_ops, holes->root, ref, path.node,
                                       path.dir, path.depth - 1);
@@ -251,17 +252,17 @@ int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
     if (below != IOVA_REF_NONE && above != IOVA_REF_NONE) {
         /* The hole below grows over the range and the hole above, which goes. */
         hole_at(arena, below)->last = hole_at(arena, above)->last;
-        avl_refresh_path(arena, &hole_ops, path, below_depth);
+        avl_refresh_better(arena, &hole_ops, path, below_depth);
         holes->root = avl_remove_path(arena, &hole_ops, holes->root, above, path, dirs,
                                       above_depth);
         iova_arena_release(&holes->arena, above);
     } else if (below != IOVA_REF_NONE) {
         hole_at(arena, below)->last = last;
-        avl_refresh_path(arena, &hole_ops, path, below_depth);
+        avl_refresh_better(arena, &hole_ops, path, below_depth);
     } else if (above != IOVA_REF_NONE) {
         hole_at(arena, above)->first = first;
         path[above_depth] = above;
-        avl_refresh_path(arena, &hole_ops, path, above_depth + 1);
+        avl_refresh_better(arena, &hole_ops, path, above_depth + 1);
     } else {
         /* The descent compared first - 1 as the new hole's first would be: it ends at its slot. */
         IOVARef fresh = iova_arena_alloc(&holes->arena);
