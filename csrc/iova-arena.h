@@ -58,6 +58,17 @@ int iova_arena_reserve(IOVAArena *arena, uint32_t count);
 void iova_arena_release(IOVAArena *arena, IOVARef ref);
 
 /**
+ * iova_arena_last_released: the reference iova_arena_release() was given last, which is also
+ * the next one iova_arena_alloc() hands out (released elements are reused last in, first
+ * out), or IOVA_REF_NONE when none is waiting.  How a caller that released one element
+ * through a structure it cannot see into learns which one it was.
+ */
+static inline IOVARef iova_arena_last_released(const IOVAArena *arena)
+{
+    return arena->free_head;
+}
+
+/**
  * iova_arena_reset: release every element and every block.
  */
 void iova_arena_reset(IOVAArena *arena);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "iova-arena.h"
 #include "iova-guard.h"
 #include "iova-range.h"
 
@@ -718,11 +719,19 @@ int64_t ib_tree_remove_at(IBTree *t, uint64_t key)
     if (!tree) {
         return IB_CLOSED;
     }
-    /* one byte: at most one map covers it, and one look-up finds it */
-    const DMAMap *m = iova_tree_find(tree, &needle);
-    uint64_t found = m ? tree_entry(t, m) : 0;
     size_t n = 0;
-    int rc = m ? iova_tree_remove_checked(tree, needle, &n) : IOVA_OK;
+    int rc;
+    uint64_t found = 0;
+    if (t->arena) {
+        /* One byte: at most one map goes, and its slot is the one its arena released last
+         * (no second descent to find it first). */
+        rc = iova_tree_remove_checked(tree, needle, &n);
+        found = n ? iova_arena_last_released(t->arena) : 0;
+    } else {
+        const DMAMap *m = iova_tree_find(tree, &needle);
+        found = m ? tree_entry(t, m) : 0;
+        rc = m ? iova_tree_remove_checked(tree, needle, &n) : IOVA_OK;
+    }
     ib_guard_leave(&t->guard, n > 0);
     return rc != IOVA_OK ? rc : n ? key_answer(found) : IB_NONE;
 }
