@@ -260,6 +260,26 @@ def test_every_invariant_holds_after_every_call_of_a_random_churn(
         assert out.startswith("ok "), out
 
 
+@pytest.mark.parametrize("holes", [False, True], ids=["holes at the first alloc", "holes kept"])
+def test_every_answer_matches_a_brute_force_model_at_the_edges_of_the_space(
+        tmp_path: Path, project_library: Path, holes: bool) -> None:
+    """tests/c/check-model.c: maps at 0 and ending at 2**64-1, sizes up to 2**64-1, ids that
+    differ only in high bits, many maps aliasing one translated range, removals reaching the
+    top, allocations with every alignment and both policies, a tree emptied and refilled: each
+    return code, overlapped map, removal count, allocated IOVA and look-up held to an array of
+    the maps, and check() after every call, on a small tree and on one of a few thousand."""
+    small = build_on_project(tmp_path, "check-model", [C_TESTS / "check-model.c"],
+                             project_library, [])
+    for seed in range(1, 4):
+        out = run(small, "40000", str(seed), *(["holes"] if holes else []))
+        assert out.startswith("ok "), out
+    big = tmp_path / "check-model-big"
+    cc([*STRICT, "-DMAX_MAPS=4096", f"-I{INCLUDE}", "-o", str(big),
+        str(C_TESTS / "check-model.c"), *glib_flags(), *link_project(project_library)])
+    out = run(big, "30000", "7", *(["holes"] if holes else []))
+    assert out.startswith("ok ") and int(out.split()[-2]) > 1000, out
+
+
 def test_a_program_without_qemu_builds_on_the_headers_alone(tmp_path: Path,
                                                             project_library: Path) -> None:
     """Outside QEMU the headers define what QEMU's would (pedantic C11), and QEMU's autoptr
