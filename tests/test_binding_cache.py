@@ -5,6 +5,7 @@ object the next time, and never a map that is no longer stored, also under threa
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -73,6 +74,16 @@ def test_clear_and_close_drop_the_cache(how: str) -> None:
     assert tree.find(PAGE) == other
 
 
+def run_beside(change: Callable[[], None], look: Callable[[], None]) -> None:
+    """One thread running ``change`` beside two running ``look``, until all three return."""
+    threads = [threading.Thread(target=change)] + [threading.Thread(target=look)
+                                                   for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_look_ups_never_see_a_replaced_map_under_threads() -> None:
     """One thread swaps a short and a long map under one key; others look up a byte that only
     the long map covers.  A cache entry left over from the short map would be returned for
@@ -101,11 +112,7 @@ def test_look_ups_never_see_a_replaced_map_under_threads() -> None:
             if got is not None and got != long:
                 wrong.append(got)
 
-    threads = [threading.Thread(target=swap)] + [threading.Thread(target=look) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_beside(swap, look)
     assert wrong == []
     tree.check()
 
@@ -157,10 +164,6 @@ def test_look_ups_never_see_the_old_map_of_a_reused_slot_under_threads() -> None
                     if got is not None and got != m:
                         wrong.append(got)
 
-    threads = [threading.Thread(target=swap)] + [threading.Thread(target=look) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_beside(swap, look)
     assert wrong == []
     tree.check()
