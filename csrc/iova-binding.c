@@ -633,6 +633,20 @@ int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, i
     return lookup_entry(t, reverse != 0, addr, size, has_id ? &id : NULL, out);
 }
 
+int ib_tree_copy_entry(IBTree *t, uint64_t entry, uint64_t *out)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return IB_CLOSED;
+    }
+    /* An entry's first member is its map (iova-reverse.h). */
+    int rc = t->arena && entry != IOVA_REF_NONE && entry < t->arena->next_fresh
+                 ? (ib_map_out(iova_arena_ptr(t->arena, (IOVARef)entry), out), IOVA_OK)
+                 : IOVA_ERR_INVALID;
+    ib_guard_leave(&t->guard, FALSE);
+    return rc;
+}
+
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id)
 {

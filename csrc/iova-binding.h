@@ -120,6 +120,12 @@ int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size);
 int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr);
 int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
 /*
+ * Copy into @out the map stored in the IOVATree's arena slot @entry, with no look-up: for a
+ * caller that knows no removal ran since a look-up answered that slot (Python's cache
+ * fill).  IOVA_ERR_INVALID for a GPA tree or a slot the arena never handed out.
+ */
+int ib_tree_copy_entry(IBTree *t, uint64_t entry, uint64_t *out);
+/*
  * The entry answer of ib_tree_find() (@reverse 0) or ib_tree_find_iova() (1), with the map
  * in @out: what Python's cache is filled from.
  */

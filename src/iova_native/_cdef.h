@@ -49,6 +49,7 @@ int64_t ib_tree_find_entry_at(IBTree *t, uint64_t key);
 int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size);
 int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr);
 int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
+int ib_tree_copy_entry(IBTree *t, uint64_t entry, uint64_t *out);
 int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, int has_id,
                          uint64_t id, uint64_t *out);
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,

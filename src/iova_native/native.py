@@ -70,6 +70,7 @@ _POLICIES = {"first": 0, "last": 1}
 _FIRST = "first"  # ``policy is _FIRST``: the default left alone (any other "first" takes _POLICIES)
 # Module globals are found faster than attributes of ``lib`` on the hot paths.
 _ib_find_map = lib.ib_tree_find_map
+_ib_copy_entry = lib.ib_tree_copy_entry
 _ib_remove = lib.ib_tree_remove
 _ib_insert = lib.ib_tree_insert
 _ib_find_entry = lib.ib_tree_find_entry
@@ -495,14 +496,22 @@ class _Tree(_Native, TreeContainer):
                 return m  # type: ignore[no-any-return]
         return self._find_locked(reverse, args)
 
-    def _find_locked(self, reverse: int, args: tuple[Any, ...]) -> DMAMap | None:
+    def _find_locked(self, reverse: int, args: tuple[Any, ...], slot: int = -1,
+                     seq: object = None) -> DMAMap | None:
         """Ask C again, copying the map out, and cache it; under ``_lock``, so that no removal
-        runs between the copy and the caching (and the lock's holder alone uses ``_out``)."""
+        runs between the copy and the caching (and the lock's holder alone uses ``_out``).
+        ``slot`` is the arena slot a look-up just answered and ``seq`` the token it read
+        before: when the token is still the tree's, no removal has run since, so the map is
+        still in that slot and is copied from it without a second look-up."""
         lock = self._lock
         lock.get()
         try:
             out = self._out
-            r = _ib_find_map(self._h, reverse, *args, out)
+            if (slot < 0 or seq is None or self._seq is not seq
+                    or type(self._cache) is not list or _ib_copy_entry(self._h, slot, out)):
+                r = _ib_find_map(self._h, reverse, *args, out)
+            else:
+                r = slot
             if r == _NONE:
                 return None
             if _CODE_MIN <= r < 0 and r != _TOP:
@@ -510,8 +519,11 @@ class _Tree(_Native, TreeContainer):
             iova, taddr, size, perm, id = ffi.unpack(out, _WORDS)
             cache = self._cache
             if type(cache) is list:  # r is the map's slot
-                if r >= len(cache):  # room to spare: few look-ups find the list too short
-                    cache.extend([None] * (r + 1 + (r >> 2) + 16 - len(cache)))
+                if r >= len(cache):
+                    # Room for every map stored now, and a quarter more: one extension for a
+                    # tree's first look-ups, not one each time a higher slot comes up.
+                    want = max(r + 1, int(self._len_fn(self._h)))
+                    cache.extend([None] * (want + (want >> 2) + 16 - len(cache)))
                 m = cache[r]
                 if m is None:
                     m = cache[r] = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
@@ -708,7 +720,7 @@ class _Tree(_Native, TreeContainer):
                     m = None
                 if m is not None and self._seq is seq and seq is not None:
                     return m  # type: ignore[no-any-return]
-                return self._find_locked(0, (iova, size, 0, 0))
+                return self._find_locked(0, (iova, size, 0, 0), r, seq)
             if r == _NONE:
                 return None
             if r != _ERR_INVALID:
@@ -777,7 +789,7 @@ class IOVATree(_Tree):
                     return None
                 if r != _ERR_INVALID:  # a miss, or an error the slow path raises
                     return self._find_locked(1, (translated_addr, size, 0, 0) if id is None
-                                             else (translated_addr, size, 1, id))
+                                             else (translated_addr, size, 1, id), r, seq)
         self._check_open()
         translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
         id = T.check_optional_id(id)
