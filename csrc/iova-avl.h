@@ -211,26 +211,16 @@ AVL_INLINE IOVARef avl_rebalance(const IOVAArena *arena, const AvlOps *ops, IOVA
 }
 
 /*
- * Walk back up @path[0..@depth) (each node's child on side @dirs[i] changed) rebalancing and
- * re-summarising, and return the root.  The nodes at index @must and deeper are all
- * recomputed; above @must the walk stops at the first subtree that comes out unchanged.
+ * Put @sub, the new root of the subtree that hung from @path[@i] (or was the whole tree), in
+ * its parent's link, or make it the root; returns the root.
  */
-AVL_INLINE IOVARef avl_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
-                               IOVARef *path, const AvlDir *dirs, int depth, int must)
+AVL_INLINE IOVARef avl_relink(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                              const IOVARef *path, const AvlDir *dirs, int i, IOVARef sub)
 {
-    for (int i = depth - 1; i >= 0; i--) {
-        bool changed;
-        IOVARef sub = avl_rebalance(arena, ops, path[i], &changed);
-        if (sub != path[i]) {
-            if (i == 0) {
-                root = sub;
-            } else {
-                avl_links(arena, ops, path[i - 1])[dirs[i - 1]] = sub;
-            }
-        } else if (!changed && i < must) {
-            break;
-        }
+    if (i == 0) {
+        return sub;
     }
+    avl_links(arena, ops, path[i - 1])[dirs[i - 1]] = sub;
     return root;
 }
 
@@ -306,11 +296,7 @@ AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops,
             if (hl - hr > 1 || hr - hl > 1) {
                 bool unused;
                 IOVARef sub = avl_rebalance(arena, ops, p, &unused);
-                if (i == 0) {
-                    root = sub;
-                } else {
-                    avl_links(arena, ops, path->node[i - 1])[path->dir[i - 1]] = sub;
-                }
+                root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
                 growing = false;
                 continue;
             }
@@ -420,11 +406,7 @@ AVL_INLINE IOVARef avl_remove_retrace(const IOVAArena *arena, const AvlOps *ops,
             *hp = height;
         }
         if (sub != p) {
-            if (i == 0) {
-                root = sub;
-            } else {
-                avl_links(arena, ops, path[i - 1])[dirs[i - 1]] = sub;
-            }
+            root = avl_relink(arena, ops, root, path, dirs, i, sub);
         } else if (!changed && i < at) {
             break;
         }
@@ -493,25 +475,6 @@ AVL_INLINE IOVARef avl_remove_at(const IOVAArena *arena, const AvlOps *ops, IOVA
         return root;
     }
     return avl_remove_path(arena, ops, root, n, path->node, path->dir, depth);
-}
-
-/**
- * avl_remove: take element @n, which is in the tree rooted at @root, out of it.
- *
- * Returns: the new root.  (An @n not in the tree leaves it as it is: check() says so.)
- */
-AVL_INLINE IOVARef avl_remove(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
-                              IOVARef n)
-{
-    AvlPath path = { .depth = 0 };
-
-    for (IOVARef p = root; p != n;) {
-        if (p == IOVA_REF_NONE) {
-            return root;
-        }
-        p = avl_step(arena, ops, n, p, &path);
-    }
-    return avl_remove_path(arena, ops, root, n, path.node, path.dir, path.depth);
 }
 
 /**
