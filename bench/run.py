@@ -92,6 +92,10 @@ def measure(op: Op, budget_s: float) -> float:
     merely the luckiest, so below MIN_ITERS_FOR_MIN calls a loop the mean of all calls is
     reported instead."""
     budget, loop = int(budget_s * 1e9), int(LOOP_S * 1e9)
+    # One call first, outside the figures: a one-time cost (native's cache list made for the
+    # tree's maps at its first look-up, 10 ms at 1M) would otherwise stop k growing at 1 and
+    # leave a mean of single calls, which a full garbage collection inside it then dominates.
+    op(1)
     k, spent, calls = 1, 0, 0
     while True:
         dt = op(k)
