@@ -12,14 +12,7 @@
 #include <stdlib.h>
 
 #include "qemu/iova-tree.h"
-
-static uint64_t next_random(uint64_t *state)
-{
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
+#include "random-calls.h"
 
 static void random_step(IOVATree *tree, uint64_t *rng)
 {
@@ -46,18 +39,14 @@ static void random_step(IOVATree *tree, uint64_t *rng)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: check-churn OPS SEED [holes]\n");
-        return 2;
-    }
-    long ops = atol(argv[1]);
-    uint64_t rng = 0x9e3779b97f4a7c15ull ^ strtoull(argv[2], NULL, 0);
-    IOVATree *tree = iova_tree_new();
+    long ops = 0;
+    uint64_t rng = 0;
+    int status = 0;
+    IOVATree *tree = random_calls_setup(argc, argv, "check-churn", &ops, &rng, &status);
     char err[256];
 
-    if (argc > 3 && iova_tree_keep_holes(tree) != 0) {
-        fprintf(stderr, "iova_tree_keep_holes failed\n");
-        return 1;
+    if (!tree) {
+        return status;
     }
     for (long k = 0; k < ops; k++) {
         random_step(tree, &rng);

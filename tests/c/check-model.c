@@ -15,18 +15,11 @@
 #include <stdlib.h>
 
 #include "qemu/iova-tree.h"
+#include "random-calls.h"
 
 #ifndef MAX_MAPS
 #define MAX_MAPS 48
 #endif
-
-static uint64_t next_random(uint64_t *state)
-{
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
 
 typedef struct Model {
     DMAMap maps[MAX_MAPS];
@@ -296,18 +289,14 @@ static int step(IOVATree *tree, Model *m, uint64_t *rng, long k, bool growing)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: check-model OPS SEED [holes]\n");
-        return 2;
-    }
-    long ops = atol(argv[1]);
-    uint64_t rng = 0x9e3779b97f4a7c15ull ^ strtoull(argv[2], NULL, 0);
-    IOVATree *tree = iova_tree_new();
+    long ops = 0;
+    uint64_t rng = 0;
+    int status = 0;
+    IOVATree *tree = random_calls_setup(argc, argv, "check-model", &ops, &rng, &status);
     static Model model;
 
-    if (argc > 3 && iova_tree_keep_holes(tree) != 0) {
-        fprintf(stderr, "iova_tree_keep_holes failed\n");
-        return 1;
+    if (!tree) {
+        return status;
     }
     for (long k = 0; k < ops; k++) {
         if (step(tree, &model, &rng, k, k / 4000 % 2 == 0) != 0) {
