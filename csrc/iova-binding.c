@@ -370,7 +370,7 @@ int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t 
     int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
              : !ib_memory_room(0) ? IOVA_ERR_OOM
                                   : iova_tree_insert(tree, &map);
-    if (rc == IOVA_ERR_OVERLAP) {
+    if (rc == IOVA_ERR_OVERLAP && existing) {
         ib_map_out(iova_tree_find(tree, &map), existing);
     }
     ib_guard_leave(&t->guard, rc == IOVA_OK);
@@ -650,16 +650,7 @@ int ib_tree_copy_entry(IBTree *t, uint64_t entry, uint64_t *out)
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id)
 {
-    DMAMap map = { iova, translated_addr, size, id, (IOMMUAccessFlags)perm };
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
-    }
-    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
-             : !ib_memory_room(0) ? IOVA_ERR_OOM
-                                  : iova_tree_insert(tree, &map);
-    ib_guard_leave(&t->guard, rc == IOVA_OK);
-    return rc;
+    return ib_tree_insert(t, iova, translated_addr, size, perm, id, NULL);
 }
 
 /* 1 when the entry answer @answer names a map, 0 for none, or the error it is. */

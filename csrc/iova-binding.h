@@ -68,7 +68,8 @@ int ib_tree_has_holes(IBTree *t);
 /* Change counter, or IB_CLOSED. */
 int64_t ib_tree_generation(IBTree *t);
 
-/* IOVA_OK, or an IOVA_ERR_* code; on IOVA_ERR_OVERLAP the lowest map hit is in @existing. */
+/* IOVA_OK, or an IOVA_ERR_* code; on IOVA_ERR_OVERLAP the lowest map hit is in @existing
+ * (unless it is NULL). */
 int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                    uint64_t perm, uint64_t id, uint64_t *existing);
 /* 1 with the map in @out, 0 when none, IOVA_ERR_INVALID when the range wraps; keyed by the
