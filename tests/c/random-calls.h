@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * What the random-call programs (check-churn.c, check-model.c) share: their random numbers
- * and their command line, OPS SEED [holes].
+ * What the random-call programs (check-churn.c, check-model.c) share: their command line,
+ * OPS SEED [holes], and (through xorshift.h) their random numbers.
  */
 #ifndef RANDOM_CALLS_H
 #define RANDOM_CALLS_H
@@ -10,15 +10,7 @@
 #include <stdlib.h>
 
 #include "qemu/iova-tree.h"
-
-/* xorshift64: fast, and the same sequence for a seed on every machine. */
-static inline uint64_t next_random(uint64_t *state)
-{
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    return *state;
-}
+#include "xorshift.h"
 
 /*
  * The tree of a run from @argv (OPS SEED [holes]: the holes kept from the start when a third

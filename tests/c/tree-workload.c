@@ -19,6 +19,7 @@
  */
 #include "qemu/osdep.h"
 #include "qemu/iova-tree.h"
+#include "xorshift.h"
 
 #define MAX_EXPECTED 8192
 
@@ -31,17 +32,9 @@ typedef struct Expected {
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
 static hwaddr universe = 1 << 16;
 
-static uint64_t next_random(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
 static uint64_t below(uint64_t n)
 {
-    return next_random() % n;
+    return next_random(&rng_state) % n;
 }
 
 static hwaddr key_of(const Expected *e, const DMAMap *m)

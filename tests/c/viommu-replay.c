@@ -29,6 +29,7 @@
 #include <string.h>
 #endif
 #include "qemu/iova-tree.h"
+#include "xorshift.h"
 
 #define ENTRIES 2048
 #define PAGE UINT64_C(0x1000)
@@ -45,14 +46,6 @@ typedef struct Stats {
 } Stats;
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
-
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
 
 static hwaddr iova_of(int i)
 {
@@ -119,10 +112,10 @@ int main(void)
     Stats st;
 
     for (int i = 0; i < ENTRIES; i++) {
-        table[i].present = rnd() % 4 != 0;
-        table[i].translated_addr = (rnd() % 0x100000) * PAGE;
-        table[i].mask = rnd() % 8 == 0 ? 0x1fffff : PAGE - 1;
-        table[i].perm = (IOMMUAccessFlags)(1 + rnd() % 3);
+        table[i].present = next_random(&rng_state) % 4 != 0;
+        table[i].translated_addr = (next_random(&rng_state) % 0x100000) * PAGE;
+        table[i].mask = next_random(&rng_state) % 8 == 0 ? 0x1fffff : PAGE - 1;
+        table[i].perm = (IOMMUAccessFlags)(1 + next_random(&rng_state) % 3);
     }
     report("first walk", replay(record, table));
     st = replay(record, table);
