@@ -93,10 +93,9 @@ static IOVARef hole_floor(const IOVAHoles *holes, hwaddr addr, AvlPath *path)
 static void hole_link_after(IOVAHoles *holes, IOVARef spare, AvlPath *path)
 {
     const IOVAArena *arena = &holes->arena;
-    IOVARef n = path->node[path->depth - 1];
     path->dir[path->depth - 1] = AVL_RIGHT;
-    for (n = hole_at(arena, n)->link[AVL_RIGHT]; n != IOVA_REF_NONE;
-         n = hole_at(arena, n)->link[AVL_LEFT]) {
+    for (IOVARef n = hole_at(arena, path->node[path->depth - 1])->link[AVL_RIGHT];
+         n != IOVA_REF_NONE; n = hole_at(arena, n)->link[AVL_LEFT]) {
         path->node[path->depth] = n;
         path->dir[path->depth++] = AVL_LEFT;
     }

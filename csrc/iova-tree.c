@@ -436,11 +436,15 @@ int iova_tree_alloc_map_linear(IOVATree *tree, DMAMap *map, hwaddr iova_begin,
 static size_t overlaps_from(const IOVATree *tree, GTreeNode *node, hwaddr last)
 {
     size_t count = 0;
-    for (; node && key_first(tree, g_tree_node_key(node)) <= last; node = g_tree_node_next(node)) {
+    for (; node; node = g_tree_node_next(node)) {
         const DMAMap *map = g_tree_node_key(node);
+        hwaddr first = key_first(tree, map);
+        if (first > last) {
+            break;
+        }
         count++;
         /* The maps are disjoint: none after one that reaches @last starts at or below it. */
-        if (key_first(tree, map) + map->size >= last) {
+        if (first + map->size >= last) {
             break;
         }
     }
