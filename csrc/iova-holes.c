@@ -170,15 +170,12 @@ void iova_holes_destroy(IOVAHoles *holes)
  * A hole that only shrinks or grows keeps its place in the order (holes are disjoint), so it
  * is changed where it stands and only the summaries on its path are recomputed: a map
  * inserted inside a hole costs one descent and at most one AVL insert (when it splits the
- * hole in two), instead of an unlink and two inserts.
+ * hole in two), instead of an unlink and two inserts.  @path ends at the hole, which holds
+ * [first, last].
  */
-int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
+static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr last)
 {
-    AvlPath path;
-    IOVARef ref = hole_floor(holes, first, &path);
-    if (ref == IOVA_REF_NONE || hole_at(&holes->arena, ref)->last < last) {
-        return IOVA_ERR_OVERLAP;
-    }
+    IOVARef ref = path->node[path->depth - 1];
     IOVAHole *h = hole_at(&holes->arena, ref);
     bool keep_below = first > h->first;
     bool keep_above = last < h->last;
@@ -195,20 +192,35 @@ int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
         above->first = last + 1;
         above->last = h->last;
         h->last = first - 1;
-        avl_refresh_worse(&holes->arena, &hole_ops, path.node, path.depth, old_cap);
-        hole_link_after(holes, spare, &path);
+        avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
+        hole_link_after(holes, spare, path);
     } else if (keep_below) {
         h->last = first - 1;
-        avl_refresh_worse(&holes->arena, &hole_ops, path.node, path.depth, old_cap);
+        avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
     } else if (keep_above) {
         h->first = last + 1;
-        avl_refresh_worse(&holes->arena, &hole_ops, path.node, path.depth, old_cap);
+        avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
     } else {
-        holes->root = avl_remove_path(&holes->arena, &hole_ops, holes->root, ref, path.node,
-                                      path.dir, path.depth - 1);
+        holes->root = avl_remove_path(&holes->arena, &hole_ops, holes->root, ref, path->node,
+                                      path->dir, path->depth - 1);
         iova_arena_release(&holes->arena, ref);
     }
     return IOVA_OK;
+}
+
+int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
+{
+    AvlPath path;
+    IOVARef ref = hole_floor(holes, first, &path);
+    if (ref == IOVA_REF_NONE || hole_at(&holes->arena, ref)->last < last) {
+        return IOVA_ERR_OVERLAP;
+    }
+    return hole_take_at(holes, &path, first, last);
+}
+
+int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size)
+{
+    return hole_take_at(holes, &fit->path, fit->iova, fit->iova + size);
 }
 
 /*
@@ -306,48 +318,74 @@ static bool hole_fits(const IOVAHole *h, const IOVAFitRequest *req, hwaddr *iova
 }
 
 /*
- * Depth-first in the preferred direction, skipping every subtree whose longest hole is too
- * short, every subtree none of whose holes holds a multiple of the alignment (the subtree's
- * align_max), and every subtree that lies wholly outside [begin, last].  With align 1 only the
- * two holes cut by begin and last can pass the length test and still not fit, so the search
- * costs O(log n).  With a larger alignment A, a hole of at least size + A - 1 always fits, and
- * a hole that holds no multiple of A never does; what remains are holes long enough, holding
- * a multiple of A, yet too short after it (shorter than size + A - 1): each of those met
- * before the answer adds a descent, O(log n) apiece.  Holes misaligned for A as a whole (the
- * common pathological layout: page-sized holes between page-sized maps, asked for a larger
- * alignment) cost nothing.
+ * Whether @h's subtree may hold a fit at all: its longest hole is long enough and some hole
+ * of it holds a multiple of the alignment (2^@align_log2).
  */
-static bool fit_rec(const IOVAArena *arena, IOVARef n, const IOVAFitRequest *req,
-                    unsigned align_log2, hwaddr *iova)
+AVL_INLINE bool subtree_may_fit(const IOVAArena *arena, const IOVAHole *h,
+                                const IOVAFitRequest *req, unsigned align_log2)
 {
-    if (n == IOVA_REF_NONE) {
-        return false;
-    }
-    const IOVAHole *h = hole_at(arena, n);
     const IOVAHole *best = hole_at(arena, h->link[AVL_BEST]);
-    if (best->last - best->first < req->size || h->align_max < align_log2) {
-        return false;
-    }
-    bool left_useful = h->first > req->begin;  /* left holes end below h->first */
-    bool right_useful = h->last < req->last;   /* right holes start above h->last */
-    bool self_useful = h->last >= req->begin && h->first <= req->last;
-    int near = req->top_down ? AVL_RIGHT : AVL_LEFT;
-    bool near_useful = req->top_down ? right_useful : left_useful;
-    bool far_useful = req->top_down ? left_useful : right_useful;
-
-    if (near_useful && fit_rec(arena, h->link[near], req, align_log2, iova)) {
-        return true;
-    }
-    if (self_useful && hole_fits(h, req, iova)) {
-        return true;
-    }
-    return far_useful && fit_rec(arena, h->link[!near], req, align_log2, iova);
+    return best->last - best->first >= req->size && h->align_max >= align_log2;
 }
 
-bool iova_holes_fit(const IOVAHoles *holes, const IOVAFitRequest *req, hwaddr *iova)
+/*
+ * Depth-first in the preferred direction ("near": left for the lowest fit, right for the
+ * highest), skipping every subtree whose longest hole is too short, every subtree none of
+ * whose holes holds a multiple of the alignment (the subtree's align_max), and every subtree
+ * that lies wholly outside [begin, last].  With align 1 only the two holes cut by begin and
+ * last can pass the length test and still not fit, so the search costs O(log n).  With a
+ * larger alignment A, a hole of at least size + A - 1 always fits, and a hole that holds no
+ * multiple of A never does; what remains are holes long enough, holding a multiple of A, yet
+ * too short after it (shorter than size + A - 1): each of those met before the answer adds a
+ * descent, O(log n) apiece.  Holes misaligned for A as a whole (the common pathological
+ * layout: page-sized holes between page-sized maps, asked for a larger alignment) cost
+ * nothing.
+ *
+ * Iterative, on @path: a node is pushed with the side the walk went on to.  Pushed "near",
+ * it still owes its own hole and its far subtree once the near one fails; pushed "far", it
+ * is done.  So on success @path is the way down to the hole that fits, for the take.
+ */
+static bool hole_fit_walk(const IOVAArena *arena, IOVARef root, const IOVAFitRequest *req,
+                          hwaddr *iova, AvlPath *path)
 {
-    return fit_rec(&holes->arena, holes->root, req, (unsigned)__builtin_ctzll(req->align),
-                   iova);
+    unsigned align_log2 = (unsigned)__builtin_ctzll(req->align);
+    int near = req->top_down ? AVL_RIGHT : AVL_LEFT;
+    int depth = 0;
+
+    for (IOVARef n = root;;) {
+        while (n != IOVA_REF_NONE && subtree_may_fit(arena, hole_at(arena, n), req, align_log2)) {
+            const IOVAHole *h = hole_at(arena, n);
+            /* left holes end below h->first, right holes start above h->last */
+            bool near_useful = req->top_down ? h->last < req->last : h->first > req->begin;
+            path->node[depth] = n;
+            path->dir[depth++] = (AvlDir)near;
+            n = near_useful ? h->link[near] : IOVA_REF_NONE;
+        }
+        for (;;) {
+            if (depth == 0) {
+                return false;
+            }
+            if (path->dir[--depth] != near) {
+                continue; /* its far subtree failed: it is done */
+            }
+            const IOVAHole *h = hole_at(arena, path->node[depth]);
+            if (h->last >= req->begin && h->first <= req->last && hole_fits(h, req, iova)) {
+                path->depth = depth + 1;
+                return true;
+            }
+            bool far_useful = req->top_down ? h->first > req->begin : h->last < req->last;
+            if (far_useful) {
+                path->dir[depth++] = (AvlDir)!near;
+                n = h->link[!near];
+                break;
+            }
+        }
+    }
+}
+
+bool iova_holes_fit(const IOVAHoles *holes, const IOVAFitRequest *req, IOVAHoleFit *fit)
+{
+    return hole_fit_walk(&holes->arena, holes->root, req, &fit->iova, &fit->path);
 }
 
 static bool foreach_rec(const IOVAArena *arena, IOVARef n,

@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "iova-arena.h"
+#include "iova-avl.h"
 #include "iova-map.h"
 
 typedef struct IOVAHole {
@@ -40,6 +41,16 @@ typedef struct IOVAFitRequest {
     hwaddr align;      /* a power of two */
     bool top_down;     /* highest fit instead of lowest */
 } IOVAFitRequest;
+
+/*
+ * Where iova_holes_fit() found room: the IOVA, and the way down from the root to the hole
+ * that holds it.  Why keep the way: the search has just descended to that hole, and
+ * iova_holes_take_fit() takes the range along the same way instead of descending again.
+ */
+typedef struct IOVAHoleFit {
+    hwaddr iova;
+    AvlPath path;      /* ends at the hole; valid until the holes next change */
+} IOVAHoleFit;
 
 /**
  * iova_holes_init: one hole covering the whole 64-bit space.  Returns IOVA_OK or IOVA_ERR_OOM.
@@ -71,6 +82,15 @@ void iova_holes_destroy(IOVAHoles *holes);
 int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last);
 
 /**
+ * iova_holes_take_fit: as iova_holes_take() for [@fit->iova, @fit->iova + @size], where @fit
+ * is what iova_holes_fit() answered for that @size, with no change to the holes since.  The
+ * way in @fit is used up (the take extends it).
+ *
+ * Returns: IOVA_OK, or IOVA_ERR_OOM with nothing changed.
+ */
+int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size);
+
+/**
  * iova_holes_give: [first, last] is free again; it is merged with the holes beside it.
  *
  * Returns: IOVA_OK or IOVA_ERR_OOM; on error nothing changed.
@@ -80,9 +100,9 @@ int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last);
 /**
  * iova_holes_fit: where a map of @req->size fits, per @req.
  *
- * Returns: true with the IOVA in @iova, or false if no hole fits.
+ * Returns: true with the IOVA and the way to its hole in @fit, or false if no hole fits.
  */
-bool iova_holes_fit(const IOVAHoles *holes, const IOVAFitRequest *req, hwaddr *iova);
+bool iova_holes_fit(const IOVAHoles *holes, const IOVAFitRequest *req, IOVAHoleFit *fit);
 
 /**
  * iova_holes_foreach: call @fn on every hole in address order until it returns false.

@@ -126,7 +126,11 @@ static const DMAMap *lowest_overlap(const IOVATree *tree, hwaddr first, hwaddr l
     return key_first(tree, map) <= last ? map : NULL;
 }
 
-static int tree_store(IOVATree *tree, const DMAMap *map)
+/*
+ * Store @map.  @fit, when not NULL, is where iova_holes_fit() placed it (an alloc): the holes
+ * then take its range along the fit's own way down, with no second descent.
+ */
+static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
 {
     if (!dma_map_valid(map)) {
         return IOVA_ERR_INVALID;
@@ -152,7 +156,12 @@ static int tree_store(IOVATree *tree, const DMAMap *map)
     if (ref == IOVA_REF_NONE) {
         return IOVA_ERR_OOM;
     }
-    int rc = tree->holes_on ? iova_holes_take(&tree->holes, first, first + map->size) : IOVA_OK;
+    int rc = IOVA_OK;
+    if (fit) {
+        rc = iova_holes_take_fit(&tree->holes, fit, map->size);
+    } else if (tree->holes_on) {
+        rc = iova_holes_take(&tree->holes, first, first + map->size);
+    }
     if (rc != IOVA_OK) {
         iova_arena_release(&tree->entries, ref);
         return rc;
@@ -166,12 +175,12 @@ static int tree_store(IOVATree *tree, const DMAMap *map)
 
 int iova_tree_insert(IOVATree *tree, const DMAMap *map)
 {
-    return tree_store(tree, map);
+    return tree_store(tree, map, NULL);
 }
 
 int gpa_tree_insert(IOVATree *tree, const DMAMap *map)
 {
-    return tree->by_translated ? tree_store(tree, map) : IOVA_ERR_INVALID;
+    return tree->by_translated ? tree_store(tree, map, NULL) : IOVA_ERR_INVALID;
 }
 
 int iova_tree_reserve(IOVATree *tree, size_t count)
@@ -375,21 +384,21 @@ int iova_tree_alloc_map_full(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwa
         .align = align,
         .top_down = policy == IOVA_ALLOC_LAST,
     };
-    hwaddr iova;
+    IOVAHoleFit fit;
     if (!tree->holes_on) {
         int rc = holes_build(tree);
         if (rc != IOVA_OK) {
             return rc;
         }
     }
-    if (!iova_holes_fit(&tree->holes, &req, &iova)) {
+    if (!iova_holes_fit(&tree->holes, &req, &fit)) {
         return IOVA_ERR_NOMEM;
     }
     DMAMap placed = *map;
-    placed.iova = iova;
-    int rc = tree_store(tree, &placed);
+    placed.iova = fit.iova;
+    int rc = tree_store(tree, &placed, &fit);
     if (rc == IOVA_OK) {
-        map->iova = iova;
+        map->iova = fit.iova;
     }
     return rc;
 }
@@ -425,7 +434,7 @@ int iova_tree_alloc_map_linear(IOVATree *tree, DMAMap *map, hwaddr iova_begin,
     }
     DMAMap placed = *map;
     placed.iova = cursor;
-    int rc = tree_store(tree, &placed);
+    int rc = tree_store(tree, &placed, NULL);
     if (rc == IOVA_OK) {
         map->iova = cursor;
     }
