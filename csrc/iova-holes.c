@@ -11,7 +11,7 @@
 
 AVL_INLINE IOVAHole *hole_at(const IOVAArena *arena, IOVARef ref)
 {
-    return iova_arena_ptr(arena, ref);
+    return iova_arena_elem(arena, ref, sizeof(IOVAHole));
 }
 
 AVL_INLINE bool hole_before(const IOVAArena *arena, IOVARef a, IOVARef b)

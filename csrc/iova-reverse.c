@@ -10,7 +10,7 @@
 
 AVL_INLINE const IOVAEntry *entry_at(const IOVAArena *arena, IOVARef ref)
 {
-    return iova_arena_ptr(arena, ref);
+    return iova_arena_elem(arena, ref, sizeof(IOVAEntry));
 }
 
 AVL_INLINE hwaddr t_last(const IOVAEntry *e)
