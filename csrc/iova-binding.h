@@ -143,6 +143,13 @@ int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint6
 int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
                                size_t cap);
 /*
+ * ib_tree_remove() of the one byte @key: the entry answer (see IB_CODE_MIN) of the map removed,
+ * IB_NONE when no map covers @key, or an error code.  Declared here, not only in the cdef:
+ * cffi's wrapper is compiled against this header, and a call to an undeclared function would
+ * be taken to answer an int, cutting a GPA tree's keys to their low 32 bits.
+ */
+int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
+/*
  * Allocate as iova_tree_alloc_map_full() (@top_down: the last fit); the IOVA placed, crossing
  * as entries do (see IB_CODE_MIN), or an IOVA_ERR_* code, or IB_CLOSED.
  */
