@@ -245,16 +245,19 @@ def check_u64_list(values: Any) -> list[int]:
 
 def check_perm(perm: Any) -> Perm:
     """Return ``perm`` as a ``Perm`` other than ``NONE``."""
-    if type(perm) is not Perm:
-        if isinstance(perm, (float, str, bytes)) or perm is None:
-            raise TypeError(f"perm must be a Perm, not {type(perm).__name__}")
-        try:
-            raw = operator.index(perm)
-        except TypeError:
-            raise TypeError(f"perm must be a Perm, not {type(perm).__name__}") from None
-        if raw < 0 or raw > 3:
-            raise InvalidMapError(f"perm={raw} is not a Perm (0..3)")
-        perm = _PERMS[raw]
+    if perm is _RW or perm is _RO or perm is _WO:
+        return perm
+    if isinstance(perm, (float, str, bytes)) or perm is None:
+        raise TypeError(f"perm must be a Perm, not {type(perm).__name__}")
+    try:
+        raw = operator.index(perm)
+    except TypeError:
+        raise TypeError(f"perm must be a Perm, not {type(perm).__name__}") from None
+    # A Perm instance too: Perm is an IntFlag, so Perm(4) and Perm.RW | 8 are Perms, and
+    # none of them is one of the four values QEMU's IOMMUAccessFlags has.
+    if raw < 0 or raw > 3:
+        raise InvalidMapError(f"perm={raw} is not a Perm (0..3)")
+    perm = _PERMS[raw]
     if perm is Perm.NONE:
         raise InvalidMapError("perm=Perm.NONE: a map must be readable or writable")
     return perm
