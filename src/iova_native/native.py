@@ -635,11 +635,14 @@ class _Tree(_Native, TreeContainer):
         entries of the maps it removed, which leave the cache.  Under ``_lock``."""
         if not self._cache:  # nothing to drop: C need not say which maps went
             return int(_ib_remove_entries(self._h, iova, size, ffi.NULL, 0))
-        entries = self._removed
-        n = _ib_remove_entries(self._h, iova, size, entries, _REMOVED_INLINE)
-        if n > _REMOVED_INLINE:  # nothing removed yet: again, with room for all
-            entries = ffi.new("uint64_t[]", n)
-            n = _ib_remove_entries(self._h, iova, size, entries, n)
+        entries, cap = self._removed, _REMOVED_INLINE
+        n = _ib_remove_entries(self._h, iova, size, entries, cap)
+        while n > cap:
+            # Nothing removed: again, with room for all.  Inserts take no Python lock, so
+            # another thread's may have added maps to the range since: then again.
+            cap = n + n // 8 + _REMOVED_INLINE
+            entries = ffi.new("uint64_t[]", cap)
+            n = _ib_remove_entries(self._h, iova, size, entries, cap)
         if n > 0:
             self._drop(ffi.unpack(entries, n))
         return int(n)
