@@ -315,7 +315,10 @@ class _Native:
 
     def close(self) -> None:
         """Free the C tree now; every later call raises ValueError.  May be called again."""
-        self._close_fn(self._h)
+        # The C call frees the tree after letting go of its lock, through GLib's slice
+        # allocator as the finalizer's free does: like that free, it excludes the fork hooks.
+        with _fork_serial:
+            self._close_fn(self._h)
 
     @property
     def closed(self) -> bool:
@@ -662,14 +665,17 @@ class _Tree(_Native, TreeContainer):
 
     def close(self) -> None:
         """Free the C tree now; every later call raises ValueError.  May be called again."""
-        self._lock.get()
-        self._seq = None
-        try:
-            self._close_fn(self._h)
-            self._cache.clear()
-        finally:
-            self._seq = self._tokens = self._tokens + 1
-            self._lock.put(True)
+        # The fork hooks' lock first (see _Native.close), then the cache's: no holder of the
+        # cache's lock ever waits for the hooks' lock.
+        with _fork_serial:
+            self._lock.get()
+            self._seq = None
+            try:
+                self._close_fn(self._h)
+                self._cache.clear()
+            finally:
+                self._seq = self._tokens = self._tokens + 1
+                self._lock.put(True)
 
     def _range(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[DMAMap]:
         """``call(h, *args, buf, cap)`` answering how many maps there are.  Up to
