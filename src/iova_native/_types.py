@@ -127,18 +127,24 @@ class DivergenceError(AssertionError):
 # --------------------------------------------------------------------------- argument checks
 
 
+def _index(value: Any, name: str, kind: str) -> int:
+    """``value`` through ``__index__``; TypeError naming ``name`` and the ``kind`` wanted for
+    a float, a str, bytes, None or anything without it."""
+    if not (isinstance(value, (float, str, bytes)) or value is None):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be {kind}, not {type(value).__name__}")
+
+
 def check_u64(value: Any, name: str) -> int:
     """Return ``value`` as an int in 0..2**64-1, or raise TypeError / InvalidMapError.
 
     The one conversion of a scalar argument (see the module docstring for what converts).
     """
     if type(value) is not int:
-        if isinstance(value, (float, str, bytes)) or value is None:
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+        value = _index(value, name, "an int")
     if value < 0 or value > MAX_U64:
         raise InvalidMapError(f"{name}={value:#x} is outside 0..2**64-1")
     return value
@@ -247,12 +253,7 @@ def check_perm(perm: Any) -> Perm:
     """Return ``perm`` as a ``Perm`` other than ``NONE``."""
     if perm is _RW or perm is _RO or perm is _WO:
         return perm
-    if isinstance(perm, (float, str, bytes)) or perm is None:
-        raise TypeError(f"perm must be a Perm, not {type(perm).__name__}")
-    try:
-        raw = operator.index(perm)
-    except TypeError:
-        raise TypeError(f"perm must be a Perm, not {type(perm).__name__}") from None
+    raw = _index(perm, "perm", "a Perm")
     # A Perm instance too: Perm is an IntFlag, so Perm(4) and Perm.RW | 8 are Perms, and
     # none of them is one of the four values QEMU's IOMMUAccessFlags has.
     if raw < 0 or raw > 3:
