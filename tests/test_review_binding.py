@@ -284,6 +284,18 @@ FORGED = [
     FORGE(DMAMap, (MAX_U64, MAX_U64, 0, Perm.RW, MAX_U64)),
     FORGE(DMAMap, (type("Big", (int,), {})(PAGE), 2 * PAGE, PAGE - 1, Perm.RW, 0)),
 ]
+try:
+    import numpy as np
+except ImportError:  # the NumPy cases are left out
+    pass
+else:
+    FORGED += [
+        FORGE(DMAMap, (np.uint64(PAGE), 2 * PAGE, PAGE - 1, Perm.RW, 0)),
+        FORGE(DMAMap, (np.int64(-1), 2 * PAGE, PAGE - 1, Perm.RW, 0)),
+        FORGE(DMAMap, (PAGE, 2 * PAGE, np.uint64(MAX_U64), Perm.RW, 0)),
+        FORGE(DMAMap, (PAGE, 2 * PAGE, PAGE - 1, np.uint8(3), 0)),
+        FORGE(DMAMap, (PAGE, 2 * PAGE, PAGE - 1, Perm.RW, np.uint64(MAX_U64))),
+    ]
 
 
 @pytest.mark.parametrize("cls", ["IOVATree", "GPATree"])
@@ -315,14 +327,16 @@ def test_forged_maps_in_every_map_taking_call_agree(cls: str, forged: DMAMap) ->
 # ------------------------------------------------------------------ removals racing inserts
 
 
+@pytest.mark.parametrize("extra", [1, 30])
 def test_a_range_removal_counts_again_when_an_insert_ran_between_its_calls(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, extra: int) -> None:
     """A range removal of more maps than its first buffer holds (16) asks C twice: how many,
-    then the removal.  Another thread's insert between the two calls (inserts take no Python
-    lock) makes the second call find more maps than the buffer it was given: C then removes
-    nothing and answers the count, which the removal returned as the number removed, after
-    reading that many entries past the buffer's end.  The insert runs here, between the calls,
-    as that thread would."""
+    then the removal.  Another thread's inserts between the two calls (inserts take no Python
+    lock) made the second call find more maps than the buffer it was given: C then removed
+    nothing and answered the count, which the removal returned as the number removed, after
+    reading that many entries past the buffer's end.  The inserts run here, after the first
+    call, as that thread's would: 1 map (the second call's buffer has room to spare), or 30
+    (it has not: a third call)."""
     maps = [DMAMap(2 * i * PAGE, i * PAGE, PAGE - 1) for i in range(20)]
     tree = native.IOVATree(maps)
     for m in maps:
@@ -334,11 +348,13 @@ def test_a_range_removal_counts_again_when_an_insert_ran_between_its_calls(
         answer = int(real(h, key, size, entries, cap))
         calls.append(answer)
         if len(calls) == 1:
-            tree.insert(DMAMap(PAGE, 1 << 40, PAGE - 1))  # a gap in the range
+            for k in range(extra):  # one-byte maps in the gap at page 1
+                tree.insert(DMAMap(PAGE + k, 1 << 40, 0))
         return answer
 
     monkeypatch.setattr(native, "_ib_remove_entries", racing)
-    assert tree.remove(0, 40 * PAGE) == 21
+    assert tree.remove(0, 40 * PAGE) == 20 + extra
+    assert calls[-1] == 20 + extra and len(calls) == (2 if extra == 1 else 3)
     assert tree.maps() == []
     assert all(tree.find(m.iova) is None for m in maps)
     assert tree.find(PAGE) is None
