@@ -248,13 +248,17 @@ AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, IOVARef n
  * The ways down to element @n's place in two trees over the same arena, walked side by side.
  * Why together: on a large tree every step is a cache miss, and the two walks do not depend
  * on each other, so the processor waits for both trees' misses at once instead of one after
- * the other.  @stop is IOVA_REF_NONE for an insert and @n for a removal.
+ * the other.  @stop is IOVA_REF_NONE for an insert and @n for a removal.  A third, unrelated
+ * walk may come along for the same reason: @side_step takes one step of @side and says
+ * whether another is left (NULL @side: none).  It runs to its end, however long it is.
  */
 AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
                              const AvlOps *ops_a, IOVARef root_a, AvlPath *path_a,
-                             const AvlOps *ops_b, IOVARef root_b, AvlPath *path_b)
+                             const AvlOps *ops_b, IOVARef root_b, AvlPath *path_b,
+                             bool (*side_step)(void *side), void *side)
 {
     IOVARef a = root_a, b = root_b;
+    bool more = side != NULL;
 
     avl_view(arena, ops_a); /* both trees' elements are the arena's */
     path_a->depth = path_b->depth = 0;
@@ -264,12 +268,18 @@ AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
         }
         a = avl_step(arena, ops_a, n, a, path_a);
         b = avl_step(arena, ops_b, n, b, path_b);
+        more = more && side_step(side);
     }
     while (a != stop && a != IOVA_REF_NONE) {
         a = avl_step(arena, ops_a, n, a, path_a);
+        more = more && side_step(side);
     }
     while (b != stop && b != IOVA_REF_NONE) {
         b = avl_step(arena, ops_b, n, b, path_b);
+        more = more && side_step(side);
+    }
+    while (more) {
+        more = side_step(side);
     }
 }
 

@@ -58,31 +58,41 @@ static void hole_add(IOVAHoles *holes, IOVARef ref, hwaddr first, hwaddr last)
     holes->root = avl_insert(&holes->arena, &hole_ops, holes->root, ref);
 }
 
-/*
- * The hole with the highest first address <= @addr, or none.  @path receives the way from
- * the root down to it (it ends at the hole), for avl_refresh_worse() or _better() after a
- * change in place and for linking or unlinking a neighbour without another descent.
- */
-static IOVARef hole_floor(const IOVAHoles *holes, hwaddr addr, AvlPath *path)
+/* Prepare @s for a walk towards @key (see IOVAHoleSearch). */
+static void hole_search_init(const IOVAHoles *holes, hwaddr key, bool inclusive,
+                             IOVAHoleSearch *s)
 {
-    IOVARef n = holes->root, found = IOVA_REF_NONE;
-    int d = 0, depth = 0;
+    s->arena = &holes->arena;
+    s->next = holes->root;
+    s->key = key;
+    s->inclusive = inclusive;
+    s->path.depth = 0;
+}
 
-    while (n != IOVA_REF_NONE) {
-        const IOVAHole *h = hole_at(&holes->arena, n);
-        path->node[d] = n;
-        if (h->first <= addr) {
-            found = n;
-            path->dir[d++] = AVL_RIGHT;
-            depth = d;
-            n = h->link[AVL_RIGHT];
-        } else {
-            path->dir[d++] = AVL_LEFT;
-            n = h->link[AVL_LEFT];
+/* The walk towards @key to its end. */
+static void hole_search_run(const IOVAHoles *holes, hwaddr key, bool inclusive,
+                            IOVAHoleSearch *s)
+{
+    hole_search_init(holes, key, inclusive, s);
+    while (iova_hole_search_step(s)) {
+    }
+}
+
+/*
+ * The last node of a finished search's path where it went @dir, and in *@at its place on
+ * the path (-1 and IOVA_REF_NONE when it never did).  Going right it is the hole that
+ * starts highest below the key; going left, the hole after that one.
+ */
+static IOVARef hole_search_last(const IOVAHoleSearch *s, int dir, int *at)
+{
+    for (int i = s->path.depth - 1; i >= 0; i--) {
+        if (s->path.dir[i] == dir) {
+            *at = i;
+            return s->path.node[i];
         }
     }
-    path->depth = depth;
-    return found;
+    *at = -1;
+    return IOVA_REF_NONE;
 }
 
 /*
@@ -210,12 +220,15 @@ static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr la
 
 int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
 {
-    AvlPath path;
-    IOVARef ref = hole_floor(holes, first, &path);
-    if (ref == IOVA_REF_NONE || hole_at(&holes->arena, ref)->last < last) {
+    IOVAHoleSearch s; /* the floor of first: the only hole that can hold the range */
+    int at;
+    hole_search_run(holes, first, true, &s);
+    IOVARef floor = hole_search_last(&s, AVL_RIGHT, &at);
+    if (floor == IOVA_REF_NONE || hole_at(&holes->arena, floor)->last < last) {
         return IOVA_ERR_OVERLAP;
     }
-    return hole_take_at(holes, &path, first, last);
+    s.path.depth = at + 1;
+    return hole_take_at(holes, &s.path, first, last);
 }
 
 int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size)
@@ -228,32 +241,29 @@ int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size)
  * descent finds both: the floor of first - 1 (the hole below, if it ends at first - 1), and
  * the last node where that descent turned left, which is the next hole after it (the hole
  * above, if it starts at last + 1).  The way to each is a prefix of the descent's path.
+ * (The floor of first - 1 is the last hole that starts below first, which also holds for 0.)
  */
+void iova_holes_give_search(const IOVAHoles *holes, hwaddr first, IOVAHoleSearch *s)
+{
+    hole_search_init(holes, first, false, s);
+}
+
 int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
 {
-    const IOVAArena *arena = &holes->arena;
-    AvlPath way;
-    IOVARef *path = way.node;
-    AvlDir *dirs = way.dir;
-    int d = 0, below_depth = 0, above_depth = 0;
-    IOVARef below = IOVA_REF_NONE, above = IOVA_REF_NONE;
-    hwaddr key = first - 1; /* with first == 0, no hole is below: every first compares above */
+    IOVAHoleSearch s;
+    hole_search_run(holes, first, false, &s);
+    return iova_holes_give_found(holes, &s, first, last);
+}
 
-    for (IOVARef n = holes->root; n != IOVA_REF_NONE; d++) {
-        const IOVAHole *h = hole_at(arena, n);
-        path[d] = n;
-        if (first > 0 && h->first <= key) {
-            below = n;
-            below_depth = d + 1;
-            dirs[d] = AVL_RIGHT;
-            n = h->link[AVL_RIGHT];
-        } else {
-            above = n;
-            above_depth = d; /* the way to its parent */
-            dirs[d] = AVL_LEFT;
-            n = h->link[AVL_LEFT];
-        }
-    }
+int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last)
+{
+    const IOVAArena *arena = &holes->arena;
+    IOVARef *path = s->path.node;
+    AvlDir *dirs = s->path.dir;
+    int below_at, above_at;
+    IOVARef below = hole_search_last(s, AVL_RIGHT, &below_at);
+    IOVARef above = hole_search_last(s, AVL_LEFT, &above_at);
+
     if (below != IOVA_REF_NONE && hole_at(arena, below)->last != first - 1) {
         below = IOVA_REF_NONE;
     }
@@ -263,27 +273,26 @@ int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
     if (below != IOVA_REF_NONE && above != IOVA_REF_NONE) {
         /* The hole below grows over the range and the hole above, which goes. */
         hole_at(arena, below)->last = hole_at(arena, above)->last;
-        avl_refresh_better(arena, &hole_ops, path, below_depth);
+        avl_refresh_better(arena, &hole_ops, path, below_at + 1);
         holes->root = avl_remove_path(arena, &hole_ops, holes->root, above, path, dirs,
-                                      above_depth);
+                                      above_at);
         iova_arena_release(&holes->arena, above);
     } else if (below != IOVA_REF_NONE) {
         hole_at(arena, below)->last = last;
-        avl_refresh_better(arena, &hole_ops, path, below_depth);
+        avl_refresh_better(arena, &hole_ops, path, below_at + 1);
     } else if (above != IOVA_REF_NONE) {
         hole_at(arena, above)->first = first;
-        path[above_depth] = above;
-        avl_refresh_better(arena, &hole_ops, path, above_depth + 1);
+        avl_refresh_better(arena, &hole_ops, path, above_at + 1);
     } else {
-        /* The descent compared first - 1 as the new hole's first would be: it ends at its slot. */
+        /* The descent compared each hole with first as the new hole's order would: it ends
+         * at the new hole's slot. */
         IOVARef fresh = iova_arena_alloc(&holes->arena);
         if (fresh == IOVA_REF_NONE) {
             return IOVA_ERR_OOM;
         }
         hole_at(arena, fresh)->first = first;
         hole_at(arena, fresh)->last = last;
-        way.depth = d;
-        holes->root = avl_insert_at(arena, &hole_ops, holes->root, fresh, &way);
+        holes->root = avl_insert_at(arena, &hole_ops, holes->root, fresh, &s->path);
     }
     return IOVA_OK;
 }

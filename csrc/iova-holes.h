@@ -52,6 +52,51 @@ typedef struct IOVAHoleFit {
     AvlPath path;      /* ends at the hole; valid until the holes next change */
 } IOVAHoleFit;
 
+/*
+ * One descent of the hole tree towards an address, a step at a time.  Why in steps: a
+ * removal descends the reverse trees and the hole tree for the same map, and on a large tree
+ * every step is a cache miss; taken in one loop (avl_descend2()'s side walk), the three
+ * walks wait for their misses at once.  The walk goes right at every hole that starts below
+ * @key (or at it, with @inclusive), left at every other one; the holes found are read off
+ * the path afterwards, so that a step stores nothing but the path.
+ */
+typedef struct IOVAHoleSearch {
+    const IOVAArena *arena;
+    IOVARef next;       /* the node the next step visits; IOVA_REF_NONE: done */
+    bool inclusive;
+    hwaddr key;
+    AvlPath path;       /* every step taken */
+} IOVAHoleSearch;
+
+/**
+ * iova_hole_search_step: take one step of @opaque, an IOVAHoleSearch (a void pointer, to be
+ * avl_descend2()'s side walk).
+ *
+ * Returns: whether there is another step to take.
+ */
+static inline bool iova_hole_search_step(void *opaque)
+{
+    IOVAHoleSearch *s = opaque;
+    IOVARef n = s->next;
+    if (n == IOVA_REF_NONE) {
+        return false;
+    }
+    const IOVAHole *h = iova_arena_elem(s->arena, n, sizeof(IOVAHole));
+    /* branch-free, as AvlOps.before: either way is as likely */
+    int dir = (h->first < s->key) | (s->inclusive & (h->first == s->key));
+    int d = s->path.depth++;
+    s->path.node[d] = n;
+    s->path.dir[d] = (AvlDir)dir;
+    s->next = h->link[dir];
+    return s->next != IOVA_REF_NONE;
+}
+
+/**
+ * iova_holes_give_search: prepare @s, the search iova_holes_give_found() needs for a range
+ * freed from @first on.  Nothing is read yet: the steps are iova_hole_search_step()'s.
+ */
+void iova_holes_give_search(const IOVAHoles *holes, hwaddr first, IOVAHoleSearch *s);
+
 /**
  * iova_holes_init: one hole covering the whole 64-bit space.  Returns IOVA_OK or IOVA_ERR_OOM.
  */
@@ -96,6 +141,14 @@ int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size);
  * Returns: IOVA_OK or IOVA_ERR_OOM; on error nothing changed.
  */
 int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last);
+
+/**
+ * iova_holes_give_found: as iova_holes_give(), with @s the search iova_holes_give_search()
+ * prepared for @first, walked to its end, and no change to the holes since.
+ *
+ * Returns: IOVA_OK or IOVA_ERR_OOM; on error nothing changed.
+ */
+int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last);
 
 /**
  * iova_holes_fit: where a map of @req->size fits, per @req.

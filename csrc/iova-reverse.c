@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "iova-avl.h"
+#include "iova-holes.h"
 
 AVL_INLINE const IOVAEntry *entry_at(const IOVAArena *arena, IOVARef ref)
 {
@@ -109,17 +110,23 @@ void iova_reverse_add(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
     AvlPath addr_path, id_path;
 
     avl_descend2(arena, ref, IOVA_REF_NONE, &by_addr_ops, rev->by_addr_root, &addr_path,
-                 &by_id_ops, rev->by_id_root, &id_path);
+                 &by_id_ops, rev->by_id_root, &id_path, NULL, NULL);
     rev->by_addr_root = avl_insert_at(arena, &by_addr_ops, rev->by_addr_root, ref, &addr_path);
     rev->by_id_root = avl_insert_at(arena, &by_id_ops, rev->by_id_root, ref, &id_path);
 }
 
-void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
+void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
+                      IOVAHoleSearch *holes)
 {
     AvlPath addr_path, id_path;
 
-    avl_descend2(arena, ref, ref, &by_addr_ops, rev->by_addr_root, &addr_path, &by_id_ops,
-                 rev->by_id_root, &id_path);
+    if (holes) {
+        avl_descend2(arena, ref, ref, &by_addr_ops, rev->by_addr_root, &addr_path, &by_id_ops,
+                     rev->by_id_root, &id_path, iova_hole_search_step, holes);
+    } else {
+        avl_descend2(arena, ref, ref, &by_addr_ops, rev->by_addr_root, &addr_path, &by_id_ops,
+                     rev->by_id_root, &id_path, NULL, NULL);
+    }
     rev->by_addr_root = avl_remove_at(arena, &by_addr_ops, rev->by_addr_root, ref, &addr_path);
     rev->by_id_root = avl_remove_at(arena, &by_id_ops, rev->by_id_root, ref, &id_path);
 }

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 
 #include "iova-arena.h"
+#include "iova-holes.h"
 #include "iova-map.h"
 
 /*
@@ -60,9 +61,13 @@ typedef struct IOVAReverse {
 void iova_reverse_add(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
 
 /**
- * iova_reverse_del: unlink entry @ref from both trees.
+ * iova_reverse_del: unlink entry @ref from both trees.  @holes, unless NULL, is a hole-tree
+ * search (iova_holes_give_search()) walked to its end in the same loop as the two trees'
+ * descents: the map's range goes back to the holes next, and on a large tree the three
+ * walks' cache misses then overlap.
  */
-void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
+void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
+                      IOVAHoleSearch *holes);
 
 /**
  * iova_reverse_find: among maps whose translated range overlaps [first, last] (and whose id

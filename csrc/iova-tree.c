@@ -205,9 +205,14 @@ static void tree_unstore(IOVATree *tree, const DMAMap *map)
     }
     IOVARef ref = ref_of_map(tree, map);
     g_assert(ref != IOVA_REF_NONE); /* the GTree only ever holds the arena's entries */
-    iova_reverse_del(&tree->reverse, &tree->entries, ref);
     if (tree->holes_on) {
-        iova_holes_give(&tree->holes, map->iova, map->iova + map->size);
+        /* the hole tree's descent runs beside the reverse trees' (iova_reverse_del()) */
+        IOVAHoleSearch search;
+        iova_holes_give_search(&tree->holes, map->iova, &search);
+        iova_reverse_del(&tree->reverse, &tree->entries, ref, &search);
+        iova_holes_give_found(&tree->holes, &search, map->iova, map->iova + map->size);
+    } else {
+        iova_reverse_del(&tree->reverse, &tree->entries, ref, NULL);
     }
     g_tree_remove(tree->tree, map);
     iova_arena_release(&tree->entries, ref);
