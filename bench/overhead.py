@@ -308,6 +308,12 @@ def bench_overhead(n: int, budget: float, put: Callable[..., None]) -> None:
     put("find, first look-up of each map", "native", measure(cold_find_op(tree, maps), budget))
     put("DMAMap(...)", "native", measure(constructor_op(), budget))
     tree.check()
+    # The C loops changed the tree behind the binding's cache: every map must still be found
+    # as itself (ib_time_churn gives each map its own slot back), or the figures above timed
+    # wrong answers.
+    wrong = [m for m in maps if tree.find(m.iova) != m]
+    if wrong:
+        raise RuntimeError(f"after the C timing loops, find() answers wrong maps: {wrong[:3]}")
     tree.close()
 
     try:

@@ -820,7 +820,7 @@ int64_t ib_time_churn(IBTree *t, const uint64_t *maps, size_t n, int64_t *insert
         failed |= iova_tree_remove_count(tree, key_needle(t->kind == 1 ? w[1] : w[0], 0)) != 1;
     }
     uint64_t t1 = now_ns();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = n; i-- > 0;) {
         const uint64_t *w = maps + i * IB_MAP_WORDS;
         DMAMap map = { w[0], w[1], w[2], w[4], (IOMMUAccessFlags)w[3] };
         failed |= iova_tree_insert(tree, &map) != IOVA_OK;

@@ -169,7 +169,10 @@ int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_ad
  * ib_time_lookups: @n look-ups of @addrs: IB_TIME_FIND (the tree's key), IB_TIME_FIND_IOVA
  * (translated, any id), IB_TIME_FIND_IOVA_ID (translated, id @ids[i]).
  * ib_time_churn: remove the @n stored maps @maps (five words each, by their key), then insert
- * them again; answers the removals' time, the inserts' in *@insert_ns.
+ * them again, the last removed first; answers the removals' time, the inserts' in
+ * *@insert_ns.  Why that order: the arena hands out the slot released last first, so each map
+ * gets back the slot it had, and the binding's cache of found maps (indexed by slot) stays
+ * true without the binding knowing the tree changed.
  * ib_time_alloc: @n first-fit allocations over the whole space (then removed, untimed).
  */
 #define IB_TIME_FIND 0

@@ -417,7 +417,8 @@ class _Tree(_Native, TreeContainer):
     item, where a dictionary would hash, probe and compare keys: 30 ns less at 1k maps, about
     150 ns less at 100k, where each of those is a cache miss); in a GPATree, whose maps have
     no slot, the entry is the map's key and ``_cache`` a dictionary.  Only maps that were
-    found are cached, so a tree costs no Python memory for the maps nobody asked for.
+    found get a ``DMAMap``; the list, from the first look-up on, has room (8 bytes a slot)
+    for every map stored then, so that it grows once rather than at each higher slot.
 
     Why this is safe with threads (cffi lets go of the GIL inside every C call): every entry of
     ``_cache`` is the map C stores under that slot or key, except while a removal is between
