@@ -284,6 +284,50 @@ AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
 }
 
 /*
+ * Rebalance @p, whose subtree grew by element @n (key16 @key) and leans two levels to one
+ * side, with one rotation or two; returns the subtree's new root.  Why not avl_rebalance():
+ * the new root's subtree holds the same elements as @p's did with @n, so its summary is
+ * @p's old summary folded with @n, and only the nodes that moved below it are recomputed
+ * from their children (two updates instead of four for a double rotation).
+ */
+AVL_INLINE IOVARef avl_insert_rebalance(const IOVAArena *arena, const AvlOps *ops, IOVARef p,
+                                        IOVARef n, uint16_t key)
+{
+    IOVARef *l = avl_links(arena, ops, p);
+    int heavy = avl_height(arena, ops, l[AVL_LEFT]) > avl_height(arena, ops, l[AVL_RIGHT])
+                    ? AVL_LEFT : AVL_RIGHT;
+    IOVARef best = ops->better(arena, n, l[AVL_BEST]) ? n : l[AVL_BEST];
+    uint16_t sum = ops->key16 ? avl_fold16(ops, avl_sum16(arena, ops, p), key) : 0;
+    IOVARef c = l[heavy], top;
+    IOVARef *lc = avl_links(arena, ops, c);
+
+    if (avl_height(arena, ops, lc[!heavy]) > avl_height(arena, ops, lc[heavy])) {
+        /* The child leans the other way: its inner child g goes to the top. */
+        IOVARef g = lc[!heavy];
+        IOVARef *lg = avl_links(arena, ops, g);
+        lc[!heavy] = lg[heavy];
+        l[heavy] = lg[!heavy];
+        lg[heavy] = c;
+        lg[!heavy] = p;
+        avl_update(arena, ops, c);
+        top = g;
+    } else {
+        l[heavy] = lc[!heavy];
+        lc[!heavy] = p;
+        top = c;
+    }
+    avl_update(arena, ops, p);
+    IOVARef *lt = avl_links(arena, ops, top);
+    int hl = avl_height(arena, ops, lt[AVL_LEFT]), hr = avl_height(arena, ops, lt[AVL_RIGHT]);
+    lt[AVL_BEST] = best;
+    if (ops->key16) {
+        avl_set_sum16(arena, ops, top, sum);
+    }
+    *avl_height_ptr(arena, ops, top) = (uint8_t)(1 + (hl > hr ? hl : hr));
+    return top;
+}
+
+/*
  * The way back up after leaf @n was linked at the end of @path.  Every ancestor's subtree
  * gained exactly @n, so its summary is the old one folded with @n's: one comparison against
  * the stored best instead of recomputing from both children.  Heights are recomputed only
@@ -304,8 +348,7 @@ AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops,
         if (growing) {
             int hl = avl_height(arena, ops, l[AVL_LEFT]), hr = avl_height(arena, ops, l[AVL_RIGHT]);
             if (hl - hr > 1 || hr - hl > 1) {
-                bool unused;
-                IOVARef sub = avl_rebalance(arena, ops, p, &unused);
+                IOVARef sub = avl_insert_rebalance(arena, ops, p, n, key);
                 root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
                 growing = false;
                 continue;
