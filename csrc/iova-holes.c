@@ -218,17 +218,29 @@ static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr la
     return IOVA_OK;
 }
 
-int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
+/* The floor of first (the highest hole starting at or below it) is the only hole that can
+ * hold a range from first on. */
+void iova_holes_take_search(const IOVAHoles *holes, hwaddr first, IOVAHoleSearch *s)
 {
-    IOVAHoleSearch s; /* the floor of first: the only hole that can hold the range */
+    hole_search_init(holes, first, true, s);
+}
+
+int iova_holes_take_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last)
+{
     int at;
-    hole_search_run(holes, first, true, &s);
-    IOVARef floor = hole_search_last(&s, AVL_RIGHT, &at);
+    IOVARef floor = hole_search_last(s, AVL_RIGHT, &at);
     if (floor == IOVA_REF_NONE || hole_at(&holes->arena, floor)->last < last) {
         return IOVA_ERR_OVERLAP;
     }
-    s.path.depth = at + 1;
-    return hole_take_at(holes, &s.path, first, last);
+    s->path.depth = at + 1;
+    return hole_take_at(holes, &s->path, first, last);
+}
+
+int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
+{
+    IOVAHoleSearch s;
+    hole_search_run(holes, first, true, &s);
+    return iova_holes_take_found(holes, &s, first, last);
 }
 
 int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size)

@@ -92,6 +92,12 @@ static inline bool iova_hole_search_step(void *opaque)
 }
 
 /**
+ * iova_holes_take_search: prepare @s, the search iova_holes_take_found() needs for a range
+ * taken from @first on (as iova_holes_give_search()).
+ */
+void iova_holes_take_search(const IOVAHoles *holes, hwaddr first, IOVAHoleSearch *s);
+
+/**
  * iova_holes_give_search: prepare @s, the search iova_holes_give_found() needs for a range
  * freed from @first on.  Nothing is read yet: the steps are iova_hole_search_step()'s.
  */
@@ -125,6 +131,14 @@ void iova_holes_destroy(IOVAHoles *holes);
  * on error nothing changed.
  */
 int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last);
+
+/**
+ * iova_holes_take_found: as iova_holes_take(), with @s the search iova_holes_take_search()
+ * prepared for @first, walked to its end, and no change to the holes since.
+ *
+ * Returns: as iova_holes_take().
+ */
+int iova_holes_take_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last);
 
 /**
  * iova_holes_take_fit: as iova_holes_take() for [@fit->iova, @fit->iova + @size], where @fit

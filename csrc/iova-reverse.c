@@ -105,15 +105,25 @@ static const AvlOps by_id_ops = {
     .name = "id tree",
 };
 
-void iova_reverse_add(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref)
+void iova_reverse_link(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
+                       IOVAReversePlace *place)
 {
-    AvlPath addr_path, id_path;
-
-    avl_descend2(arena, ref, IOVA_REF_NONE, &by_addr_ops, rev->by_addr_root, &addr_path,
-                 &by_id_ops, rev->by_id_root, &id_path, NULL, NULL);
-    rev->by_addr_root = avl_insert_at(arena, &by_addr_ops, rev->by_addr_root, ref, &addr_path);
-    rev->by_id_root = avl_insert_at(arena, &by_id_ops, rev->by_id_root, ref, &id_path);
+    rev->by_addr_root = avl_insert_at(arena, &by_addr_ops, rev->by_addr_root, ref, &place->addr);
+    rev->by_id_root = avl_insert_at(arena, &by_id_ops, rev->by_id_root, ref, &place->id);
 }
+
+void iova_reverse_place(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
+                        IOVAReversePlace *place, IOVAHoleSearch *holes)
+{
+    if (holes) {
+        avl_descend2(arena, ref, IOVA_REF_NONE, &by_addr_ops, rev->by_addr_root, &place->addr,
+                     &by_id_ops, rev->by_id_root, &place->id, iova_hole_search_step, holes);
+    } else {
+        avl_descend2(arena, ref, IOVA_REF_NONE, &by_addr_ops, rev->by_addr_root, &place->addr,
+                     &by_id_ops, rev->by_id_root, &place->id, NULL, NULL);
+    }
+}
+
 
 void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
                       IOVAHoleSearch *holes)

@@ -55,10 +55,27 @@ typedef struct IOVAReverse {
     IOVARef by_id_root;
 } IOVAReverse;
 
+/* The ways down both trees to a new entry's place (iova_reverse_place()). */
+typedef struct IOVAReversePlace {
+    AvlPath addr;
+    AvlPath id;
+} IOVAReversePlace;
+
 /**
- * iova_reverse_add: link entry @ref into both trees.
+ * iova_reverse_place: the first half of linking entry @ref into both trees: find where it
+ * goes (its map written, not yet linked), into @place, changing nothing.
+ * @holes, unless NULL, is a hole-tree search walked to its end in the same loop, as in
+ * iova_reverse_del(): an insert takes its range from the holes before it links anything.
  */
-void iova_reverse_add(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
+void iova_reverse_place(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
+                        IOVAReversePlace *place, IOVAHoleSearch *holes);
+
+/**
+ * iova_reverse_link: link entry @ref where iova_reverse_place() found its place, with no
+ * change to the trees since.
+ */
+void iova_reverse_link(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
+                       IOVAReversePlace *place);
 
 /**
  * iova_reverse_del: unlink entry @ref from both trees.  @holes, unless NULL, is a hole-tree

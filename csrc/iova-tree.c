@@ -156,20 +156,29 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
     if (ref == IOVA_REF_NONE) {
         return IOVA_ERR_OOM;
     }
+    IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
+    e->map = *map; /* the reverse trees' descents compare it */
+    IOVAReversePlace place;
     int rc = IOVA_OK;
     if (fit) {
         rc = iova_holes_take_fit(&tree->holes, fit, map->size);
+        iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, NULL);
     } else if (tree->holes_on) {
-        rc = iova_holes_take(&tree->holes, first, first + map->size);
+        /* the hole tree's descent runs beside the reverse trees'; nothing is linked before
+         * the holes have taken the range */
+        IOVAHoleSearch search;
+        iova_holes_take_search(&tree->holes, first, &search);
+        iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, &search);
+        rc = iova_holes_take_found(&tree->holes, &search, first, first + map->size);
+    } else {
+        iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, NULL);
     }
     if (rc != IOVA_OK) {
         iova_arena_release(&tree->entries, ref);
         return rc;
     }
-    IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
-    e->map = *map;
     g_tree_insert(tree->tree, &e->map, &e->map);
-    iova_reverse_add(&tree->reverse, &tree->entries, ref);
+    iova_reverse_link(&tree->reverse, &tree->entries, ref, &place);
     return IOVA_OK;
 }
 

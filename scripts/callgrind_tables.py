@@ -78,8 +78,8 @@ def perop(ops_path: str, tree_path: str, linear_path: str) -> None:
 
 #: Where alloc and remove spend: the GTree (QEMU's own cost), the reverse tree, the holes.
 UPKEEP = [
-    ("alloc", "ALLOC", ("g_tree_insert", "iova_reverse_add", "iova_holes_take_fit",
-                        "iova_holes_fit")),
+    ("alloc", "ALLOC", ("g_tree_insert", "iova_reverse_place", "iova_reverse_link",
+                        "iova_holes_take_fit", "iova_holes_fit")),
     ("remove", "REMOVE", ("g_tree_remove", "iova_reverse_del", "iova_holes_give")),
 ]
 
