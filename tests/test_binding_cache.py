@@ -186,3 +186,35 @@ def test_the_benchmarks_c_churn_leaves_the_cache_true() -> None:
     assert [tree.find(m.iova) for m in maps] == maps
     assert [tree.find_iova(m.translated_addr) for m in maps] == maps
     tree.check()
+
+
+def test_a_look_up_at_the_top_of_the_space_does_not_trust_errno(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPATree key in the top 128 bytes of the space comes back from C as IB_TOP with the
+    key in errno, which any cffi call made in between (a finalizer freeing another tree, a
+    signal handler) overwrites.  The look-up must not decode it from there: a changed errno
+    would name another cached map."""
+    top = DMAMap(0x1000, (1 << 64) - 1, 0)
+    near = DMAMap(0x2000, (1 << 64) - 5, 0)
+    tree = native.GPATree([top, near])
+    assert tree.find(top.translated_addr) == top  # cached from here on
+    assert tree.find(near.translated_addr) == near
+
+    real = native.ffi
+
+    class Clobbered:
+        """native's ffi, except that errno reads as another call left it."""
+
+        def __getattr__(self, name: str) -> object:
+            return 0 if name == "errno" else getattr(real, name)
+
+    monkeypatch.setattr(native, "ffi", Clobbered())
+    assert tree.find(near.translated_addr) == near
+    assert tree.find(near.translated_addr, 2) == near
+    # A one-byte removal there is answered the same way: its cache entry must go all the same.
+    assert tree.remove(near.translated_addr) == 1
+    other = near.replace(iova=0x7000, id=9)
+    tree.insert(other)
+    assert tree.find(other.translated_addr) == other
+    assert tree.find(top.translated_addr) == top
+    tree.check()

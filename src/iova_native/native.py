@@ -482,15 +482,16 @@ class _Tree(_Native, TreeContainer):
                 args: tuple[Any, ...]) -> DMAMap | None:
         """The map of an entry answer that the fast path did not settle: a key at or above
         2**63, a cache miss, or an error.  ``ib_tree_find_map(h, reverse, *args, out)`` is
-        the same look-up copying the map out, which the slow path asks again."""
+        the same look-up copying the map out, which the slow path asks again.  A key in the
+        top -IB_CODE_MIN bytes (answer IB_TOP) is not decoded from errno, which any cffi call
+        made since (a finalizer freeing another tree, a signal handler) may have changed: the
+        slow path reads the key from the map it copies out."""
         if answer == _NONE:
             return None
-        if answer == _TOP:
-            entry: int | None = MAX_U64 - ffi.errno
-        elif answer < _CODE_MIN:
-            entry = answer + _WRAP
+        if answer < _CODE_MIN:
+            entry: int | None = answer + _WRAP
         else:
-            entry = answer if answer >= 0 else None  # an error: the slow path raises it
+            entry = answer if answer >= 0 else None  # IB_TOP, or an error the slow path raises
         if entry is not None:
             try:
                 m = self._cache[entry]
@@ -615,8 +616,11 @@ class _Tree(_Native, TreeContainer):
                     n = 1
                 elif r == _NONE:
                     n = 0
-                elif r == _TOP or r < _CODE_MIN:  # a GPATree's key at or above 2**63
-                    self._drop((MAX_U64 - ffi.errno if r == _TOP else r + _WRAP,))
+                elif r < _CODE_MIN:  # a GPATree's key at or above 2**63
+                    self._drop((r + _WRAP,))
+                    n = 1
+                elif r == _TOP:  # a key in the top -IB_CODE_MIN bytes: errno is not trusted
+                    self._drop(range(MAX_U64 + 1 + _CODE_MIN, MAX_U64 + 1))  # (see _cached)
                     n = 1
                 else:
                     n = r
