@@ -69,15 +69,6 @@ static void hole_search_init(const IOVAHoles *holes, hwaddr key, bool inclusive,
     s->path.depth = 0;
 }
 
-/* The walk towards @key to its end. */
-static void hole_search_run(const IOVAHoles *holes, hwaddr key, bool inclusive,
-                            IOVAHoleSearch *s)
-{
-    hole_search_init(holes, key, inclusive, s);
-    while (iova_hole_search_step(s)) {
-    }
-}
-
 /*
  * The last node of a finished search's path where it went @dir, and in *@at its place on
  * the path (-1 and IOVA_REF_NONE when it never did).  Going right it is the hole that
@@ -236,13 +227,6 @@ int iova_holes_take_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwa
     return hole_take_at(holes, &s->path, first, last);
 }
 
-int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
-{
-    IOVAHoleSearch s;
-    hole_search_run(holes, first, true, &s);
-    return iova_holes_take_found(holes, &s, first, last);
-}
-
 int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size)
 {
     return hole_take_at(holes, &fit->path, fit->iova, fit->iova + size);
@@ -258,13 +242,6 @@ int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size)
 void iova_holes_give_search(const IOVAHoles *holes, hwaddr first, IOVAHoleSearch *s)
 {
     hole_search_init(holes, first, false, s);
-}
-
-int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last)
-{
-    IOVAHoleSearch s;
-    hole_search_run(holes, first, false, &s);
-    return iova_holes_give_found(holes, &s, first, last);
 }
 
 int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last)

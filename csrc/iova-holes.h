@@ -8,7 +8,8 @@
  * remembers its longest hole.  "The lowest (or highest) hole in [begin, last] that fits" then
  * descends only into subtrees that can hold the size.  A dense layout has few holes, so this
  * costs memory only where the space is fragmented.  The owner keeps it the exact complement of
- * its maps (iova_holes_take on insert, iova_holes_give on remove) and checks it in check().
+ * its maps (iova_holes_take_found() on insert, iova_holes_give_found() on remove) and checks
+ * it in check().
  */
 #ifndef IOVA_HOLES_H
 #define IOVA_HOLES_H
@@ -125,40 +126,28 @@ int iova_holes_build(IOVAHoles *holes, IOVAHolesNext next, void *opaque, size_t 
 void iova_holes_destroy(IOVAHoles *holes);
 
 /**
- * iova_holes_take: [first, last] is now covered by a map; it must lie inside one hole.
+ * iova_holes_take_found: [first, last] is now covered by a map; it must lie inside one hole.
+ * @s is the search iova_holes_take_search() prepared for @first, walked to its end, with no
+ * change to the holes since.
  *
  * Returns: IOVA_OK, IOVA_ERR_OVERLAP if no single hole holds the range, or IOVA_ERR_OOM;
  * on error nothing changed.
  */
-int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last);
-
-/**
- * iova_holes_take_found: as iova_holes_take(), with @s the search iova_holes_take_search()
- * prepared for @first, walked to its end, and no change to the holes since.
- *
- * Returns: as iova_holes_take().
- */
 int iova_holes_take_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last);
 
 /**
- * iova_holes_take_fit: as iova_holes_take() for [@fit->iova, @fit->iova + @size], where @fit
- * is what iova_holes_fit() answered for that @size, with no change to the holes since.  The
- * way in @fit is used up (the take extends it).
+ * iova_holes_take_fit: as iova_holes_take_found() for [@fit->iova, @fit->iova + @size],
+ * where @fit is what iova_holes_fit() answered for that @size, with no change to the holes
+ * since.  The way in @fit is used up (the take extends it).
  *
  * Returns: IOVA_OK, or IOVA_ERR_OOM with nothing changed.
  */
 int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size);
 
 /**
- * iova_holes_give: [first, last] is free again; it is merged with the holes beside it.
- *
- * Returns: IOVA_OK or IOVA_ERR_OOM; on error nothing changed.
- */
-int iova_holes_give(IOVAHoles *holes, hwaddr first, hwaddr last);
-
-/**
- * iova_holes_give_found: as iova_holes_give(), with @s the search iova_holes_give_search()
- * prepared for @first, walked to its end, and no change to the holes since.
+ * iova_holes_give_found: [first, last] is free again; it is merged with the holes beside it.
+ * @s is the search iova_holes_give_search() prepared for @first, walked to its end, with no
+ * change to the holes since.
  *
  * Returns: IOVA_OK or IOVA_ERR_OOM; on error nothing changed.
  */

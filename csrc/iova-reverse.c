@@ -112,6 +112,11 @@ void iova_reverse_link(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
     rev->by_id_root = avl_insert_at(arena, &by_id_ops, rev->by_id_root, ref, &place->id);
 }
 
+/*
+ * Here and in iova_reverse_del(), avl_descend2() is called twice over, with and without the
+ * hole search, rather than once with the step chosen at run time: it is inlined, and with a
+ * constant NULL step the side walk leaves the loop altogether.
+ */
 void iova_reverse_place(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
                         IOVAReversePlace *place, IOVAHoleSearch *holes)
 {
@@ -123,7 +128,6 @@ void iova_reverse_place(const IOVAReverse *rev, const IOVAArena *arena, IOVARef 
                      &by_id_ops, rev->by_id_root, &place->id, NULL, NULL);
     }
 }
-
 
 void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
                       IOVAHoleSearch *holes)

@@ -80,7 +80,7 @@ def perop(ops_path: str, tree_path: str, linear_path: str) -> None:
 UPKEEP = [
     ("alloc", "ALLOC", ("g_tree_insert", "iova_reverse_place", "iova_reverse_link",
                         "iova_holes_take_fit", "iova_holes_fit")),
-    ("remove", "REMOVE", ("g_tree_remove", "iova_reverse_del", "iova_holes_give")),
+    ("remove", "REMOVE", ("g_tree_remove", "iova_reverse_del", "iova_holes_give_found")),
 ]
 
 
