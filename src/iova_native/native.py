@@ -655,17 +655,23 @@ class _Tree(_Native, TreeContainer):
             self._drop(ffi.unpack(entries, n))
         return int(n)
 
-    def clear(self) -> None:
-        """Remove every map."""
+    def _remove_all(self, call: Callable[[Any], int]) -> int:
+        """``call(h)``, which takes every map away (clear, close), as a removal: under
+        ``_lock``, the token None meanwhile (see the class's comment), then the cache emptied.
+        Answers what ``call`` answers.  (``remove`` does the same inline: it is a hot path.)"""
         self._lock.get()
-        self._seq = None  # a removal: see the class's comment
+        self._seq = None
         try:
-            rc = self._clear_fn(self._h)
+            rc = call(self._h)
             self._cache.clear()
         finally:
             self._seq = self._tokens = self._tokens + 1
             self._lock.put(True)
-        if rc == _CLOSED:
+        return rc
+
+    def clear(self) -> None:
+        """Remove every map."""
+        if self._remove_all(self._clear_fn) == _CLOSED:
             self._raise_closed()
 
     def close(self) -> None:
@@ -673,14 +679,7 @@ class _Tree(_Native, TreeContainer):
         # The fork hooks' lock first (see _Native.close), then the cache's: no holder of the
         # cache's lock ever waits for the hooks' lock.
         with _fork_serial:
-            self._lock.get()
-            self._seq = None
-            try:
-                self._close_fn(self._h)
-                self._cache.clear()
-            finally:
-                self._seq = self._tokens = self._tokens + 1
-                self._lock.put(True)
+            self._remove_all(self._close_fn)
 
     def _range(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[DMAMap]:
         """``call(h, *args, buf, cap)`` answering how many maps there are.  Up to
