@@ -39,6 +39,18 @@ typedef uint16_t AvlDir;
 
 #define AVL_INLINE static inline __attribute__((always_inline))
 
+/* GCC's and Clang's 128-bit integer (__extension__: no warning under -pedantic). */
+__extension__ typedef unsigned __int128 AvlKey128;
+
+/*
+ * The pair (@hi, @lo) as one number, so that a lexicographic test of two pairs is one
+ * comparison: a compare and a subtract-with-borrow, no branch and no second test.
+ */
+AVL_INLINE AvlKey128 avl_key128(uint64_t hi, uint64_t lo)
+{
+    return (AvlKey128)hi << 64 | lo;
+}
+
 typedef struct AvlOps {
     uint32_t elem_size;  /* the arena's element size (a constant: see avl_view()) */
     uint32_t link_off;   /* offset of the element's IOVARef[3] links */
@@ -233,14 +245,18 @@ typedef struct AvlPath {
 
 /*
  * One step of a descent from @p towards element @n's place; returns the next node.  Inserting
- * (@n not in the tree), the descent ends at a missing child; removing, it ends at @n.
+ * (@n not in the tree), the descent ends at a missing child; removing, it ends at @n, and no
+ * step starts there.  So @p is never @n, and @n lies right of @p exactly when @p comes before
+ * it: that test is the side itself, with no negation to compute.  The
+ * depth is the caller's local, not @path's: a path entry's 32-bit store may alias an int, so
+ * a depth kept in @path would be loaded and stored again at every step.
  */
 AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, IOVARef n, IOVARef p,
-                            AvlPath *path)
+                            AvlPath *path, int *depth)
 {
-    int dir = ops->before(arena, n, p) ? AVL_LEFT : AVL_RIGHT;
-    path->node[path->depth] = p;
-    path->dir[path->depth++] = (AvlDir)dir;
+    int dir = ops->before(arena, p, n) ? AVL_RIGHT : AVL_LEFT;
+    path->node[*depth] = p;
+    path->dir[(*depth)++] = (AvlDir)dir;
     return avl_links(arena, ops, p)[dir];
 }
 
@@ -251,6 +267,8 @@ AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, IOVARef n
  * the other.  @stop is IOVA_REF_NONE for an insert and @n for a removal.  A third, unrelated
  * walk may come along for the same reason: @side_step takes one step of @side and says
  * whether another is left (NULL @side: none).  It runs to its end, however long it is.
+ * @side is best a local of the caller that the inlined step alone sees (its fields then stay
+ * in registers), with the walk's path reached through a pointer.
  */
 AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
                              const AvlOps *ops_a, IOVARef root_a, AvlPath *path_a,
@@ -258,29 +276,31 @@ AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
                              bool (*side_step)(void *side), void *side)
 {
     IOVARef a = root_a, b = root_b;
+    int depth_a = 0, depth_b = 0;
     bool more = side != NULL;
 
     avl_view(arena, ops_a); /* both trees' elements are the arena's */
-    path_a->depth = path_b->depth = 0;
     while (a != stop && b != stop) {
         if (a == IOVA_REF_NONE || b == IOVA_REF_NONE) {
             break; /* a removal of an element that one tree does not hold */
         }
-        a = avl_step(arena, ops_a, n, a, path_a);
-        b = avl_step(arena, ops_b, n, b, path_b);
+        a = avl_step(arena, ops_a, n, a, path_a, &depth_a);
+        b = avl_step(arena, ops_b, n, b, path_b, &depth_b);
         more = more && side_step(side);
     }
     while (a != stop && a != IOVA_REF_NONE) {
-        a = avl_step(arena, ops_a, n, a, path_a);
+        a = avl_step(arena, ops_a, n, a, path_a, &depth_a);
         more = more && side_step(side);
     }
     while (b != stop && b != IOVA_REF_NONE) {
-        b = avl_step(arena, ops_b, n, b, path_b);
+        b = avl_step(arena, ops_b, n, b, path_b, &depth_b);
         more = more && side_step(side);
     }
     while (more) {
         more = side_step(side);
     }
+    path_a->depth = depth_a;
+    path_b->depth = depth_b;
 }
 
 /*
@@ -405,11 +425,13 @@ AVL_INLINE IOVARef avl_insert_at(const IOVAArena *arena, const AvlOps *ops, IOVA
 AVL_INLINE IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
                               IOVARef n)
 {
-    AvlPath path = { .depth = 0 };
+    AvlPath path;
+    int depth = 0;
 
     for (IOVARef p = root; p != IOVA_REF_NONE;) {
-        p = avl_step(arena, ops, n, p, &path);
+        p = avl_step(arena, ops, n, p, &path, &depth);
     }
+    path.depth = depth;
     return avl_insert_at(arena, ops, root, n, &path);
 }
 

@@ -69,27 +69,66 @@ typedef struct IOVAHoleSearch {
     AvlPath path;       /* every step taken */
 } IOVAHoleSearch;
 
+/*
+ * What a step of an IOVAHoleSearch reads and changes, copied out of it for the length of the
+ * walk (iova_hole_cursor_begin()) into a local of the caller that only the inlined steps see.
+ * Why: kept in the search, every field would be loaded and stored again at each step, since a
+ * store into a path (the reverse trees' and the holes' own) may alias them; a local whose
+ * address goes nowhere else stays in registers.  The path itself stays in the search.
+ */
+typedef struct IOVAHoleCursor {
+    char **blocks;      /* the hole arena's block table */
+    IOVARef next;
+    int depth;
+    bool inclusive;
+    hwaddr key;
+    AvlPath *path;
+} IOVAHoleCursor;
+
+static inline IOVAHoleCursor iova_hole_cursor_begin(IOVAHoleSearch *s)
+{
+    IOVAHoleCursor c = {
+        .blocks = s->arena->blocks,
+        .next = s->next,
+        .depth = s->path.depth,
+        .inclusive = s->inclusive,
+        .key = s->key,
+        .path = &s->path,
+    };
+    return c;
+}
+
+/* Hand the walk's progress back to its search. */
+static inline void iova_hole_cursor_end(IOVAHoleSearch *s, const IOVAHoleCursor *c)
+{
+    s->next = c->next;
+    s->path.depth = c->depth;
+}
+
 /**
- * iova_hole_search_step: take one step of @opaque, an IOVAHoleSearch (a void pointer, to be
+ * iova_hole_cursor_step: take one step of @opaque, an IOVAHoleCursor (a void pointer, to be
  * avl_descend2()'s side walk).
  *
  * Returns: whether there is another step to take.
  */
-static inline bool iova_hole_search_step(void *opaque)
+static inline bool iova_hole_cursor_step(void *opaque)
 {
-    IOVAHoleSearch *s = opaque;
-    IOVARef n = s->next;
+    IOVAHoleCursor *c = opaque;
+    IOVARef n = c->next;
     if (n == IOVA_REF_NONE) {
         return false;
     }
-    const IOVAHole *h = iova_arena_elem(s->arena, n, sizeof(IOVAHole));
-    /* branch-free, as AvlOps.before: either way is as likely */
-    int dir = (h->first < s->key) | (s->inclusive & (h->first == s->key));
-    int d = s->path.depth++;
-    s->path.node[d] = n;
-    s->path.dir[d] = (AvlDir)dir;
-    s->next = h->link[dir];
-    return s->next != IOVA_REF_NONE;
+    const IOVAHole *h = (const IOVAHole *)(c->blocks[n >> IOVA_ARENA_SHIFT] +
+                                           (size_t)(n & IOVA_ARENA_MASK) * sizeof(IOVAHole));
+    /*
+     * Right when first < key, or first == key with inclusive: (first, 0) < (key, inclusive)
+     * as one 128-bit comparison, branch-free as AvlOps.before (either way is as likely).
+     */
+    int dir = avl_key128(h->first, 0) < avl_key128(c->key, c->inclusive);
+    c->path->node[c->depth] = n;
+    c->path->dir[c->depth++] = (AvlDir)dir;
+    c->next = h->link[dir];
+    return c->next != IOVA_REF_NONE;
 }
 
 /**
@@ -100,7 +139,7 @@ void iova_holes_take_search(const IOVAHoles *holes, hwaddr first, IOVAHoleSearch
 
 /**
  * iova_holes_give_search: prepare @s, the search iova_holes_give_found() needs for a range
- * freed from @first on.  Nothing is read yet: the steps are iova_hole_search_step()'s.
+ * freed from @first on.  Nothing is read yet: the steps are iova_hole_cursor_step()'s.
  */
 void iova_holes_give_search(const IOVAHoles *holes, hwaddr first, IOVAHoleSearch *s);
 

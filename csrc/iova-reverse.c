@@ -20,13 +20,13 @@ AVL_INLINE hwaddr t_last(const IOVAEntry *e)
 }
 
 /*
- * The trees' orders, as comparisons joined with & and | rather than && and ||: no branch
- * for the processor to mispredict on a descent (see AvlOps.before).
+ * The trees' orders, without branches (see AvlOps.before): the pairs (translated_addr, iova)
+ * compare as one 128-bit number, which is a compare and a subtract-with-borrow; the id tree
+ * adds the id above them with & and | rather than && and ||.
  */
 AVL_INLINE bool addr_iova_before(const DMAMap *ma, const DMAMap *mb)
 {
-    hwaddr ta = ma->translated_addr, tb = mb->translated_addr;
-    return (ta < tb) | ((ta == tb) & (ma->iova < mb->iova));
+    return avl_key128(ma->translated_addr, ma->iova) < avl_key128(mb->translated_addr, mb->iova);
 }
 
 AVL_INLINE bool by_addr_before(const IOVAArena *arena, IOVARef a, IOVARef b)
@@ -121,8 +121,10 @@ void iova_reverse_place(const IOVAReverse *rev, const IOVAArena *arena, IOVARef 
                         IOVAReversePlace *place, IOVAHoleSearch *holes)
 {
     if (holes) {
+        IOVAHoleCursor cursor = iova_hole_cursor_begin(holes);
         avl_descend2(arena, ref, IOVA_REF_NONE, &by_addr_ops, rev->by_addr_root, &place->addr,
-                     &by_id_ops, rev->by_id_root, &place->id, iova_hole_search_step, holes);
+                     &by_id_ops, rev->by_id_root, &place->id, iova_hole_cursor_step, &cursor);
+        iova_hole_cursor_end(holes, &cursor);
     } else {
         avl_descend2(arena, ref, IOVA_REF_NONE, &by_addr_ops, rev->by_addr_root, &place->addr,
                      &by_id_ops, rev->by_id_root, &place->id, NULL, NULL);
@@ -135,8 +137,10 @@ void iova_reverse_del(IOVAReverse *rev, const IOVAArena *arena, IOVARef ref,
     AvlPath addr_path, id_path;
 
     if (holes) {
+        IOVAHoleCursor cursor = iova_hole_cursor_begin(holes);
         avl_descend2(arena, ref, ref, &by_addr_ops, rev->by_addr_root, &addr_path, &by_id_ops,
-                     rev->by_id_root, &id_path, iova_hole_search_step, holes);
+                     rev->by_id_root, &id_path, iova_hole_cursor_step, &cursor);
+        iova_hole_cursor_end(holes, &cursor);
     } else {
         avl_descend2(arena, ref, ref, &by_addr_ops, rev->by_addr_root, &addr_path, &by_id_ops,
                      rev->by_id_root, &id_path, NULL, NULL);
