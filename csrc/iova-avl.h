@@ -351,32 +351,35 @@ AVL_INLINE IOVARef avl_insert_rebalance(const IOVAArena *arena, const AvlOps *op
  * The way back up after leaf @n was linked at the end of @path.  Every ancestor's subtree
  * gained exactly @n, so its summary is the old one folded with @n's: one comparison against
  * the stored best instead of recomputing from both children.  Heights are recomputed only
- * while they grow; a rotation restores the subtree's old height (an AVL insert needs at most
- * one), and above it only the summaries can change.  The walk stops at the first ancestor
- * where nothing changed: nothing above it can.
+ * while they grow, and from the sibling's alone: the child on the path is the subtree that
+ * just grew, whose height the level below computed.  A rotation restores the subtree's old
+ * height (an AVL insert needs at most one), and above it only the summaries can change.  The
+ * walk stops at the first ancestor where nothing changed: nothing above it can.
  */
 AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
                                       IOVARef n, const AvlPath *path)
 {
     uint16_t key = ops->key16 ? ops->key16(arena, n) : 0;
     bool growing = true;
+    int grown = 1; /* the height of the child on the path: at first, the new leaf */
 
     for (int i = path->depth - 1; i >= 0; i--) {
         IOVARef p = path->node[i];
         IOVARef *l = avl_links(arena, ops, p);
         bool changed = false;
         if (growing) {
-            int hl = avl_height(arena, ops, l[AVL_LEFT]), hr = avl_height(arena, ops, l[AVL_RIGHT]);
-            if (hl - hr > 1 || hr - hl > 1) {
+            int sibling = avl_height(arena, ops, l[!path->dir[i]]);
+            if (grown - sibling > 1) {
                 IOVARef sub = avl_insert_rebalance(arena, ops, p, n, key);
                 root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
                 growing = false;
                 continue;
             }
             uint8_t *hp = avl_height_ptr(arena, ops, p);
-            uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
+            uint8_t height = (uint8_t)(1 + (grown > sibling ? grown : sibling));
             growing = changed = *hp != height;
             *hp = height;
+            grown = height;
         }
         if (ops->better(arena, n, l[AVL_BEST])) {
             l[AVL_BEST] = n;
@@ -406,9 +409,15 @@ AVL_INLINE IOVARef avl_insert_at(const IOVAArena *arena, const AvlOps *ops, IOVA
                                  IOVARef n, AvlPath *path)
 {
     avl_view(arena, ops);
+    /* a leaf: its summary is its own, with no children to read */
     IOVARef *l = avl_links(arena, ops, n);
+    uint16_t key = ops->key16 ? ops->key16(arena, n) : 0;
     l[AVL_LEFT] = l[AVL_RIGHT] = IOVA_REF_NONE;
-    avl_update(arena, ops, n);
+    l[AVL_BEST] = n;
+    if (ops->key16) {
+        avl_set_sum16(arena, ops, n, key);
+    }
+    *avl_height_ptr(arena, ops, n) = 1;
     int depth = path->depth;
     if (depth == 0) {
         return n;
