@@ -31,7 +31,8 @@ static int avl_check_rec(AvlCheck *c, IOVARef n, int depth)
     if (hl < 0) {
         return -1;
     }
-    if (c->prev != IOVA_REF_NONE && !c->ops->before(c->arena, c->prev, n)) {
+    if (c->prev != IOVA_REF_NONE && !c->ops->before(avl_elem(c->arena, c->ops, c->prev),
+                                                      avl_elem(c->arena, c->ops, n))) {
         snprintf(c->err, c->errlen, "%s: elements out of order", c->ops->name);
         return -1;
     }
@@ -54,7 +55,8 @@ static int avl_check_rec(AvlCheck *c, IOVARef n, int depth)
     IOVARef best = n;
     for (int side = AVL_LEFT; side <= AVL_RIGHT; side++) {
         if (l[side] != IOVA_REF_NONE &&
-            c->ops->better(c->arena, avl_best(c->arena, c->ops, l[side]), best)) {
+            c->ops->better(avl_elem(c->arena, c->ops, avl_best(c->arena, c->ops, l[side])),
+                           avl_elem(c->arena, c->ops, best))) {
             best = avl_best(c->arena, c->ops, l[side]);
         }
     }
@@ -63,7 +65,7 @@ static int avl_check_rec(AvlCheck *c, IOVARef n, int depth)
         return -1;
     }
     if (c->ops->key16) {
-        uint16_t sum = c->ops->key16(c->arena, n);
+        uint16_t sum = c->ops->key16(avl_elem(c->arena, c->ops, n));
         for (int side = AVL_LEFT; side <= AVL_RIGHT; side++) {
             if (l[side] != IOVA_REF_NONE) {
                 sum = avl_fold16(c->ops, sum, avl_sum16(c->arena, c->ops, l[side]));

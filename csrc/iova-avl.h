@@ -56,19 +56,23 @@ typedef struct AvlOps {
     uint32_t link_off;   /* offset of the element's IOVARef[3] links */
     uint32_t height_off; /* offset of the element's uint8_t height */
     /*
+     * The callbacks take elements, not references: an update holds the addresses of the
+     * elements it works on, and a reference would have each callback compute one again
+     * (after an 8-bit store, which may alias the arena's block table, with a fresh load).
+     *
      * Order of the tree: whether @a comes before @b.  Must be total: of two elements one
      * comes first.  Best written without branches: a descent's comparisons are as likely to
      * go one way as the other, so a branch on them is mispredicted half the time.
      */
-    bool (*before)(const IOVAArena *arena, IOVARef a, IOVARef b);
+    bool (*before)(const void *a, const void *b);
     /* Whether @a should be remembered as the best of a subtree rather than @b. */
-    bool (*better)(const IOVAArena *arena, IOVARef a, IOVARef b);
+    bool (*better)(const void *a, const void *b);
     /*
      * Optional second summary: each subtree keeps the minimum (or, with @max8, the maximum)
      * of a small key its elements give through @key16, at @min16_off inside the element: a
      * uint16_t minimum, or a uint8_t maximum with @max8.  NULL for none.
      */
-    uint16_t (*key16)(const IOVAArena *arena, IOVARef n);
+    uint16_t (*key16)(const void *e);
     uint32_t min16_off;
     bool max8;
     const char *name;    /* for check() messages */
@@ -85,9 +89,46 @@ typedef struct AvlOps {
     IOVAArena avl_view_ = { .blocks = (arena)->blocks, .elem_size = (ops)->elem_size }; \
     (arena) = &avl_view_
 
+/* The element behind @n. */
+AVL_INLINE char *avl_elem(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
+{
+    return iova_arena_elem(arena, n, ops->elem_size);
+}
+
+/* Element @e's links, height and second summary. */
+AVL_INLINE IOVARef *avl_links_of(const AvlOps *ops, const void *e)
+{
+    return (IOVARef *)((const char *)e + ops->link_off);
+}
+
+AVL_INLINE uint8_t *avl_height_of(const AvlOps *ops, const void *e)
+{
+    return (uint8_t *)((const char *)e + ops->height_off);
+}
+
+AVL_INLINE uint16_t avl_sum16_of(const AvlOps *ops, const void *e)
+{
+    if (!ops->key16) {
+        return 0;
+    }
+    const char *at = (const char *)e + ops->min16_off;
+    return ops->max8 ? *(const uint8_t *)at : *(const uint16_t *)at;
+}
+
+AVL_INLINE void avl_set_sum16_of(const AvlOps *ops, void *e, uint16_t v)
+{
+    char *at = (char *)e + ops->min16_off;
+    if (ops->max8) {
+        *(uint8_t *)at = (uint8_t)v;
+    } else {
+        *(uint16_t *)at = v;
+    }
+}
+
+/* The same by reference, for walks that hold references. */
 AVL_INLINE IOVARef *avl_links(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
 {
-    return (IOVARef *)((char *)iova_arena_ptr(arena, n) + ops->link_off);
+    return avl_links_of(ops, avl_elem(arena, ops, n));
 }
 
 AVL_INLINE IOVARef avl_left(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
@@ -105,34 +146,15 @@ AVL_INLINE IOVARef avl_best(const IOVAArena *arena, const AvlOps *ops, IOVARef n
     return avl_links(arena, ops, n)[AVL_BEST];
 }
 
-AVL_INLINE uint8_t *avl_height_ptr(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
-{
-    return (uint8_t *)iova_arena_ptr(arena, n) + ops->height_off;
-}
-
 AVL_INLINE int avl_height(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
 {
-    return n == IOVA_REF_NONE ? 0 : *avl_height_ptr(arena, ops, n);
+    return n == IOVA_REF_NONE ? 0 : *avl_height_of(ops, avl_elem(arena, ops, n));
 }
 
 /* The second summary of @n's subtree (0 when the tree keeps none). */
 AVL_INLINE uint16_t avl_sum16(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
 {
-    if (!ops->key16) {
-        return 0;
-    }
-    char *at = (char *)iova_arena_ptr(arena, n) + ops->min16_off;
-    return ops->max8 ? *(uint8_t *)at : *(uint16_t *)at;
-}
-
-AVL_INLINE void avl_set_sum16(const IOVAArena *arena, const AvlOps *ops, IOVARef n, uint16_t v)
-{
-    char *at = (char *)iova_arena_ptr(arena, n) + ops->min16_off;
-    if (ops->max8) {
-        *(uint8_t *)at = (uint8_t)v;
-    } else {
-        *(uint16_t *)at = v;
-    }
+    return ops->key16 ? avl_sum16_of(ops, avl_elem(arena, ops, n)) : 0;
 }
 
 /* What a subtree's summary is made of: its own element and those of its two children. */
@@ -142,58 +164,87 @@ AVL_INLINE uint16_t avl_fold16(const AvlOps *ops, uint16_t a, uint16_t b)
 }
 
 /*
- * Recompute @n's height and summaries from its children.  Returns whether any of them
- * changed: the ancestors of an unchanged subtree need nothing.
+ * Fold into *@best (element *@best_e) the best of child @c's subtree, @c's element being
+ * @ce (NULL: no child).
  */
-AVL_INLINE bool avl_update(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
+AVL_INLINE void avl_fold_best(const IOVAArena *arena, const AvlOps *ops, const char *ce,
+                              IOVARef *best, const char **best_e)
 {
-    IOVARef *l = avl_links(arena, ops, n);
-    IOVARef left = l[AVL_LEFT], right = l[AVL_RIGHT];
-    int hl = avl_height(arena, ops, left), hr = avl_height(arena, ops, right);
+    if (!ce) {
+        return;
+    }
+    IOVARef b = avl_links_of(ops, ce)[AVL_BEST];
+    const char *be = avl_elem(arena, ops, b);
+    if (ops->better(be, *best_e)) {
+        *best = b;
+        *best_e = be;
+    }
+}
+
+/* The element of child @c, or NULL when there is none. */
+AVL_INLINE char *avl_child(const IOVAArena *arena, const AvlOps *ops, IOVARef c)
+{
+    return c == IOVA_REF_NONE ? NULL : avl_elem(arena, ops, c);
+}
+
+/*
+ * Recompute the height and summaries of @n (element @e) from its children.  Returns whether
+ * any of them changed: the ancestors of an unchanged subtree need nothing.
+ */
+AVL_INLINE bool avl_update_at(const IOVAArena *arena, const AvlOps *ops, IOVARef n, char *e)
+{
+    IOVARef *l = avl_links_of(ops, e);
+    const char *le = avl_child(arena, ops, l[AVL_LEFT]);
+    const char *re = avl_child(arena, ops, l[AVL_RIGHT]);
+    int hl = le ? *avl_height_of(ops, le) : 0, hr = re ? *avl_height_of(ops, re) : 0;
     uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
     IOVARef best = n;
-    if (left != IOVA_REF_NONE && ops->better(arena, avl_best(arena, ops, left), best)) {
-        best = avl_best(arena, ops, left);
-    }
-    if (right != IOVA_REF_NONE && ops->better(arena, avl_best(arena, ops, right), best)) {
-        best = avl_best(arena, ops, right);
-    }
+    const char *best_e = e;
+    avl_fold_best(arena, ops, le, &best, &best_e);
+    avl_fold_best(arena, ops, re, &best, &best_e);
     uint16_t sum = 0;
     if (ops->key16) {
-        sum = ops->key16(arena, n);
-        if (left != IOVA_REF_NONE) {
-            sum = avl_fold16(ops, sum, avl_sum16(arena, ops, left));
+        sum = ops->key16(e);
+        if (le) {
+            sum = avl_fold16(ops, sum, avl_sum16_of(ops, le));
         }
-        if (right != IOVA_REF_NONE) {
-            sum = avl_fold16(ops, sum, avl_sum16(arena, ops, right));
+        if (re) {
+            sum = avl_fold16(ops, sum, avl_sum16_of(ops, re));
         }
     }
     /*
      * Every load comes before the first store: a store of an 8-bit height or maximum may
-     * alias anything, and any load after it would read the arena's block table again.
+     * alias anything, and any load after it would be made again.
      */
-    uint8_t *hp = avl_height_ptr(arena, ops, n);
+    uint8_t *hp = avl_height_of(ops, e);
     bool changed = *hp != height || l[AVL_BEST] != best ||
-                   (ops->key16 && avl_sum16(arena, ops, n) != sum);
+                   (ops->key16 && avl_sum16_of(ops, e) != sum);
     l[AVL_BEST] = best;
     if (ops->key16) {
-        avl_set_sum16(arena, ops, n, sum);
+        avl_set_sum16_of(ops, e, sum);
     }
     *hp = height;
     return changed;
 }
 
+AVL_INLINE bool avl_update(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
+{
+    return avl_update_at(arena, ops, n, avl_elem(arena, ops, n));
+}
+
 /* Turn @n's child on side @dir into the subtree's root; returns the new root. */
 AVL_INLINE IOVARef avl_rotate(const IOVAArena *arena, const AvlOps *ops, IOVARef n, int dir)
 {
-    IOVARef *ln = avl_links(arena, ops, n);
+    char *ne = avl_elem(arena, ops, n);
+    IOVARef *ln = avl_links_of(ops, ne);
     IOVARef c = ln[dir];
-    IOVARef *lc = avl_links(arena, ops, c);
+    char *ce = avl_elem(arena, ops, c);
+    IOVARef *lc = avl_links_of(ops, ce);
 
     ln[dir] = lc[!dir];
     lc[!dir] = n;
-    avl_update(arena, ops, n);
-    avl_update(arena, ops, c);
+    avl_update_at(arena, ops, n, ne);
+    avl_update_at(arena, ops, c, ce);
     return c;
 }
 
@@ -204,7 +255,8 @@ AVL_INLINE IOVARef avl_rotate(const IOVAArena *arena, const AvlOps *ops, IOVARef
 AVL_INLINE IOVARef avl_rebalance(const IOVAArena *arena, const AvlOps *ops, IOVARef n,
                                  bool *changed)
 {
-    IOVARef *l = avl_links(arena, ops, n);
+    char *ne = avl_elem(arena, ops, n);
+    IOVARef *l = avl_links_of(ops, ne);
     int balance = avl_height(arena, ops, l[AVL_LEFT]) - avl_height(arena, ops, l[AVL_RIGHT]);
 
     if (balance > 1 || balance < -1) {
@@ -218,7 +270,7 @@ AVL_INLINE IOVARef avl_rebalance(const IOVAArena *arena, const AvlOps *ops, IOVA
         *changed = true;
         return avl_rotate(arena, ops, n, heavy);
     }
-    *changed = avl_update(arena, ops, n);
+    *changed = avl_update_at(arena, ops, n, ne);
     return n;
 }
 
@@ -244,20 +296,22 @@ typedef struct AvlPath {
 } AvlPath;
 
 /*
- * One step of a descent from @p towards element @n's place; returns the next node.  Inserting
+ * One step of a descent from @p towards the place of element @n (at @ne); returns the next
+ * node.  Inserting
  * (@n not in the tree), the descent ends at a missing child; removing, it ends at @n, and no
  * step starts there.  So @p is never @n, and @n lies right of @p exactly when @p comes before
  * it: that test is the side itself, with no negation to compute.  The
  * depth is the caller's local, not @path's: a path entry's 32-bit store may alias an int, so
  * a depth kept in @path would be loaded and stored again at every step.
  */
-AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, IOVARef n, IOVARef p,
-                            AvlPath *path, int *depth)
+AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, const void *ne,
+                            IOVARef p, AvlPath *path, int *depth)
 {
-    int dir = ops->before(arena, p, n) ? AVL_RIGHT : AVL_LEFT;
+    const char *pe = avl_elem(arena, ops, p);
+    int dir = ops->before(pe, ne) ? AVL_RIGHT : AVL_LEFT;
     path->node[*depth] = p;
     path->dir[(*depth)++] = (AvlDir)dir;
-    return avl_links(arena, ops, p)[dir];
+    return avl_links_of(ops, pe)[dir];
 }
 
 /*
@@ -280,20 +334,21 @@ AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
     bool more = side != NULL;
 
     avl_view(arena, ops_a); /* both trees' elements are the arena's */
+    const char *ne = avl_elem(arena, ops_a, n);
     while (a != stop && b != stop) {
         if (a == IOVA_REF_NONE || b == IOVA_REF_NONE) {
             break; /* a removal of an element that one tree does not hold */
         }
-        a = avl_step(arena, ops_a, n, a, path_a, &depth_a);
-        b = avl_step(arena, ops_b, n, b, path_b, &depth_b);
+        a = avl_step(arena, ops_a, ne, a, path_a, &depth_a);
+        b = avl_step(arena, ops_b, ne, b, path_b, &depth_b);
         more = more && side_step(side);
     }
     while (a != stop && a != IOVA_REF_NONE) {
-        a = avl_step(arena, ops_a, n, a, path_a, &depth_a);
+        a = avl_step(arena, ops_a, ne, a, path_a, &depth_a);
         more = more && side_step(side);
     }
     while (b != stop && b != IOVA_REF_NONE) {
-        b = avl_step(arena, ops_b, n, b, path_b, &depth_b);
+        b = avl_step(arena, ops_b, ne, b, path_b, &depth_b);
         more = more && side_step(side);
     }
     while (more) {
@@ -304,91 +359,96 @@ AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
 }
 
 /*
- * Rebalance @p, whose subtree grew by element @n (key16 @key) and leans two levels to one
- * side, with one rotation or two; returns the subtree's new root.  Why not avl_rebalance():
- * the new root's subtree holds the same elements as @p's did with @n, so its summary is
- * @p's old summary folded with @n, and only the nodes that moved below it are recomputed
- * from their children (two updates instead of four for a double rotation).
+ * Rebalance @p (element @pe), whose subtree grew by element @n (at @ne, key16 @key) and
+ * leans two levels to one side, with one rotation or two; returns the subtree's new root.
+ * Why not avl_rebalance(): the new root's subtree holds the same elements as @p's did with
+ * @n, so its summary is @p's old summary folded with @n, and only the nodes that moved below
+ * it are recomputed from their children (two updates instead of four for a double rotation).
  */
 AVL_INLINE IOVARef avl_insert_rebalance(const IOVAArena *arena, const AvlOps *ops, IOVARef p,
-                                        IOVARef n, uint16_t key)
+                                        char *pe, IOVARef n, const char *ne, uint16_t key)
 {
-    IOVARef *l = avl_links(arena, ops, p);
+    IOVARef *l = avl_links_of(ops, pe);
     int heavy = avl_height(arena, ops, l[AVL_LEFT]) > avl_height(arena, ops, l[AVL_RIGHT])
                     ? AVL_LEFT : AVL_RIGHT;
-    IOVARef best = ops->better(arena, n, l[AVL_BEST]) ? n : l[AVL_BEST];
-    uint16_t sum = ops->key16 ? avl_fold16(ops, avl_sum16(arena, ops, p), key) : 0;
+    IOVARef best = ops->better(ne, avl_elem(arena, ops, l[AVL_BEST])) ? n : l[AVL_BEST];
+    uint16_t sum = ops->key16 ? avl_fold16(ops, avl_sum16_of(ops, pe), key) : 0;
     IOVARef c = l[heavy], top;
-    IOVARef *lc = avl_links(arena, ops, c);
+    char *ce = avl_elem(arena, ops, c), *te;
+    IOVARef *lc = avl_links_of(ops, ce);
 
     if (avl_height(arena, ops, lc[!heavy]) > avl_height(arena, ops, lc[heavy])) {
         /* The child leans the other way: its inner child g goes to the top. */
         IOVARef g = lc[!heavy];
-        IOVARef *lg = avl_links(arena, ops, g);
+        char *ge = avl_elem(arena, ops, g);
+        IOVARef *lg = avl_links_of(ops, ge);
         lc[!heavy] = lg[heavy];
         l[heavy] = lg[!heavy];
         lg[heavy] = c;
         lg[!heavy] = p;
-        avl_update(arena, ops, c);
+        avl_update_at(arena, ops, c, ce);
         top = g;
+        te = ge;
     } else {
         l[heavy] = lc[!heavy];
         lc[!heavy] = p;
         top = c;
+        te = ce;
     }
-    avl_update(arena, ops, p);
-    IOVARef *lt = avl_links(arena, ops, top);
+    avl_update_at(arena, ops, p, pe);
+    IOVARef *lt = avl_links_of(ops, te);
     int hl = avl_height(arena, ops, lt[AVL_LEFT]), hr = avl_height(arena, ops, lt[AVL_RIGHT]);
     lt[AVL_BEST] = best;
     if (ops->key16) {
-        avl_set_sum16(arena, ops, top, sum);
+        avl_set_sum16_of(ops, te, sum);
     }
-    *avl_height_ptr(arena, ops, top) = (uint8_t)(1 + (hl > hr ? hl : hr));
+    *avl_height_of(ops, te) = (uint8_t)(1 + (hl > hr ? hl : hr));
     return top;
 }
 
 /*
- * The way back up after leaf @n was linked at the end of @path.  Every ancestor's subtree
- * gained exactly @n, so its summary is the old one folded with @n's: one comparison against
- * the stored best instead of recomputing from both children.  Heights are recomputed only
- * while they grow, and from the sibling's alone: the child on the path is the subtree that
- * just grew, whose height the level below computed.  A rotation restores the subtree's old
- * height (an AVL insert needs at most one), and above it only the summaries can change.  The
- * walk stops at the first ancestor where nothing changed: nothing above it can.
+ * The way back up after leaf @n (at @ne) was linked at the end of @path.  Every ancestor's
+ * subtree gained exactly @n, so its summary is the old one folded with @n's: one comparison
+ * against the stored best instead of recomputing from both children.  Heights are recomputed
+ * only while they grow, and from the sibling's alone: the child on the path is the subtree
+ * that just grew, whose height the level below computed.  A rotation restores the subtree's
+ * old height (an AVL insert needs at most one), and above it only the summaries can change.
+ * The walk stops at the first ancestor where nothing changed: nothing above it can.
  */
 AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
-                                      IOVARef n, const AvlPath *path)
+                                      IOVARef n, const char *ne, const AvlPath *path)
 {
-    uint16_t key = ops->key16 ? ops->key16(arena, n) : 0;
+    uint16_t key = ops->key16 ? ops->key16(ne) : 0;
     bool growing = true;
     int grown = 1; /* the height of the child on the path: at first, the new leaf */
 
     for (int i = path->depth - 1; i >= 0; i--) {
         IOVARef p = path->node[i];
-        IOVARef *l = avl_links(arena, ops, p);
+        char *pe = avl_elem(arena, ops, p);
+        IOVARef *l = avl_links_of(ops, pe);
         bool changed = false;
         if (growing) {
             int sibling = avl_height(arena, ops, l[!path->dir[i]]);
             if (grown - sibling > 1) {
-                IOVARef sub = avl_insert_rebalance(arena, ops, p, n, key);
+                IOVARef sub = avl_insert_rebalance(arena, ops, p, pe, n, ne, key);
                 root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
                 growing = false;
                 continue;
             }
-            uint8_t *hp = avl_height_ptr(arena, ops, p);
+            uint8_t *hp = avl_height_of(ops, pe);
             uint8_t height = (uint8_t)(1 + (grown > sibling ? grown : sibling));
             growing = changed = *hp != height;
             *hp = height;
             grown = height;
         }
-        if (ops->better(arena, n, l[AVL_BEST])) {
+        if (ops->better(ne, avl_elem(arena, ops, l[AVL_BEST]))) {
             l[AVL_BEST] = n;
             changed = true;
         }
         if (ops->key16) {
-            uint16_t sum = avl_sum16(arena, ops, p), folded = avl_fold16(ops, sum, key);
+            uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
             if (folded != sum) {
-                avl_set_sum16(arena, ops, p, folded);
+                avl_set_sum16_of(ops, pe, folded);
                 changed = true;
             }
         }
@@ -410,20 +470,21 @@ AVL_INLINE IOVARef avl_insert_at(const IOVAArena *arena, const AvlOps *ops, IOVA
 {
     avl_view(arena, ops);
     /* a leaf: its summary is its own, with no children to read */
-    IOVARef *l = avl_links(arena, ops, n);
-    uint16_t key = ops->key16 ? ops->key16(arena, n) : 0;
+    char *ne = avl_elem(arena, ops, n);
+    IOVARef *l = avl_links_of(ops, ne);
+    uint16_t key = ops->key16 ? ops->key16(ne) : 0;
     l[AVL_LEFT] = l[AVL_RIGHT] = IOVA_REF_NONE;
     l[AVL_BEST] = n;
     if (ops->key16) {
-        avl_set_sum16(arena, ops, n, key);
+        avl_set_sum16_of(ops, ne, key);
     }
-    *avl_height_ptr(arena, ops, n) = 1;
+    *avl_height_of(ops, ne) = 1;
     int depth = path->depth;
     if (depth == 0) {
         return n;
     }
     avl_links(arena, ops, path->node[depth - 1])[path->dir[depth - 1]] = n;
-    return avl_insert_retrace(arena, ops, root, n, path);
+    return avl_insert_retrace(arena, ops, root, n, ne, path);
 }
 
 /**
@@ -436,9 +497,10 @@ AVL_INLINE IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef
 {
     AvlPath path;
     int depth = 0;
+    const char *ne = avl_elem(arena, ops, n);
 
     for (IOVARef p = root; p != IOVA_REF_NONE;) {
-        p = avl_step(arena, ops, n, p, &path, &depth);
+        p = avl_step(arena, ops, ne, p, &path, &depth);
     }
     path.depth = depth;
     return avl_insert_at(arena, ops, root, n, &path);
@@ -449,11 +511,11 @@ AVL_INLINE IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef
  * @gone was its best or gave its minimum (or maximum).  Otherwise the stored summary still
  * holds, whatever else moved below.
  */
-AVL_INLINE bool avl_lost_summary(const IOVAArena *arena, const AvlOps *ops, IOVARef p,
-                                 IOVARef gone, uint16_t gone_key)
+AVL_INLINE bool avl_lost_summary(const AvlOps *ops, const char *pe, IOVARef gone,
+                                 uint16_t gone_key)
 {
-    return avl_best(arena, ops, p) == gone ||
-           (ops->key16 && avl_sum16(arena, ops, p) == gone_key);
+    return avl_links_of(ops, pe)[AVL_BEST] == gone ||
+           (ops->key16 && avl_sum16_of(ops, pe) == gone_key);
 }
 
 /*
@@ -469,22 +531,24 @@ AVL_INLINE IOVARef avl_remove_retrace(const IOVAArena *arena, const AvlOps *ops,
                                       IOVARef *path, const AvlDir *dirs, int depth, int at,
                                       IOVARef n, IOVARef moved)
 {
-    uint16_t n_key = ops->key16 ? ops->key16(arena, n) : 0;
-    uint16_t moved_key = ops->key16 && moved != IOVA_REF_NONE ? ops->key16(arena, moved) : 0;
+    uint16_t n_key = ops->key16 ? ops->key16(avl_elem(arena, ops, n)) : 0;
+    uint16_t moved_key = ops->key16 && moved != IOVA_REF_NONE
+                             ? ops->key16(avl_elem(arena, ops, moved)) : 0;
 
     for (int i = depth - 1; i >= 0; i--) {
         IOVARef p = path[i];
-        IOVARef *l = avl_links(arena, ops, p);
+        char *pe = avl_elem(arena, ops, p);
+        IOVARef *l = avl_links_of(ops, pe);
         int hl = avl_height(arena, ops, l[AVL_LEFT]), hr = avl_height(arena, ops, l[AVL_RIGHT]);
         bool changed;
         IOVARef sub = p;
         if (hl - hr > 1 || hr - hl > 1) {
             sub = avl_rebalance(arena, ops, p, &changed);
-        } else if (i == at || avl_lost_summary(arena, ops, p, i > at ? moved : n,
+        } else if (i == at || avl_lost_summary(ops, pe, i > at ? moved : n,
                                                 i > at ? moved_key : n_key)) {
-            changed = avl_update(arena, ops, p);
+            changed = avl_update_at(arena, ops, p, pe);
         } else {
-            uint8_t *hp = avl_height_ptr(arena, ops, p);
+            uint8_t *hp = avl_height_of(ops, pe);
             uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
             changed = *hp != height;
             *hp = height;
@@ -580,8 +644,12 @@ AVL_INLINE void avl_refresh_worse(const IOVAArena *arena, const AvlOps *ops,
     }
     IOVARef x = path[depth - 1];
     avl_update(arena, ops, x);
-    for (int i = depth - 2; i >= 0 && avl_lost_summary(arena, ops, path[i], x, old_key); i--) {
-        avl_update(arena, ops, path[i]);
+    for (int i = depth - 2; i >= 0; i--) {
+        char *pe = avl_elem(arena, ops, path[i]);
+        if (!avl_lost_summary(ops, pe, x, old_key)) {
+            break;
+        }
+        avl_update_at(arena, ops, path[i], pe);
     }
 }
 
@@ -599,19 +667,21 @@ AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
         return;
     }
     IOVARef x = path[depth - 1];
-    avl_update(arena, ops, x);
-    uint16_t key = ops->key16 ? ops->key16(arena, x) : 0;
+    char *xe = avl_elem(arena, ops, x);
+    avl_update_at(arena, ops, x, xe);
+    uint16_t key = ops->key16 ? ops->key16(xe) : 0;
     for (int i = depth - 2; i >= 0; i--) {
-        IOVARef *l = avl_links(arena, ops, path[i]);
+        char *pe = avl_elem(arena, ops, path[i]);
+        IOVARef *l = avl_links_of(ops, pe);
         bool go_on = l[AVL_BEST] == x;
-        if (!go_on && ops->better(arena, x, l[AVL_BEST])) {
+        if (!go_on && ops->better(xe, avl_elem(arena, ops, l[AVL_BEST]))) {
             l[AVL_BEST] = x;
             go_on = true;
         }
         if (ops->key16) {
-            uint16_t sum = avl_sum16(arena, ops, path[i]), folded = avl_fold16(ops, sum, key);
+            uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
             if (folded != sum) {
-                avl_set_sum16(arena, ops, path[i], folded);
+                avl_set_sum16_of(ops, pe, folded);
                 go_on = true;
             }
         }

@@ -14,15 +14,15 @@ AVL_INLINE IOVAHole *hole_at(const IOVAArena *arena, IOVARef ref)
     return iova_arena_elem(arena, ref, sizeof(IOVAHole));
 }
 
-AVL_INLINE bool hole_before(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool hole_before(const void *a, const void *b)
 {
-    return hole_at(arena, a)->first < hole_at(arena, b)->first;
+    return ((const IOVAHole *)a)->first < ((const IOVAHole *)b)->first;
 }
 
 /* The longer hole is better; between equals, the lower one (a total order). */
-AVL_INLINE bool hole_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool hole_better(const void *a, const void *b)
 {
-    const IOVAHole *ha = hole_at(arena, a), *hb = hole_at(arena, b);
+    const IOVAHole *ha = a, *hb = b;
     hwaddr la = ha->last - ha->first, lb = hb->last - hb->first;
     return la != lb ? la > lb : ha->first < hb->first;
 }
@@ -32,9 +32,9 @@ AVL_INLINE bool hole_better(const IOVAArena *arena, IOVARef a, IOVARef b)
  * else the highest bit in which first - 1 and last differ (a multiple of 2^k lies in
  * [first, last] exactly when the two differ at bit k or above).
  */
-AVL_INLINE uint16_t hole_align_cap(const IOVAArena *arena, IOVARef n)
+AVL_INLINE uint16_t hole_align_cap(const void *e)
 {
-    const IOVAHole *h = hole_at(arena, n);
+    const IOVAHole *h = e;
     return h->first == 0 ? 64 : (uint16_t)(63 - __builtin_clzll(h->last ^ (h->first - 1)));
 }
 
@@ -181,7 +181,7 @@ static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr la
     bool keep_below = first > h->first;
     bool keep_above = last < h->last;
 
-    uint16_t old_cap = hole_align_cap(&holes->arena, ref);
+    uint16_t old_cap = hole_align_cap(h);
     if (keep_below && keep_above) {
         /* Splitting one hole in two needs a second element: get it before changing anything. */
         IOVARef spare = iova_arena_alloc(&holes->arena);

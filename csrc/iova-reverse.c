@@ -29,14 +29,14 @@ AVL_INLINE bool addr_iova_before(const DMAMap *ma, const DMAMap *mb)
     return avl_key128(ma->translated_addr, ma->iova) < avl_key128(mb->translated_addr, mb->iova);
 }
 
-AVL_INLINE bool by_addr_before(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool by_addr_before(const void *a, const void *b)
 {
-    return addr_iova_before(&entry_at(arena, a)->map, &entry_at(arena, b)->map);
+    return addr_iova_before(&((const IOVAEntry *)a)->map, &((const IOVAEntry *)b)->map);
 }
 
-AVL_INLINE bool by_id_before(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool by_id_before(const void *a, const void *b)
 {
-    const DMAMap *ma = &entry_at(arena, a)->map, *mb = &entry_at(arena, b)->map;
+    const DMAMap *ma = &((const IOVAEntry *)a)->map, *mb = &((const IOVAEntry *)b)->map;
     uint64_t ia = ma->id, ib = mb->id;
     return (ia < ib) | ((ia == ib) & addr_iova_before(ma, mb));
 }
@@ -48,18 +48,18 @@ AVL_INLINE bool reach_better(const IOVAEntry *ea, const IOVAEntry *eb)
     return la != lb ? la > lb : ea->map.iova < eb->map.iova;
 }
 
-AVL_INLINE bool by_addr_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool by_addr_better(const void *a, const void *b)
 {
-    return reach_better(entry_at(arena, a), entry_at(arena, b));
+    return reach_better(a, b);
 }
 
 /*
  * Within one id this is reach_better.  Across ids any total order will do: look-ups only
  * read the best of subtrees that lie wholly inside one id's group.
  */
-AVL_INLINE bool by_id_better(const IOVAArena *arena, IOVARef a, IOVARef b)
+AVL_INLINE bool by_id_better(const void *a, const void *b)
 {
-    const IOVAEntry *ea = entry_at(arena, a), *eb = entry_at(arena, b);
+    const IOVAEntry *ea = a, *eb = b;
     return ea->map.id != eb->map.id ? ea->map.id > eb->map.id : reach_better(ea, eb);
 }
 
@@ -80,9 +80,9 @@ static uint64_t floor_decode(uint16_t code)
     return (uint64_t)(code & 0x3ff) << (code >> 10);
 }
 
-AVL_INLINE uint16_t iova_code(const IOVAArena *arena, IOVARef n)
+AVL_INLINE uint16_t iova_code(const void *e)
 {
-    return floor_code(entry_at(arena, n)->map.iova);
+    return floor_code(((const IOVAEntry *)e)->map.iova);
 }
 
 static const AvlOps by_addr_ops = {
@@ -452,7 +452,8 @@ static bool tree_contains(const IOVAArena *arena, const AvlOps *ops, IOVARef roo
         if (n == ref) {
             return true;
         }
-        n = avl_links(arena, ops, n)[ops->before(arena, ref, n) ? AVL_LEFT : AVL_RIGHT];
+        bool left = ops->before(avl_elem(arena, ops, ref), avl_elem(arena, ops, n));
+        n = avl_links(arena, ops, n)[left ? AVL_LEFT : AVL_RIGHT];
     }
     return false;
 }
