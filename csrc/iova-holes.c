@@ -87,18 +87,19 @@ static IOVARef hole_search_last(const IOVAHoleSearch *s, int dir, int *at)
 }
 
 /*
- * Link @spare, the part of the hole at the end of @path split off above it, in that hole's
- * successor slot: right of it, then left to the end.  The hole's own summaries must be up to
- * date first (the insert folds @spare into them).
+ * Link @spare, the part split off the hole at the end of @path on side @side (AVL_RIGHT: the
+ * part above it), in that hole's neighbour slot on that side: one step to @side, then to the
+ * other side to the end.  The hole's own summaries must be up to date first (the insert
+ * folds @spare into them).
  */
-static void hole_link_after(IOVAHoles *holes, IOVARef spare, AvlPath *path)
+static void hole_link_beside(IOVAHoles *holes, IOVARef spare, AvlPath *path, int side)
 {
     const IOVAArena *arena = &holes->arena;
-    path->dir[path->depth - 1] = AVL_RIGHT;
-    for (IOVARef n = hole_at(arena, path->node[path->depth - 1])->link[AVL_RIGHT];
-         n != IOVA_REF_NONE; n = hole_at(arena, n)->link[AVL_LEFT]) {
+    path->dir[path->depth - 1] = (AvlDir)side;
+    for (IOVARef n = hole_at(arena, path->node[path->depth - 1])->link[side];
+         n != IOVA_REF_NONE; n = hole_at(arena, n)->link[!side]) {
         path->node[path->depth] = n;
-        path->dir[path->depth++] = AVL_LEFT;
+        path->dir[path->depth++] = (AvlDir)!side;
     }
     holes->root = avl_insert_at(arena, &hole_ops, holes->root, spare, path);
 }
@@ -189,12 +190,24 @@ static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr la
             return IOVA_ERR_OOM;
         }
         h = hole_at(&holes->arena, ref); /* (the arena's blocks never move; for clarity) */
-        IOVAHole *above = hole_at(&holes->arena, spare);
-        above->first = last + 1;
-        above->last = h->last;
-        h->last = first - 1;
+        IOVAHole *part = hole_at(&holes->arena, spare);
+        /*
+         * The new part goes next to the hole in the order, below the child on its side: a
+         * side without a child takes it with no walk down at all.
+         */
+        int side = h->link[AVL_RIGHT] != IOVA_REF_NONE && h->link[AVL_LEFT] == IOVA_REF_NONE
+                       ? AVL_LEFT : AVL_RIGHT;
+        if (side == AVL_RIGHT) {
+            part->first = last + 1;
+            part->last = h->last;
+            h->last = first - 1;
+        } else {
+            part->first = h->first;
+            part->last = first - 1;
+            h->first = last + 1;
+        }
         avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
-        hole_link_after(holes, spare, path);
+        hole_link_beside(holes, spare, path, side);
     } else if (keep_below) {
         h->last = first - 1;
         avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
@@ -260,12 +273,24 @@ int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwa
         above = IOVA_REF_NONE;
     }
     if (below != IOVA_REF_NONE && above != IOVA_REF_NONE) {
-        /* The hole below grows over the range and the hole above, which goes. */
-        hole_at(arena, below)->last = hole_at(arena, above)->last;
-        avl_refresh_better(arena, &hole_ops, path, below_at + 1);
-        holes->root = avl_remove_path(arena, &hole_ops, holes->root, above, path, dirs,
-                                      above_at);
-        iova_arena_release(&holes->arena, above);
+        /*
+         * One of the two grows over the range and the other, which goes.  Neighbours in the
+         * order, one lies below the other on the path, with no child on the side that faces
+         * it; the one that goes is that lower one, taken out with no successor to find.
+         */
+        IOVARef gone = above;
+        int keep_at = below_at, gone_at = above_at;
+        if (below_at > above_at) {
+            gone = below;
+            keep_at = above_at;
+            gone_at = below_at;
+            hole_at(arena, above)->first = hole_at(arena, below)->first;
+        } else {
+            hole_at(arena, below)->last = hole_at(arena, above)->last;
+        }
+        avl_refresh_better(arena, &hole_ops, path, keep_at + 1);
+        holes->root = avl_remove_path(arena, &hole_ops, holes->root, gone, path, dirs, gone_at);
+        iova_arena_release(&holes->arena, gone);
     } else if (below != IOVA_REF_NONE) {
         hole_at(arena, below)->last = last;
         avl_refresh_better(arena, &hole_ops, path, below_at + 1);
