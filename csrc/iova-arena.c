@@ -73,11 +73,27 @@ IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem)
     }
     uint32_t block = arena->by_address[rank - 1];
     uintptr_t offset = at - (uintptr_t)arena->blocks[block];
-    if (offset >= (uintptr_t)IOVA_ARENA_BLOCK * arena->elem_size ||
-        offset % arena->elem_size != 0) {
+    uint32_t size = arena->elem_size;
+    if (offset >= (uintptr_t)IOVA_ARENA_BLOCK * size) {
         return IOVA_REF_NONE;
     }
-    IOVARef ref = (block << IOVA_ARENA_SHIFT) | (IOVARef)(offset / arena->elem_size);
+    /*
+     * The removal of a map starts here, before its descents can: a power-of-two size (every
+     * arena of the library) divides by a shift instead of a division's tens of cycles.
+     */
+    uintptr_t index;
+    if ((size & (size - 1)) == 0) {
+        index = offset >> __builtin_ctz(size);
+        if (offset & (size - 1)) {
+            return IOVA_REF_NONE;
+        }
+    } else {
+        index = offset / size;
+        if (offset % size != 0) {
+            return IOVA_REF_NONE;
+        }
+    }
+    IOVARef ref = (block << IOVA_ARENA_SHIFT) | (IOVARef)index;
     return ref == IOVA_REF_NONE || ref >= arena->next_fresh ? IOVA_REF_NONE : ref;
 }
 
@@ -98,7 +114,6 @@ IOVARef iova_arena_alloc(IOVAArena *arena)
         }
         arena->next_fresh++;
     }
-    memset(iova_arena_ptr(arena, ref), 0, arena->elem_size);
     arena->live++;
     return ref;
 }

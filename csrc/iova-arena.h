@@ -38,7 +38,10 @@ typedef struct IOVAArena {
 void iova_arena_init(IOVAArena *arena, uint32_t elem_size);
 
 /**
- * iova_arena_alloc: hand out one zeroed element.
+ * iova_arena_alloc: hand out one element, its contents left as they are.  Why not zeroed:
+ * every owner writes each field of a new element before it reads it (a map is copied in,
+ * an AVL link, height and summary are set when it is linked), and clearing a cache line on
+ * each insert costs a call to memset.
  *
  * Returns: its reference, or IOVA_REF_NONE when memory or the 32-bit reference space ran out.
  */

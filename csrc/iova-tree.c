@@ -194,8 +194,8 @@ int gpa_tree_insert(IOVATree *tree, const DMAMap *map)
 
 int iova_tree_reserve(IOVATree *tree, size_t count)
 {
-    if (tree->by_translated || !tree->holes_on) {
-        return 0; /* no holes to record */
+    if (tree->by_translated || !tree->holes_on || tree->holes.arena.free_count >= count) {
+        return 0; /* no holes to record, or elements enough waiting to be reused */
     }
     return count > UINT32_MAX || iova_arena_reserve(&tree->holes.arena, (uint32_t)count) < 0
                ? -1
