@@ -319,8 +319,9 @@ AVL_INLINE IOVARef avl_step(const IOVAArena *arena, const AvlOps *ops, const voi
  * Why together: on a large tree every step is a cache miss, and the two walks do not depend
  * on each other, so the processor waits for both trees' misses at once instead of one after
  * the other.  @stop is IOVA_REF_NONE for an insert and @n for a removal.  A third, unrelated
- * walk may come along for the same reason: @side_step takes one step of @side and says
- * whether another is left (NULL @side: none).  It runs to its end, however long it is.
+ * walk may come along for the same reason: @side_step takes one step of @side if one is
+ * left and says whether another is (NULL @side: none); it is called whatever its last
+ * answer, so that the loop needs no flag of its own for it, and runs the walk to its end.
  * @side is best a local of the caller that the inlined step alone sees (its fields then stay
  * in registers), with the walk's path reached through a pointer.
  */
@@ -331,7 +332,6 @@ AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
 {
     IOVARef a = root_a, b = root_b;
     int depth_a = 0, depth_b = 0;
-    bool more = side != NULL;
 
     avl_view(arena, ops_a); /* both trees' elements are the arena's */
     const char *ne = avl_elem(arena, ops_a, n);
@@ -341,18 +341,23 @@ AVL_INLINE void avl_descend2(const IOVAArena *arena, IOVARef n, IOVARef stop,
         }
         a = avl_step(arena, ops_a, ne, a, path_a, &depth_a);
         b = avl_step(arena, ops_b, ne, b, path_b, &depth_b);
-        more = more && side_step(side);
+        if (side) {
+            side_step(side);
+        }
     }
     while (a != stop && a != IOVA_REF_NONE) {
         a = avl_step(arena, ops_a, ne, a, path_a, &depth_a);
-        more = more && side_step(side);
+        if (side) {
+            side_step(side);
+        }
     }
     while (b != stop && b != IOVA_REF_NONE) {
         b = avl_step(arena, ops_b, ne, b, path_b, &depth_b);
-        more = more && side_step(side);
+        if (side) {
+            side_step(side);
+        }
     }
-    while (more) {
-        more = side_step(side);
+    while (side && side_step(side)) {
     }
     path_a->depth = depth_a;
     path_b->depth = depth_b;

@@ -107,7 +107,7 @@ static inline void iova_hole_cursor_end(IOVAHoleSearch *s, const IOVAHoleCursor 
 
 /**
  * iova_hole_cursor_step: take one step of @opaque, an IOVAHoleCursor (a void pointer, to be
- * avl_descend2()'s side walk).
+ * avl_descend2()'s side walk), if one is left.
  *
  * Returns: whether there is another step to take.
  */
