@@ -127,6 +127,26 @@ static const DMAMap *lowest_overlap(const IOVATree *tree, hwaddr first, hwaddr l
 }
 
 /*
+ * Put @map (an arena entry's) in the GTree, unless it overlaps a stored map; returns whether
+ * it went in.  The insert is the overlap test: g_tree_insert_node() with the overlap
+ * comparator stops at a stored map that overlaps, if any does (the maps overlapping a range
+ * are consecutive in the order, and a descent cannot pass them all), and sets that node's
+ * value to the new map, changing nothing else; setting it back leaves the tree as it was.
+ * So an insert descends the GTree once, as QEMU's g_tree_insert() does after its look-up,
+ * and not twice.  (With the holes on, they have refused any overlap before this.)
+ */
+static bool forward_insert(IOVATree *tree, DMAMap *map)
+{
+    GTreeNode *node = g_tree_insert_node(tree->tree, map, map);
+    gpointer stored = g_tree_node_key(node);
+    if (stored != map) {
+        g_tree_insert(tree->tree, stored, stored);
+        return false;
+    }
+    return true;
+}
+
+/*
  * Store @map.  @fit, when not NULL, is where iova_holes_fit() placed it (an alloc): the holes
  * then take its range along the fit's own way down, with no second descent.
  */
@@ -136,14 +156,11 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
         return IOVA_ERR_INVALID;
     }
     hwaddr first = key_first(tree, map);
-    /*
-     * With the holes on, taking the range from them is the overlap test (they are the exact
-     * complement of the maps): the GTree is descended once, by the insert, instead of twice.
-     */
-    if (!tree->holes_on && lowest_overlap(tree, first, first + map->size)) {
-        return IOVA_ERR_OVERLAP;
-    }
     if (tree->by_translated) {
+        /* (GLib would free a copy it found overlapping: the test comes first here) */
+        if (lowest_overlap(tree, first, first + map->size)) {
+            return IOVA_ERR_OVERLAP;
+        }
         DMAMap *copy = g_try_new(DMAMap, 1);
         if (!copy) {
             return IOVA_ERR_OOM;
@@ -154,7 +171,9 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
     }
     IOVARef ref = iova_arena_alloc(&tree->entries);
     if (ref == IOVA_REF_NONE) {
-        return IOVA_ERR_OOM;
+        /* an overlap is still the answer it always was, out of memory or not */
+        return !tree->holes_on && lowest_overlap(tree, first, first + map->size)
+                   ? IOVA_ERR_OVERLAP : IOVA_ERR_OOM;
     }
     IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
     e->map = *map; /* the reverse trees' descents compare it */
@@ -177,7 +196,10 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
         iova_arena_release(&tree->entries, ref);
         return rc;
     }
-    g_tree_insert(tree->tree, &e->map, &e->map);
+    if (!forward_insert(tree, &e->map)) {
+        iova_arena_release(&tree->entries, ref);
+        return IOVA_ERR_OVERLAP;
+    }
     iova_reverse_link(&tree->reverse, &tree->entries, ref, &place);
     return IOVA_OK;
 }
