@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._types import DMAMap, InvalidMapError
+from ._types import DMAMap, InvalidMapError, check_map
 
 _C = TypeVar("_C", bound="Container")
 
@@ -39,6 +39,27 @@ def materialize(maps: Iterable[DMAMap]) -> list[Any]:
     if isinstance(maps, (str, bytes, bytearray)):
         raise TypeError(f"update() needs an iterable of DMAMaps, not {type(maps).__name__}")
     return list(maps)
+
+
+def vhost_state(state: Any) -> tuple[Any, Any, list[DMAMap], list[DMAMap], list[DMAMap]]:
+    """A pickled ``VhostIOVATree`` state, unpacked and its maps checked, alike in every backend.
+
+    ``TypeError`` when a part is not an iterable of ``DMAMap``s or a map has a field of the
+    wrong type; ``ValueError`` for an invalid map (a wrapping range, ``Perm.NONE``).  Whether
+    the maps fit together is each backend's to judge, as it rebuilds the tree.
+    """
+    first, last, *parts = state  # ValueError unless five parts, as tuple unpacking says
+    if len(parts) != 3:
+        raise ValueError(f"VhostIOVATree state: 5 parts, not {len(parts) + 2}")
+    lists: list[list[DMAMap]] = []
+    for part in parts:
+        if isinstance(part, (DMAMap, str, bytes, bytearray)):
+            raise TypeError(f"VhostIOVATree state: a list of DMAMaps, not {type(part).__name__}")
+        try:
+            lists.append([check_map(m) for m in part])
+        except InvalidMapError as exc:
+            raise ValueError(f"VhostIOVATree state: {exc}") from None
+    return first, last, lists[0], lists[1], lists[2]
 
 
 class Container:

@@ -35,12 +35,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 from . import _types as T
-from ._container import Container, TreeContainer
+from ._container import Container, TreeContainer, vhost_state
 from ._core import ffi, lib
 from ._types import (
     MAX_U64,
     DMAMap,
     InvalidMapError,
+    IOVAError,
     NoSpaceError,
     OverlapError,
     Perm,
@@ -975,10 +976,13 @@ class VhostIOVATree(_Native, Container):
 
     @classmethod
     def _from_state(cls, state: Any) -> VhostIOVATree:
-        first, last, allocated, host, guest = state
+        first, last, allocated, host, guest = vhost_state(state)
         tree = cls(first, last, 1)  # @first is already the effective first IOVA
         try:
             _replay_allocations(tree, allocated, host, guest)
+        except IOVAError as exc:  # an allocation past iova_last, a GPA range taken twice
+            tree.close()
+            raise ValueError(f"VhostIOVATree state: {exc}") from None
         except BaseException:
             tree.close()
             raise
@@ -1126,6 +1130,10 @@ class VhostIOVATree(_Native, Container):
         return self._copy_all((lib.IB_VHOST_ALLOCATIONS,))
 
 
+def _translated_addr(m: DMAMap) -> int:
+    return m.translated_addr
+
+
 def _replay_allocations(tree: VhostIOVATree, allocated: list[DMAMap], host: list[DMAMap],
                         guest: list[DMAMap]) -> None:
     """Give the fresh ``tree`` exactly these allocations and maps through its own calls.
@@ -1154,6 +1162,11 @@ def _replay_allocations(tree: VhostIOVATree, allocated: list[DMAMap], host: list
         cursor = a.last + 1
     for f in fillers:
         tree.remove(f.iova, f.size)
+    # The calls make each allocation from its map: one listed with other fields (a perm of
+    # its own, a translated address) is not what the tree now holds.
+    if (tree.allocated(), tree.host_maps(), tree.gpa_maps()) != (
+            sorted(allocated), sorted(host), sorted(guest, key=_translated_addr)):
+        raise ValueError("VhostIOVATree state: allocations that their maps do not make")
 
 
 # -- fork() (see the module docstring) ----------------------------------------------------

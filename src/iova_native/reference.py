@@ -19,10 +19,11 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, TypeVar
 
-from ._container import Container, TreeContainer
+from ._container import Container, TreeContainer, vhost_state
 from ._types import (
     MAX_U64,
     DMAMap,
+    IOVAError,
     NoSpaceError,
     OverlapError,
     Perm,
@@ -643,16 +644,19 @@ class VhostIOVATree(Container):
 
     @classmethod
     def _from_state(cls, state: Any) -> VhostIOVATree:
-        first, last, allocated, host, guest = state
+        first, last, allocated, host, guest = vhost_state(state)
         tree = cls(first, last, 1)  # @first is already the effective first IOVA
-        tree._alloc.update(allocated)
-        tree._host.update(host)
-        tree._gpa.update(guest)
         try:
+            tree._alloc.update(allocated)
+            tree._host.update(host)
+            tree._gpa.update(guest)
             tree.check()
-        except AssertionError as exc:
+        except (IOVAError, AssertionError) as exc:  # maps that no VhostIOVATree holds together
             tree.close()
             raise ValueError(f"VhostIOVATree state: {exc}") from None
+        except BaseException:
+            tree.close()
+            raise
         return tree
 
     def __contains__(self, item: object) -> bool:
