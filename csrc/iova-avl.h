@@ -39,16 +39,20 @@ typedef uint16_t AvlDir;
 
 #define AVL_INLINE static inline __attribute__((always_inline))
 
-/* GCC's and Clang's 128-bit integer (__extension__: no warning under -pedantic). */
-__extension__ typedef unsigned __int128 AvlKey128;
-
 /*
- * The pair (@hi, @lo) as one number, so that a lexicographic test of two pairs is one
- * comparison: a compare and a subtract-with-borrow, no branch and no second test.
+ * Whether the pair (@hi_a, @lo_a) comes before (@hi_b, @lo_b), without a branch.  Where the
+ * compiler has a 128-bit integer (GCC's and Clang's on 64-bit hosts; __extension__: no warning
+ * under -pedantic) the pairs compare as one number, a compare and a subtract-with-borrow;
+ * elsewhere (32-bit hosts) as two comparisons joined with & and |.
  */
-AVL_INLINE AvlKey128 avl_key128(uint64_t hi, uint64_t lo)
+AVL_INLINE bool avl_pair_before(uint64_t hi_a, uint64_t lo_a, uint64_t hi_b, uint64_t lo_b)
 {
-    return (AvlKey128)hi << 64 | lo;
+#ifdef __SIZEOF_INT128__
+    __extension__ typedef unsigned __int128 AvlKey128;
+    return ((AvlKey128)hi_a << 64 | lo_a) < ((AvlKey128)hi_b << 64 | lo_b);
+#else
+    return (hi_a < hi_b) | ((hi_a == hi_b) & (lo_a < lo_b));
+#endif
 }
 
 typedef struct AvlOps {

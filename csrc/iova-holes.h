@@ -121,10 +121,10 @@ static inline bool iova_hole_cursor_step(void *opaque)
     const IOVAHole *h = (const IOVAHole *)(c->blocks[n >> IOVA_ARENA_SHIFT] +
                                            (size_t)(n & IOVA_ARENA_MASK) * sizeof(IOVAHole));
     /*
-     * Right when first < key, or first == key with inclusive: (first, 0) < (key, inclusive)
-     * as one 128-bit comparison, branch-free as AvlOps.before (either way is as likely).
+     * Right when first < key, or first == key with inclusive: (first, 0) < (key, inclusive),
+     * branch-free as AvlOps.before (either way is as likely).
      */
-    int dir = avl_key128(h->first, 0) < avl_key128(c->key, c->inclusive);
+    int dir = avl_pair_before(h->first, 0, c->key, c->inclusive);
     c->path->node[c->depth] = n;
     c->path->dir[c->depth++] = (AvlDir)dir;
     c->next = h->link[dir];

@@ -21,12 +21,12 @@ AVL_INLINE hwaddr t_last(const IOVAEntry *e)
 
 /*
  * The trees' orders, without branches (see AvlOps.before): the pairs (translated_addr, iova)
- * compare as one 128-bit number, which is a compare and a subtract-with-borrow; the id tree
- * adds the id above them with & and | rather than && and ||.
+ * compare as one (avl_pair_before()); the id tree adds the id above them with & and | rather
+ * than && and ||.
  */
 AVL_INLINE bool addr_iova_before(const DMAMap *ma, const DMAMap *mb)
 {
-    return avl_key128(ma->translated_addr, ma->iova) < avl_key128(mb->translated_addr, mb->iova);
+    return avl_pair_before(ma->translated_addr, ma->iova, mb->translated_addr, mb->iova);
 }
 
 AVL_INLINE bool by_addr_before(const void *a, const void *b)

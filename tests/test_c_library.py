@@ -280,6 +280,34 @@ def test_every_answer_matches_a_brute_force_model_at_the_edges_of_the_space(
     assert out.startswith("ok ") and int(out.split()[-2]) > 1000, out
 
 
+
+
+@pytest.mark.parametrize("flags", [[], ["-U__SIZEOF_INT128__"]],
+                         ids=["128-bit integer", "none, as on a 32-bit host"])
+def test_the_pair_order_is_the_lexicographic_one(tmp_path: Path, flags: list[str]) -> None:
+    """tests/c/avl-pair.c: avl_pair_before(), one 128-bit comparison or two, orders every
+    pairing of 64-bit edge values as a lexicographic comparison does."""
+    binary = tmp_path / "avl-pair"
+    cc([*STRICT, *flags, f"-I{CSRC}", "-o", str(binary), str(C_TESTS / "avl-pair.c"),
+        *glib_flags()])
+    assert run(binary).startswith("ok 6561"), "every pairing compared"
+
+def test_the_core_without_a_128_bit_integer_answers_as_the_model(tmp_path: Path) -> None:
+    """The trees' pair orders compare as one 128-bit number where the compiler has one
+    (csrc/iova-avl.h, avl_pair_before()), and as two comparisons on 32-bit hosts, which have
+    none: the core built as there (__SIZEOF_INT128__ undefined) answers tests/c/check-model.c
+    as the shipped one does."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    cc(["-std=c11", "-O1", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
+        "-U__SIZEOF_INT128__", "-o", str(lib / "libiova-native.so"),
+        *(str(CSRC / s) for s in CORE), *glib_flags(), *glib_flags("--libs")])
+    binary = build_on_project(tmp_path, "check-model-no-int128", [C_TESTS / "check-model.c"],
+                              lib, [])
+    for holes in ([], ["holes"]):
+        out = run(binary, "20000", "5", *holes)
+        assert out.startswith("ok "), out
+
 def test_a_program_without_qemu_builds_on_the_headers_alone(tmp_path: Path,
                                                             project_library: Path) -> None:
     """Outside QEMU the headers define what QEMU's would (pedantic C11), and QEMU's autoptr
