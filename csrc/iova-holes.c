@@ -123,9 +123,18 @@ static IOVARef build_balanced(const IOVAArena *arena, const IOVARef *refs, size_
         return IOVA_REF_NONE;
     }
     size_t mid = lo + (hi - lo) / 2;
-    IOVARef *l = hole_at(arena, refs[mid])->link;
+    IOVAHole *h = hole_at(arena, refs[mid]);
+    IOVARef *l = h->link;
     l[AVL_LEFT] = build_balanced(arena, refs, lo, mid);
     l[AVL_RIGHT] = build_balanced(arena, refs, mid + 1, hi);
+    /*
+     * The arena hands its elements out unzeroed, and avl_update() compares the height and
+     * summaries it computes with the stored ones: a fresh element's must be defined first
+     * (any value will do: the answer goes unused here).
+     */
+    h->height = 0;
+    h->align_max = 0;
+    l[AVL_BEST] = refs[mid];
     avl_update(arena, &hole_ops, refs[mid]);
     return refs[mid];
 }

@@ -308,6 +308,22 @@ def test_the_core_without_a_128_bit_integer_answers_as_the_model(tmp_path: Path)
         out = run(binary, "20000", "5", *holes)
         assert out.startswith("ok "), out
 
+def test_no_element_of_the_arena_is_read_before_it_is_written(tmp_path: Path) -> None:
+    """The arena hands its elements out unzeroed (csrc/iova-arena.h): every field must be
+    written before it is read.  The holes built in one pass (iova_holes_build(), at
+    keep_holes() and at a tree's first alloc) had avl_update() compare a fresh element's
+    height and summaries, never written, with the new ones.  Valgrind's memcheck over
+    tests/c/check-model.c, built at -O0 so that no such read is optimised away."""
+    binary = tmp_path / "check-model-O0"
+    cc(["-std=gnu11", "-O0", "-g", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE}", f"-I{CSRC}",
+        "-o", str(binary), str(C_TESTS / "check-model.c"), *(str(CSRC / s) for s in CORE),
+        *glib_flags(), *glib_flags("--libs")])
+    for holes in ([], ["holes"]):
+        out = run(Path(tool("valgrind")), "-q", "--error-exitcode=9", str(binary), "1500", "3",
+                  *holes)
+        assert out.startswith("ok "), out
+
+
 def test_a_program_without_qemu_builds_on_the_headers_alone(tmp_path: Path,
                                                             project_library: Path) -> None:
     """Outside QEMU the headers define what QEMU's would (pedantic C11), and QEMU's autoptr
