@@ -15,7 +15,8 @@
  *
  * Build with malloc wrapped for our objects only (GLib keeps its own malloc):
  *   cc -std=c11 -O1 -g -Icsrc $(pkg-config --cflags glib-2.0) fuzz/oom_remove.c csrc/iova-*.c \
- *      csrc/vhost-*.c -Wl,--wrap=malloc -Wl,--wrap=realloc $(pkg-config --libs glib-2.0) \
+ *      csrc/vhost-*.c -Wl,--wrap=malloc -Wl,--wrap=realloc -Wl,--wrap=aligned_alloc \
+ *      $(pkg-config --libs glib-2.0) \
  *      -o build/oom_remove && build/oom_remove
  */
 #define _POSIX_C_SOURCE 200809L
@@ -32,8 +33,10 @@ static int fail_mallocs; /* our code's next fail_mallocs malloc/realloc calls re
 
 void *__real_malloc(size_t size);
 void *__real_realloc(void *p, size_t size);
+void *__real_aligned_alloc(size_t align, size_t size);
 void *__wrap_malloc(size_t size);
 void *__wrap_realloc(void *p, size_t size);
+void *__wrap_aligned_alloc(size_t align, size_t size);
 
 void *__wrap_malloc(size_t size)
 {
@@ -51,6 +54,16 @@ void *__wrap_realloc(void *p, size_t size)
         return NULL;
     }
     return __real_realloc(p, size);
+}
+
+/* The arenas' blocks (iova-arena.c): without this one, no new block would ever fail. */
+void *__wrap_aligned_alloc(size_t align, size_t size)
+{
+    if (fail_mallocs > 0) {
+        fail_mallocs--;
+        return NULL;
+    }
+    return __real_aligned_alloc(align, size);
 }
 
 #define N 8200 /* enough removals to fill a 4096-element block of holes */
