@@ -324,6 +324,23 @@ def test_no_element_of_the_arena_is_read_before_it_is_written(tmp_path: Path) ->
         assert out.startswith("ok "), out
 
 
+@pytest.mark.parametrize("holes", ["none", "holes"], ids=["holes at the first alloc", "holes kept"])
+def test_a_call_that_runs_out_of_memory_changes_nothing(tmp_path: Path, holes: str) -> None:
+    """tests/c/check-oom.c: insert, alloc (both policies, every alignment), remove and clear
+    with the 1st, 2nd, ... allocation of the call failing (alone, then with every one after
+    it), on a core with 4-element arena blocks: each IOVA_ERR_OOM leaves the maps as they
+    were and check() passing, and a call that goes through answers as on a tree that never
+    ran out, arenas' free lists and reserve()'s early return included."""
+    binary = tmp_path / "check-oom"
+    cc([*STRICT, "-DIOVA_ARENA_SHIFT=2", f"-I{INCLUDE}", f"-I{CSRC}", "-o", str(binary),
+        str(C_TESTS / "check-oom.c"), *(str(CSRC / s) for s in CORE), "-Wl,--wrap=malloc",
+        "-Wl,--wrap=realloc", "-Wl,--wrap=aligned_alloc", *glib_flags(),
+        *glib_flags("--libs")])
+    for sticky in ([], ["sticky"]):
+        out = run(binary, "4000", "1", holes, *sticky)
+        assert out.startswith("ok ") and int(out.split()[2]) > 100, out
+
+
 def test_a_program_without_qemu_builds_on_the_headers_alone(tmp_path: Path,
                                                             project_library: Path) -> None:
     """Outside QEMU the headers define what QEMU's would (pedantic C11), and QEMU's autoptr
