@@ -28,15 +28,9 @@
 
 #include "iova-tree.h"
 #include "vhost-iova-tree.h"
+#include "../tests/c/wrap-alloc.h"
 
-static int fail_mallocs; /* our code's next fail_mallocs malloc/realloc calls return NULL */
-
-void *__real_malloc(size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__real_aligned_alloc(size_t align, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_realloc(void *p, size_t size);
-void *__wrap_aligned_alloc(size_t align, size_t size);
+static int fail_mallocs; /* our code's next fail_mallocs allocations return NULL */
 
 void *__wrap_malloc(size_t size)
 {

@@ -18,19 +18,13 @@
 #include <string.h>
 
 #include "qemu/iova-tree.h"
+#include "wrap-alloc.h"
 #include "xorshift.h"
 
 static long allocs;        /* allocations made since the call began */
 static long fail_at = -1;  /* the one that fails (-1: none) */
 static int sticky;         /* and every one after it */
 static long failed;        /* how many failed in this call */
-
-void *__real_malloc(size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__real_aligned_alloc(size_t align, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_realloc(void *p, size_t size);
-void *__wrap_aligned_alloc(size_t align, size_t size);
 
 static int should_fail(void)
 {
