@@ -77,8 +77,12 @@ def project_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(config.get_lib_dir())
     except config.ConfigError:
         pass
-    out = tmp_path_factory.mktemp("project-lib")
-    cc(["-std=c11", "-O1", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
+    return build_library(tmp_path_factory.mktemp("project-lib"))
+
+
+def build_library(out: Path, *flags: str) -> Path:
+    """libiova-native.so from csrc/ into the folder ``out``, compiled with ``flags`` too."""
+    cc(["-std=c11", "-O1", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror", *flags,
         "-o", str(out / "libiova-native.so"), *(str(CSRC / s) for s in CORE),
         *glib_flags(), *glib_flags("--libs")])
     return out
@@ -299,9 +303,7 @@ def test_the_core_without_a_128_bit_integer_answers_as_the_model(tmp_path: Path)
     as the shipped one does."""
     lib = tmp_path / "lib"
     lib.mkdir()
-    cc(["-std=c11", "-O1", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
-        "-U__SIZEOF_INT128__", "-o", str(lib / "libiova-native.so"),
-        *(str(CSRC / s) for s in CORE), *glib_flags(), *glib_flags("--libs")])
+    build_library(lib, "-U__SIZEOF_INT128__")
     binary = build_on_project(tmp_path, "check-model-no-int128", [C_TESTS / "check-model.c"],
                               lib, [])
     for holes in ([], ["holes"]):
