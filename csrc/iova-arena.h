@@ -92,10 +92,18 @@ IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem);
  * iova_arena_elem: as iova_arena_ptr(), for an arena of @elem_size-byte elements.  Why: with
  * @elem_size a constant at the call, the multiply is a shift and the arena's own size is
  * never loaded; a module whose arena holds one type reads its elements through this.
+ *
+ * iova_blocks_elem: the same from the arena's block table @blocks, for a walk that keeps the
+ * table in a local (a store during the walk may alias the arena, which would be read again).
  */
+static inline void *iova_blocks_elem(char *const *blocks, IOVARef ref, uint32_t elem_size)
+{
+    return blocks[ref >> IOVA_ARENA_SHIFT] + (size_t)(ref & IOVA_ARENA_MASK) * elem_size;
+}
+
 static inline void *iova_arena_elem(const IOVAArena *arena, IOVARef ref, uint32_t elem_size)
 {
-    return arena->blocks[ref >> IOVA_ARENA_SHIFT] + (size_t)(ref & IOVA_ARENA_MASK) * elem_size;
+    return iova_blocks_elem(arena->blocks, ref, elem_size);
 }
 
 /**

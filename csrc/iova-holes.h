@@ -118,8 +118,7 @@ static inline bool iova_hole_cursor_step(void *opaque)
     if (n == IOVA_REF_NONE) {
         return false;
     }
-    const IOVAHole *h = (const IOVAHole *)(c->blocks[n >> IOVA_ARENA_SHIFT] +
-                                           (size_t)(n & IOVA_ARENA_MASK) * sizeof(IOVAHole));
+    const IOVAHole *h = iova_blocks_elem(c->blocks, n, sizeof(IOVAHole));
     /*
      * Right when first < key, or first == key with inclusive: (first, 0) < (key, inclusive),
      * branch-free as AvlOps.before (either way is as likely).

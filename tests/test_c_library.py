@@ -310,6 +310,7 @@ def test_the_core_without_a_128_bit_integer_answers_as_the_model(tmp_path: Path)
         out = run(binary, "20000", "5", *holes)
         assert out.startswith("ok "), out
 
+
 def test_no_element_of_the_arena_is_read_before_it_is_written(tmp_path: Path) -> None:
     """The arena hands its elements out unzeroed (csrc/iova-arena.h): every field must be
     written before it is read.  The holes built in one pass (iova_holes_build(), at
