@@ -701,6 +701,92 @@ AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
 }
 
 /**
+ * avl_insert_worse: add element @n (not yet in the tree) at the end of @path, which runs
+ * through @path->node[@at], an element x that changed in place for the worse as for
+ * avl_refresh_worse() (@old_key: its key16 before), and on into x's subtree.  @n must be no
+ * better than x was, and its key16 no better than @old_key (a part split off a hole: shorter
+ * than the hole was and inside it).  One walk up does what avl_refresh_worse() and
+ * avl_insert_at() would do in two.
+ *
+ * Why it can: below x the subtrees gained @n and nothing else, as after any insert.  At x
+ * and above, a subtree gained @n but x's change reaches its summary only where x was its
+ * best or gave @old_key (avl_lost_summary()); elsewhere the best stays, since it beat x
+ * and x beat @n, and so does the second summary.  Where x's change does reach, the summary
+ * is recomputed from the children, which the walk has brought up to date below.
+ *
+ * Returns: the new root.
+ */
+AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
+                                    IOVARef n, AvlPath *path, int at, uint16_t old_key)
+{
+    avl_view(arena, ops);
+    char *ne = avl_elem(arena, ops, n);
+    IOVARef *ln = avl_links_of(ops, ne);
+    uint16_t key = ops->key16 ? ops->key16(ne) : 0;
+    IOVARef x = path->node[at];
+    ln[AVL_LEFT] = ln[AVL_RIGHT] = IOVA_REF_NONE;
+    ln[AVL_BEST] = n;
+    if (ops->key16) {
+        avl_set_sum16_of(ops, ne, key);
+    }
+    *avl_height_of(ops, ne) = 1;
+    avl_links(arena, ops, path->node[path->depth - 1])[path->dir[path->depth - 1]] = n;
+
+    bool growing = true;
+    int grown = 1; /* the height of the child on the path: at first, the new leaf */
+    for (int i = path->depth - 1; i >= 0; i--) {
+        IOVARef p = path->node[i];
+        char *pe = avl_elem(arena, ops, p);
+        IOVARef *l = avl_links_of(ops, pe);
+        bool holds_x = i <= at;
+        bool reached = holds_x && avl_lost_summary(ops, pe, x, old_key);
+        if (holds_x && !growing && !reached) {
+            break; /* nothing above can change either */
+        }
+        bool changed = false;
+        if (growing) {
+            int sibling = avl_height(arena, ops, l[!path->dir[i]]);
+            if (grown - sibling > 1) {
+                IOVARef sub = avl_insert_rebalance(arena, ops, p, pe, n, ne, key);
+                if (reached) {
+                    avl_update(arena, ops, sub);
+                }
+                root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
+                growing = false;
+                continue;
+            }
+            uint8_t *hp = avl_height_of(ops, pe);
+            uint8_t height = (uint8_t)(1 + (grown > sibling ? grown : sibling));
+            growing = changed = *hp != height;
+            *hp = height;
+            grown = height;
+        }
+        if (reached) {
+            avl_update_at(arena, ops, p, pe);
+            continue;
+        }
+        if (holds_x) {
+            continue; /* @n cannot change this summary (see above) */
+        }
+        if (ops->better(ne, avl_elem(arena, ops, l[AVL_BEST]))) {
+            l[AVL_BEST] = n;
+            changed = true;
+        }
+        if (ops->key16) {
+            uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
+            if (folded != sum) {
+                avl_set_sum16_of(ops, pe, folded);
+                changed = true;
+            }
+        }
+        if (!changed) {
+            i = at + 1; /* the subtrees up to x are as they were: on to x */
+        }
+    }
+    return root;
+}
+
+/**
  * avl_check: verify order, heights, balance and the summaries of the tree at @root.
  *
  * @count receives the number of elements.  Returns: 0, or -1 with a message in @err.

@@ -89,19 +89,21 @@ static IOVARef hole_search_last(const IOVAHoleSearch *s, int dir, int *at)
 /*
  * Link @spare, the part split off the hole at the end of @path on side @side (AVL_RIGHT: the
  * part above it), in that hole's neighbour slot on that side: one step to @side, then to the
- * other side to the end.  The hole's own summaries must be up to date first (the insert
- * folds @spare into them).
+ * other side to the end.  The hole has shrunk already, its key16 having been @old_cap: one
+ * walk back up refreshes what its shrinking and the new part change (avl_insert_worse()).
  */
-static void hole_link_beside(IOVAHoles *holes, IOVARef spare, AvlPath *path, int side)
+static void hole_link_beside(IOVAHoles *holes, IOVARef spare, AvlPath *path, int side,
+                             uint16_t old_cap)
 {
     const IOVAArena *arena = &holes->arena;
-    path->dir[path->depth - 1] = (AvlDir)side;
-    for (IOVARef n = hole_at(arena, path->node[path->depth - 1])->link[side];
+    int at = path->depth - 1;
+    path->dir[at] = (AvlDir)side;
+    for (IOVARef n = hole_at(arena, path->node[at])->link[side];
          n != IOVA_REF_NONE; n = hole_at(arena, n)->link[!side]) {
         path->node[path->depth] = n;
         path->dir[path->depth++] = (AvlDir)!side;
     }
-    holes->root = avl_insert_at(arena, &hole_ops, holes->root, spare, path);
+    holes->root = avl_insert_worse(arena, &hole_ops, holes->root, spare, path, at, old_cap);
 }
 
 int iova_holes_init(IOVAHoles *holes)
@@ -215,8 +217,7 @@ static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr la
             part->last = first - 1;
             h->first = last + 1;
         }
-        avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
-        hole_link_beside(holes, spare, path, side);
+        hole_link_beside(holes, spare, path, side, old_cap);
     } else if (keep_below) {
         h->last = first - 1;
         avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
