@@ -32,19 +32,32 @@ struct IOVATree {
     IOVAArena entries;      /* IOVAEntry storage (IOVA-keyed trees) */
     IOVAReverse reverse;    /* IOVA-keyed trees only */
     IOVAHoles holes;        /* IOVA-keyed trees, from their first alloc */
+    /*
+     * A one-byte removal's needle, and the stored map the comparator found equal to it
+     * (tree_remove_byte()).  The comparator writes the note only for this needle, which
+     * only a removal passes: look-ups write nothing.
+     */
+    DMAMap byte_needle;
+    const DMAMap *byte_hit;
 };
 
-/* QEMU's comparator: overlapping ranges compare equal, so a look-up finds any overlap. */
-static gint iova_range_cmp(gconstpointer a, gconstpointer b, gpointer unused)
+/*
+ * QEMU's comparator: overlapping ranges compare equal, so a look-up finds any overlap.  Its
+ * data is the tree, for the note tree_remove_byte() reads.
+ */
+static gint iova_range_cmp(gconstpointer a, gconstpointer b, gpointer data)
 {
     const DMAMap *m1 = a, *m2 = b;
+    IOVATree *tree = data;
 
-    (void)unused;
     if (m1->iova > m2->iova + m2->size) {
         return 1;
     }
     if (m1->iova + m1->size < m2->iova) {
         return -1;
+    }
+    if (m1 == &tree->byte_needle) {
+        tree->byte_hit = m2;
     }
     return 0;
 }
@@ -68,12 +81,12 @@ static hwaddr key_first(const IOVATree *tree, const DMAMap *map)
     return tree->by_translated ? map->translated_addr : map->iova;
 }
 
-static GTree *new_gtree(gboolean by_translated)
+static GTree *new_gtree(IOVATree *tree)
 {
-    if (by_translated) {
+    if (tree->by_translated) {
         return g_tree_new_full(translated_range_cmp, NULL, g_free, NULL);
     }
-    return g_tree_new_full(iova_range_cmp, NULL, NULL, NULL); /* the arena owns the maps */
+    return g_tree_new_full(iova_range_cmp, tree, NULL, NULL); /* the arena owns the maps */
 }
 
 static IOVATree *tree_new(gboolean by_translated)
@@ -81,7 +94,7 @@ static IOVATree *tree_new(gboolean by_translated)
     IOVATree *tree = g_new0(IOVATree, 1);
 
     tree->by_translated = by_translated;
-    tree->tree = new_gtree(by_translated);
+    tree->tree = new_gtree(tree);
     iova_arena_init(&tree->entries, sizeof(IOVAEntry));
     return tree;
 }
@@ -225,15 +238,12 @@ int iova_tree_reserve(IOVATree *tree, size_t count)
 }
 
 /*
- * Take one stored map out of every structure.  Returning its range to the holes may need one
- * hole element, which the caller has reserved (iova_tree_reserve()), so this cannot fail.
+ * Take @map, an arena entry's that the GTree no longer holds, out of the other structures.
+ * Returning its range to the holes may need one hole element, which the caller has reserved
+ * (iova_tree_reserve()), so this cannot fail.
  */
-static void tree_unstore(IOVATree *tree, const DMAMap *map)
+static void entry_unstore(IOVATree *tree, const DMAMap *map)
 {
-    if (tree->by_translated) {
-        g_tree_remove(tree->tree, map); /* frees it */
-        return;
-    }
     IOVARef ref = ref_of_map(tree, map);
     g_assert(ref != IOVA_REF_NONE); /* the GTree only ever holds the arena's entries */
     if (tree->holes_on) {
@@ -245,8 +255,33 @@ static void tree_unstore(IOVATree *tree, const DMAMap *map)
     } else {
         iova_reverse_del(&tree->reverse, &tree->entries, ref, NULL);
     }
-    g_tree_remove(tree->tree, map);
     iova_arena_release(&tree->entries, ref);
+}
+
+/* Take one stored map out of every structure (see entry_unstore()). */
+static void tree_unstore(IOVATree *tree, const DMAMap *map)
+{
+    g_tree_remove(tree->tree, map); /* a GPA tree's copy: freed */
+    if (!tree->by_translated) {
+        entry_unstore(tree, map);
+    }
+}
+
+/*
+ * Remove the map of an IOVA-keyed tree that holds byte @iova, if one does; returns how many
+ * went (0 or 1).  One byte lies in at most one map, so g_tree_remove() of a one-byte needle
+ * removes the map a look-up would have found, and the comparator's note says which one it
+ * was: the GTree is descended once, where a look-up and then the removal descend it twice.
+ * The caller has reserved the hole element (iova_tree_reserve()).
+ */
+static size_t tree_remove_byte(IOVATree *tree, hwaddr iova)
+{
+    tree->byte_needle = (DMAMap){ .iova = iova };
+    if (!g_tree_remove(tree->tree, &tree->byte_needle)) {
+        return 0;
+    }
+    entry_unstore(tree, tree->byte_hit);
+    return 1;
 }
 
 const DMAMap *iova_tree_find(const IOVATree *tree, const DMAMap *map)
@@ -513,6 +548,10 @@ int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed)
     if (first + map.size < first) {
         return IOVA_ERR_INVALID;
     }
+    if (map.size == 0 && !tree->by_translated && iova_tree_reserve(tree, 1) == 0) {
+        *removed = tree_remove_byte(tree, first);
+        return IOVA_OK;
+    }
     hwaddr last = first + map.size;
     GTreeNode *node = first_reaching(tree, first);
     size_t count = overlaps_from(tree, node, last);
@@ -668,7 +707,7 @@ size_t iova_tree_nnodes(const IOVATree *tree)
 void iova_tree_clear(IOVATree *tree)
 {
     g_tree_destroy(tree->tree);
-    tree->tree = new_gtree(tree->by_translated);
+    tree->tree = new_gtree(tree);
     iova_arena_reset(&tree->entries);
     tree->reverse.by_addr_root = tree->reverse.by_id_root = IOVA_REF_NONE;
     if (tree->holes_on) {
