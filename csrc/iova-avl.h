@@ -416,6 +416,80 @@ AVL_INLINE IOVARef avl_insert_rebalance(const IOVAArena *arena, const AvlOps *op
 }
 
 /*
+ * Make element @n (at @ne) a leaf: no children, its own summary, height 1.  Returns its
+ * key16 (0 when the tree keeps none).
+ */
+AVL_INLINE uint16_t avl_make_leaf(const AvlOps *ops, IOVARef n, char *ne)
+{
+    IOVARef *l = avl_links_of(ops, ne);
+    uint16_t key = ops->key16 ? ops->key16(ne) : 0;
+    l[AVL_LEFT] = l[AVL_RIGHT] = IOVA_REF_NONE;
+    l[AVL_BEST] = n;
+    if (ops->key16) {
+        avl_set_sum16_of(ops, ne, key);
+    }
+    *avl_height_of(ops, ne) = 1;
+    return key;
+}
+
+/* As avl_make_leaf(), and hang it at the end of @path (which is not empty). */
+AVL_INLINE uint16_t avl_link_leaf(const IOVAArena *arena, const AvlOps *ops, IOVARef n,
+                                  char *ne, const AvlPath *path)
+{
+    uint16_t key = avl_make_leaf(ops, n, ne);
+    avl_links(arena, ops, path->node[path->depth - 1])[path->dir[path->depth - 1]] = n;
+    return key;
+}
+
+/*
+ * Fold element @n (at @ne, key16 @key), new in the subtree of @pe, into that subtree's
+ * summary; returns whether it changed.
+ */
+AVL_INLINE bool avl_fold_in(const IOVAArena *arena, const AvlOps *ops, char *pe, IOVARef n,
+                            const char *ne, uint16_t key)
+{
+    IOVARef *l = avl_links_of(ops, pe);
+    bool changed = false;
+    if (ops->better(ne, avl_elem(arena, ops, l[AVL_BEST]))) {
+        l[AVL_BEST] = n;
+        changed = true;
+    }
+    if (ops->key16) {
+        uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
+        if (folded != sum) {
+            avl_set_sum16_of(ops, pe, folded);
+            changed = true;
+        }
+    }
+    return changed;
+}
+
+/*
+ * One level of an insert's way up while the heights grow: @p (at @pe), whose child on side
+ * @dir grew to height *@grown, the subtree having gained @n (at @ne, key16 @key).  When @p
+ * leans two levels it is rotated (avl_insert_rebalance(), which restores its old height:
+ * *@growing becomes false) and the subtree's new root is returned; otherwise its height is
+ * set, *@grown and *@growing say what it is and whether it grew, and IOVA_REF_NONE is
+ * returned.
+ */
+AVL_INLINE IOVARef avl_grow_level(const IOVAArena *arena, const AvlOps *ops, IOVARef p,
+                                  char *pe, int dir, IOVARef n, const char *ne, uint16_t key,
+                                  int *grown, bool *growing)
+{
+    int sibling = avl_height(arena, ops, avl_links_of(ops, pe)[!dir]);
+    if (*grown - sibling > 1) {
+        *growing = false;
+        return avl_insert_rebalance(arena, ops, p, pe, n, ne, key);
+    }
+    uint8_t *hp = avl_height_of(ops, pe);
+    uint8_t height = (uint8_t)(1 + (*grown > sibling ? *grown : sibling));
+    *growing = *hp != height;
+    *hp = height;
+    *grown = height;
+    return IOVA_REF_NONE;
+}
+
+/*
  * The way back up after leaf @n (at @ne) was linked at the end of @path.  Every ancestor's
  * subtree gained exactly @n, so its summary is the old one folded with @n's: one comparison
  * against the stored best instead of recomputing from both children.  Heights are recomputed
@@ -434,33 +508,17 @@ AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops,
     for (int i = path->depth - 1; i >= 0; i--) {
         IOVARef p = path->node[i];
         char *pe = avl_elem(arena, ops, p);
-        IOVARef *l = avl_links_of(ops, pe);
         bool changed = false;
         if (growing) {
-            int sibling = avl_height(arena, ops, l[!path->dir[i]]);
-            if (grown - sibling > 1) {
-                IOVARef sub = avl_insert_rebalance(arena, ops, p, pe, n, ne, key);
+            IOVARef sub = avl_grow_level(arena, ops, p, pe, path->dir[i], n, ne, key, &grown,
+                                         &growing);
+            if (sub != IOVA_REF_NONE) {
                 root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
-                growing = false;
                 continue;
             }
-            uint8_t *hp = avl_height_of(ops, pe);
-            uint8_t height = (uint8_t)(1 + (grown > sibling ? grown : sibling));
-            growing = changed = *hp != height;
-            *hp = height;
-            grown = height;
+            changed = growing;
         }
-        if (ops->better(ne, avl_elem(arena, ops, l[AVL_BEST]))) {
-            l[AVL_BEST] = n;
-            changed = true;
-        }
-        if (ops->key16) {
-            uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
-            if (folded != sum) {
-                avl_set_sum16_of(ops, pe, folded);
-                changed = true;
-            }
-        }
+        changed |= avl_fold_in(arena, ops, pe, n, ne, key);
         if (!changed) {
             break;
         }
@@ -480,19 +538,11 @@ AVL_INLINE IOVARef avl_insert_at(const IOVAArena *arena, const AvlOps *ops, IOVA
     avl_view(arena, ops);
     /* a leaf: its summary is its own, with no children to read */
     char *ne = avl_elem(arena, ops, n);
-    IOVARef *l = avl_links_of(ops, ne);
-    uint16_t key = ops->key16 ? ops->key16(ne) : 0;
-    l[AVL_LEFT] = l[AVL_RIGHT] = IOVA_REF_NONE;
-    l[AVL_BEST] = n;
-    if (ops->key16) {
-        avl_set_sum16_of(ops, ne, key);
-    }
-    *avl_height_of(ops, ne) = 1;
-    int depth = path->depth;
-    if (depth == 0) {
+    if (path->depth == 0) {
+        avl_make_leaf(ops, n, ne);
         return n;
     }
-    avl_links(arena, ops, path->node[depth - 1])[path->dir[depth - 1]] = n;
+    avl_link_leaf(arena, ops, n, ne, path);
     return avl_insert_retrace(arena, ops, root, n, ne, path);
 }
 
@@ -681,20 +731,8 @@ AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
     uint16_t key = ops->key16 ? ops->key16(xe) : 0;
     for (int i = depth - 2; i >= 0; i--) {
         char *pe = avl_elem(arena, ops, path[i]);
-        IOVARef *l = avl_links_of(ops, pe);
-        bool go_on = l[AVL_BEST] == x;
-        if (!go_on && ops->better(xe, avl_elem(arena, ops, l[AVL_BEST]))) {
-            l[AVL_BEST] = x;
-            go_on = true;
-        }
-        if (ops->key16) {
-            uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
-            if (folded != sum) {
-                avl_set_sum16_of(ops, pe, folded);
-                go_on = true;
-            }
-        }
-        if (!go_on) {
+        bool named = avl_links_of(ops, pe)[AVL_BEST] == x;
+        if (!avl_fold_in(arena, ops, pe, x, xe, key) && !named) {
             return;
         }
     }
@@ -721,23 +759,14 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
 {
     avl_view(arena, ops);
     char *ne = avl_elem(arena, ops, n);
-    IOVARef *ln = avl_links_of(ops, ne);
-    uint16_t key = ops->key16 ? ops->key16(ne) : 0;
+    uint16_t key = avl_link_leaf(arena, ops, n, ne, path);
     IOVARef x = path->node[at];
-    ln[AVL_LEFT] = ln[AVL_RIGHT] = IOVA_REF_NONE;
-    ln[AVL_BEST] = n;
-    if (ops->key16) {
-        avl_set_sum16_of(ops, ne, key);
-    }
-    *avl_height_of(ops, ne) = 1;
-    avl_links(arena, ops, path->node[path->depth - 1])[path->dir[path->depth - 1]] = n;
 
     bool growing = true;
     int grown = 1; /* the height of the child on the path: at first, the new leaf */
     for (int i = path->depth - 1; i >= 0; i--) {
         IOVARef p = path->node[i];
         char *pe = avl_elem(arena, ops, p);
-        IOVARef *l = avl_links_of(ops, pe);
         bool holds_x = i <= at;
         bool reached = holds_x && avl_lost_summary(ops, pe, x, old_key);
         if (holds_x && !growing && !reached) {
@@ -745,21 +774,16 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
         }
         bool changed = false;
         if (growing) {
-            int sibling = avl_height(arena, ops, l[!path->dir[i]]);
-            if (grown - sibling > 1) {
-                IOVARef sub = avl_insert_rebalance(arena, ops, p, pe, n, ne, key);
+            IOVARef sub = avl_grow_level(arena, ops, p, pe, path->dir[i], n, ne, key, &grown,
+                                         &growing);
+            if (sub != IOVA_REF_NONE) {
                 if (reached) {
                     avl_update(arena, ops, sub);
                 }
                 root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
-                growing = false;
                 continue;
             }
-            uint8_t *hp = avl_height_of(ops, pe);
-            uint8_t height = (uint8_t)(1 + (grown > sibling ? grown : sibling));
-            growing = changed = *hp != height;
-            *hp = height;
-            grown = height;
+            changed = growing;
         }
         if (reached) {
             avl_update_at(arena, ops, p, pe);
@@ -768,17 +792,7 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
         if (holds_x) {
             continue; /* @n cannot change this summary (see above) */
         }
-        if (ops->better(ne, avl_elem(arena, ops, l[AVL_BEST]))) {
-            l[AVL_BEST] = n;
-            changed = true;
-        }
-        if (ops->key16) {
-            uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
-            if (folded != sum) {
-                avl_set_sum16_of(ops, pe, folded);
-                changed = true;
-            }
-        }
+        changed |= avl_fold_in(arena, ops, pe, n, ne, key);
         if (!changed) {
             i = at + 1; /* the subtrees up to x are as they were: on to x */
         }
