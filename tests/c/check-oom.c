@@ -122,6 +122,9 @@ static void pick_call(uint64_t *rng, Call *c)
         c->map.iova = pick_addr(rng);
         c->map.size = next_random(rng) % 4 == 0 ? next_random(rng) % 0x2000
                                                 : next_random(rng) % 0x100;
+        if (r >= 180) {
+            c->map.size = 0; /* one byte: the removal's own path (tree_remove_byte()) */
+        }
     } else {
         c->kind = CALL_CLEAR;
     }
