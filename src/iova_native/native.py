@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import os
-import queue
 import sys
 import threading
 import weakref
@@ -95,16 +94,18 @@ _TREES: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 _ib_find_all = lib.ib_tree_find_all
 _ib_find_iova_all = lib.ib_tree_find_iova_all
 _POOLED_MAPS = 2 * _SEGS // _WORDS  # maps a range query's first call has room for
+_NOT_HELD = object()  # a locked call interrupted before it took the cache lock (see _Tree)
 
 
-def _new_lock() -> queue.SimpleQueue[bool]:
-    """A mutex as a queue holding one token: ``get()`` takes it, waiting while another thread
-    has it, and ``put(True)`` gives it back.  For the trees' cache lock, taken by every
-    removal: the pair costs 44 ns where ``threading.Lock``'s ``acquire()`` and ``release()``
-    cost 72 (acquire() parses its optional arguments; measured on 3.11)."""
-    lock: queue.SimpleQueue[bool] = queue.SimpleQueue()
-    lock.put(True)
-    return lock
+def _new_lock() -> Any:
+    """The trees' cache lock: reentrant, because Python code can run in the thread that holds
+    it, between two bytecodes of a removal or a fill: a signal handler, or a finalizer the
+    garbage collector runs at an allocation, and either may call the same tree.  A lock that
+    is not reentrant would have that thread wait for itself for ever.  (A queue holding one
+    token cost 17 ns less a removal, but a token taken is also lost for good when a signal
+    handler's exception, Ctrl-C's KeyboardInterrupt, comes between ``get()`` and the ``try``
+    that gives it back; ``RLock._is_owned()`` tells such a holder that it holds the lock.)"""
+    return threading.RLock()
 
 
 def _reset_after_fork() -> None:
@@ -431,9 +432,21 @@ class _Tree(_Native, TreeContainer):
     than None proves that no removal overlapped, so the entry is the map C found.  Otherwise
     it takes the slow path, which copies the map out of C.  Inserts and allocations never
     touch the cache (a slot or a key that is free has no entry).
+
+    Reentrancy (see ``_new_lock``): ``_busy`` is True while a removal or a fill holds the
+    lock, so one that finds it True once it has the lock is *nested* in another of its own
+    thread, which is suspended in the middle of its work.  A nested removal leaves the token
+    None (the outer call publishes the next one when it ends: a token published before the
+    outer removal has dropped its entries would vouch for them), drops what it removed and
+    uses buffers of its own; a nested look-up copies the map out and leaves the cache alone;
+    an outer fill caches nothing once a nested removal has set the token to None, and then
+    publishes a new token.  Every locked call takes the lock inside its ``try`` and gives it
+    back only if it holds it (``_is_owned()``, asked only when the call did not get as far
+    as reading ``_busy``): an exception from a signal handler, at the call that took the lock
+    or while it waited, neither keeps it nor releases a lock it does not hold.
     """
 
-    __slots__ = ("_cache", "_seq", "_tokens", "_lock", "_removed", "_out")
+    __slots__ = ("_cache", "_seq", "_tokens", "_lock", "_busy", "_removed", "_out")
     _kind = 0
     _key_name = "iova"
     _len_fn = staticmethod(lib.ib_tree_len)
@@ -455,6 +468,7 @@ class _Tree(_Native, TreeContainer):
         self._tokens = 1 << 10  # above the small ints Python keeps a single object of
         self._seq: object = self._tokens
         self._lock = _new_lock()
+        self._busy = False
         self._removed = ffi.new("uint64_t[]", _REMOVED_INLINE)  # used under _lock only
         self._out = ffi.new("uint64_t[]", _WORDS)  # likewise
         _TREES[id(self)] = self
@@ -463,6 +477,7 @@ class _Tree(_Native, TreeContainer):
     def _after_fork(self) -> None:
         """In a forked child: the lock may have been held by a thread that is gone."""
         self._lock = _new_lock()
+        self._busy = False
         self._cache = self._new_cache()
         self._seq = self._tokens = self._tokens + 1
 
@@ -508,21 +523,36 @@ class _Tree(_Native, TreeContainer):
         runs between the copy and the caching (and the lock's holder alone uses ``_out``).
         ``slot`` is the arena slot a look-up just answered and ``seq`` the token it read
         before: when the token is still the tree's, no removal has run since, so the map is
-        still in that slot and is copied from it without a second look-up."""
+        still in that slot and is copied from it without a second look-up.  Nested in a
+        removal or a fill of this thread (see the class's comment), it copies the map out
+        into a buffer of its own and leaves the cache alone."""
         lock = self._lock
-        lock.get()
+        nested: object = None
         try:
-            out = self._out
-            if (slot < 0 or seq is None or self._seq is not seq
-                    or type(self._cache) is not list or _ib_copy_entry(self._h, slot, out)):
+            lock.acquire()
+            nested = self._busy
+            self._busy = True
+            if nested:
+                out = ffi.new("uint64_t[]", _WORDS)
                 r = _ib_find_map(self._h, reverse, *args, out)
             else:
-                r = slot
+                out = self._out
+                if (slot < 0 or seq is None or self._seq is not seq
+                        or type(self._cache) is not list
+                        or _ib_copy_entry(self._h, slot, out)):
+                    r = _ib_find_map(self._h, reverse, *args, out)
+                else:
+                    r = slot
             if r == _NONE:
                 return None
             if _CODE_MIN <= r < 0 and r != _TOP:
                 self._fail(r)
             iova, taddr, size, perm, id = ffi.unpack(out, _WORDS)
+            if nested:
+                return _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
+            # Any allocation here may run a finalizer that removes maps (a nested removal,
+            # which sets the token to None): the cache is written only after the last one,
+            # with the token read in the same step, so no removed map is ever stored.
             cache = self._cache
             if type(cache) is list:  # r is the map's slot
                 if r >= len(cache):
@@ -530,17 +560,32 @@ class _Tree(_Native, TreeContainer):
                     # tree's first look-ups, not one each time a higher slot comes up.
                     want = max(r + 1, int(self._len_fn(self._h)))
                     cache.extend([None] * (want + (want >> 2) + 16 - len(cache)))
-                m = cache[r]
+                m = cache[r] if r < len(cache) else None  # a nested clear() empties it
                 if m is None:
-                    m = cache[r] = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
+                    m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
+                    if r < len(cache) and self._seq is not None:
+                        cache[r] = m
             else:
                 m = cache.get(taddr)
                 if m is None:
                     m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
-                    cache[m[1]] = m  # the map's own int as the key: no second one
+                    if self._seq is not None:
+                        cache[m[1]] = m  # the map's own int as the key: no second one
             return m  # type: ignore[no-any-return]
         finally:
-            lock.put(True)
+            # Written out, with no call before release(): a call would let a signal
+            # handler's exception in (see the class's comment).
+            if nested is None:  # interrupted at the call that took the lock, or in its wait
+                try:
+                    nested = self._busy if lock._is_owned() else _NOT_HELD
+                except BaseException:  # interrupted again, after _is_owned(): ask once more
+                    nested = self._busy if lock._is_owned() else _NOT_HELD
+            if nested is not _NOT_HELD:
+                if not nested:  # the outer call: a new token if a nested removal ran
+                    self._busy = False
+                    if self._seq is None:
+                        self._seq = self._tokens = self._tokens + 1
+                lock.release()
 
     def _drop(self, entries: Iterable[int]) -> None:
         """Take the maps of ``entries`` (removed from C) out of the cache; under ``_lock``."""
@@ -603,9 +648,12 @@ class _Tree(_Native, TreeContainer):
         # Under the lock, so that no fill caches a map this removal takes away; look-ups
         # meanwhile stop trusting the cache (see the class's comment).
         lock = self._lock
-        lock.get()
-        self._seq = None
+        nested: object = None
         try:
+            lock.acquire()
+            nested = self._busy
+            self._busy = True
+            self._seq = None
             if size is _ZERO:  # one byte: C answers the entry of the map removed, if any
                 r = _ib_remove_at(self._h, iova)
                 if r >= 0:
@@ -626,12 +674,21 @@ class _Tree(_Native, TreeContainer):
                 else:
                     n = r
             else:
-                n = self._remove_range(iova, size)
+                n = self._remove_range(iova, size, nested)
         except OverflowError:
             n = _ERR_INVALID
         finally:
-            self._seq = self._tokens = self._tokens + 1
-            lock.put(True)
+            # As in _find_locked; a nested removal leaves the token None for the outer one.
+            if nested is None:  # interrupted at the call that took the lock, or in its wait
+                try:
+                    nested = self._busy if lock._is_owned() else _NOT_HELD
+                except BaseException:  # interrupted again, after _is_owned(): ask once more
+                    nested = self._busy if lock._is_owned() else _NOT_HELD
+            if nested is not _NOT_HELD:
+                if not nested:
+                    self._busy = False
+                    self._seq = self._tokens = self._tokens + 1
+                lock.release()
         if n >= 0:
             return n
         if n == _ERR_INVALID:  # out of range, or a wrapping range: the checks name it
@@ -639,12 +696,15 @@ class _Tree(_Native, TreeContainer):
             T.check_range(iova, size, self._key_name)
         self._fail(n)
 
-    def _remove_range(self, iova: int, size: int) -> int:
+    def _remove_range(self, iova: int, size: int, nested: object) -> int:
         """The removal of ``_remove_key`` for a range of more than one byte: C writes the
-        entries of the maps it removed, which leave the cache.  Under ``_lock``."""
+        entries of the maps it removed, which leave the cache.  Under ``_lock``; ``nested``
+        in another removal of this thread, which may be using ``_removed``."""
         if not self._cache:  # nothing to drop: C need not say which maps went
             return int(_ib_remove_entries(self._h, iova, size, ffi.NULL, 0))
         entries, cap = self._removed, _REMOVED_INLINE
+        if nested:
+            entries = ffi.new("uint64_t[]", cap)
         n = _ib_remove_entries(self._h, iova, size, entries, cap)
         while n > cap:
             # Nothing removed: again, with room for all.  Inserts take no Python lock, so
@@ -660,14 +720,26 @@ class _Tree(_Native, TreeContainer):
         """``call(h)``, which takes every map away (clear, close), as a removal: under
         ``_lock``, the token None meanwhile (see the class's comment), then the cache emptied.
         Answers what ``call`` answers.  (``remove`` does the same inline: it is a hot path.)"""
-        self._lock.get()
-        self._seq = None
+        lock = self._lock
+        nested: object = None
         try:
+            lock.acquire()
+            nested = self._busy
+            self._busy = True
+            self._seq = None
             rc = call(self._h)
             self._cache.clear()
         finally:
-            self._seq = self._tokens = self._tokens + 1
-            self._lock.put(True)
+            if nested is None:  # interrupted at the call that took the lock, or in its wait
+                try:
+                    nested = self._busy if lock._is_owned() else _NOT_HELD
+                except BaseException:  # interrupted again, after _is_owned(): ask once more
+                    nested = self._busy if lock._is_owned() else _NOT_HELD
+            if nested is not _NOT_HELD:
+                if not nested:
+                    self._busy = False
+                    self._seq = self._tokens = self._tokens + 1
+                lock.release()
         return rc
 
     def clear(self) -> None:
