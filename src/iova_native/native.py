@@ -560,11 +560,14 @@ class _Tree(_Native, TreeContainer):
                     # tree's first look-ups, not one each time a higher slot comes up.
                     want = max(r + 1, int(self._len_fn(self._h)))
                     cache.extend([None] * (want + (want >> 2) + 16 - len(cache)))
-                m = cache[r] if r < len(cache) else None  # a nested clear() empties it
-                if m is None:
+                try:
+                    m = cache[r]
+                    if m is None:
+                        m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
+                        if self._seq is not None:
+                            cache[r] = m
+                except IndexError:  # a nested clear() emptied the list: cache nothing
                     m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
-                    if r < len(cache) and self._seq is not None:
-                        cache[r] = m
             else:
                 m = cache.get(taddr)
                 if m is None:
