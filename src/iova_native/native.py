@@ -722,7 +722,9 @@ class _Tree(_Native, TreeContainer):
     def _remove_all(self, call: Callable[[Any], int]) -> int:
         """``call(h)``, which takes every map away (clear, close), as a removal: under
         ``_lock``, the token None meanwhile (see the class's comment), then the cache emptied.
-        Answers what ``call`` answers.  (``remove`` does the same inline: it is a hot path.)"""
+        Answers what ``call`` answers.  (``remove`` does the same inline: it is a hot path.
+        The ``finally`` is written out here and there, not a shared method: a call before
+        ``release()`` would let a signal handler's exception in at its first instruction.)"""
         lock = self._lock
         nested: object = None
         try:
