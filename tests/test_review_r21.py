@@ -168,16 +168,22 @@ def test_a_signal_handler_that_uses_the_tree_never_deadlocks() -> None:
         state = {"n": 0, "wrong": []}
 
         def handler(*_):
-            k = state["n"] = state["n"] + 1
-            m = MAPS[k % 199]
-            if tree.remove(m.iova):
-                tree.insert(m)
-            got = tree.find((k * 7 % 199 + 1) * 0x1000)
-            if got is not None and got not in MAPS:
-                state["wrong"].append(got)
-            if k % 97 == 0:
-                tree.clear()
-                tree.update(MAPS)
+            if state.get("inside"):  # a signal during the handler: the tree is the point
+                return
+            state["inside"] = True
+            try:
+                k = state["n"] = state["n"] + 1
+                m = MAPS[k % 199]
+                if tree.remove(m.iova):
+                    tree.insert(m)  # the main loop may be between its remove and insert
+                got = tree.find((k * 7 % 199 + 1) * 0x1000)
+                if got is not None and got not in MAPS:
+                    state["wrong"].append(got)
+                if k % 97 == 0:
+                    tree.clear()
+                    tree.update(MAPS)
+            finally:
+                state["inside"] = False
 
         signal.signal(signal.SIGALRM, handler)
         signal.setitimer(signal.ITIMER_REAL, 1e-4, 5e-5)
