@@ -34,6 +34,18 @@ void *ib_guard_enter(IBGuard *g)
     return g->object;
 }
 
+gboolean ib_guard_try_enter(IBGuard *g, void **object)
+{
+    if (!g_mutex_trylock(&g->lock)) {
+        return FALSE;
+    }
+    *object = g->object;
+    if (!g->object) {
+        g_mutex_unlock(&g->lock);
+    }
+    return TRUE;
+}
+
 void ib_guard_leave(IBGuard *g, gboolean changed)
 {
     if (changed) {
@@ -243,6 +255,7 @@ struct IBTree {
     IBGuard guard;
     int kind;                /* 0 IOVATree, 1 GPATree */
     const IOVAArena *arena;  /* an IOVATree's entries (their references are the slots) */
+    uint64_t removals;       /* calls that removed maps so far: ib_tree_removals_try() */
 };
 
 IBTree *ib_tree_new(int kind)
@@ -314,6 +327,7 @@ int ib_tree_clear(IBTree *t)
         return IB_CLOSED;
     }
     iova_tree_clear(tree);
+    t->removals++;
     ib_guard_leave(&t->guard, TRUE);
     return IOVA_OK;
 }
@@ -359,22 +373,46 @@ static DMAMap key_needle(uint64_t key, uint64_t size)
     return needle;
 }
 
-int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
-                   uint64_t perm, uint64_t id, uint64_t *existing)
+/*
+ * Enter @t's guard, waiting for the lock (@wait) or not: IOVA_OK with the tree in *@tree,
+ * IB_CLOSED, or IB_BUSY (without @wait, when another call holds the lock).
+ */
+static int enter(IBTree *t, gboolean wait, IOVATree **tree)
+{
+    void *object;
+    if (wait) {
+        object = ib_guard_enter(&t->guard);
+    } else if (!ib_guard_try_enter(&t->guard, &object)) {
+        return IB_BUSY;
+    }
+    *tree = object;
+    return object ? IOVA_OK : IB_CLOSED;
+}
+
+/* ib_tree_insert(), waiting for the lock (@wait) or not (IB_BUSY). */
+static int insert_map(IBTree *t, gboolean wait, uint64_t iova, uint64_t translated_addr,
+                      uint64_t size, uint64_t perm, uint64_t id, uint64_t *existing)
 {
     DMAMap map = { iova, translated_addr, size, id, (IOMMUAccessFlags)perm };
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
+    IOVATree *tree;
+    int rc = enter(t, wait, &tree);
+    if (rc != IOVA_OK) {
+        return rc;
     }
-    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
-             : !ib_memory_room(0) ? IOVA_ERR_OOM
-                                  : iova_tree_insert(tree, &map);
+    rc = perm > IOMMU_RW         ? IOVA_ERR_INVALID
+         : !ib_memory_room(0) ? IOVA_ERR_OOM
+                              : iova_tree_insert(tree, &map);
     if (rc == IOVA_ERR_OVERLAP && existing) {
         ib_map_out(iova_tree_find(tree, &map), existing);
     }
     ib_guard_leave(&t->guard, rc == IOVA_OK);
     return rc;
+}
+
+int ib_tree_insert(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                   uint64_t perm, uint64_t id, uint64_t *existing)
+{
+    return insert_map(t, TRUE, iova, translated_addr, size, perm, id, existing);
 }
 
 int ib_tree_translate(IBTree *t, uint64_t addr, uint64_t length, int has_id, uint64_t id,
@@ -399,6 +437,7 @@ int64_t ib_tree_remove(IBTree *t, uint64_t key, uint64_t size)
     }
     size_t n;
     int rc = iova_tree_remove_checked(tree, key_needle(key, size), &n);
+    t->removals += n > 0;
     ib_guard_leave(&t->guard, n > 0);
     return rc == IOVA_OK ? (int64_t)n : rc;
 }
@@ -581,13 +620,17 @@ static const DMAMap *lookup(const IOVATree *tree, gboolean reverse, uint64_t add
                     : iova_tree_find_iova_any(tree, &needle);
 }
 
-/* The entry answer of a look-up (lookup()), with the map copied into @out unless NULL. */
-static int64_t lookup_entry(IBTree *t, gboolean reverse, uint64_t addr, uint64_t size,
-                            const uint64_t *id, uint64_t *out)
+/*
+ * The entry answer of a look-up (lookup()), with the map copied into @out unless NULL.
+ * With !@wait it never waits for the lock: IB_BUSY when another call holds it.
+ */
+static int64_t lookup_entry(IBTree *t, gboolean wait, gboolean reverse, uint64_t addr,
+                            uint64_t size, const uint64_t *id, uint64_t *out)
 {
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
+    IOVATree *tree;
+    int rc = enter(t, wait, &tree);
+    if (rc != IOVA_OK) {
+        return rc;
     }
     if (addr + size < addr) {
         ib_guard_leave(&t->guard, FALSE);
@@ -597,60 +640,71 @@ static int64_t lookup_entry(IBTree *t, gboolean reverse, uint64_t addr, uint64_t
     uint64_t found = m ? tree_entry(t, m) : 0;
     if (m && out) {
         ib_map_out(m, out);
+        out[IB_MAP_WORDS] = t->removals & INT64_MAX;
     }
     ib_guard_leave(&t->guard, FALSE);
     return m ? key_answer(found) : IB_NONE;
 }
 
-int64_t ib_tree_find_entry(IBTree *t, uint64_t key, uint64_t size)
+int64_t ib_tree_find_entry_try(IBTree *t, uint64_t key, uint64_t size)
 {
-    return lookup_entry(t, FALSE, key, size, NULL, NULL);
+    return lookup_entry(t, FALSE, FALSE, key, size, NULL, NULL);
 }
 
-int64_t ib_tree_find_entry_at(IBTree *t, uint64_t key)
+int64_t ib_tree_find_entry_at_try(IBTree *t, uint64_t key)
 {
-    return lookup_entry(t, FALSE, key, 0, NULL, NULL);
+    return lookup_entry(t, FALSE, FALSE, key, 0, NULL, NULL);
 }
 
-int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size)
+int64_t ib_tree_find_iova_entry_try(IBTree *t, uint64_t addr, uint64_t size)
 {
-    return lookup_entry(t, TRUE, addr, size, NULL, NULL);
+    return lookup_entry(t, FALSE, TRUE, addr, size, NULL, NULL);
 }
 
-int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr)
+int64_t ib_tree_find_iova_entry_at_try(IBTree *t, uint64_t addr)
 {
-    return lookup_entry(t, TRUE, addr, 0, NULL, NULL);
+    return lookup_entry(t, FALSE, TRUE, addr, 0, NULL, NULL);
 }
 
-int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id)
+int64_t ib_tree_find_iova_id_entry_try(IBTree *t, uint64_t addr, uint64_t size, uint64_t id)
 {
-    return lookup_entry(t, TRUE, addr, size, &id, NULL);
+    return lookup_entry(t, FALSE, TRUE, addr, size, &id, NULL);
 }
 
 int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, int has_id,
                          uint64_t id, uint64_t *out)
 {
-    return lookup_entry(t, reverse != 0, addr, size, has_id ? &id : NULL, out);
+    return lookup_entry(t, TRUE, reverse != 0, addr, size, has_id ? &id : NULL, out);
 }
 
-int ib_tree_copy_entry(IBTree *t, uint64_t entry, uint64_t *out)
+int64_t ib_tree_find_map_try(IBTree *t, int reverse, uint64_t addr, uint64_t size,
+                             int has_id, uint64_t id, uint64_t *out)
 {
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
+    return lookup_entry(t, FALSE, reverse != 0, addr, size, has_id ? &id : NULL, out);
+}
+
+int64_t ib_tree_removals_try(IBTree *t)
+{
+    IOVATree *tree;
+    int rc = enter(t, FALSE, &tree);
+    if (rc != IOVA_OK) {
+        return rc;
     }
-    /* An entry's first member is its map (iova-reverse.h). */
-    int rc = t->arena && entry != IOVA_REF_NONE && entry < t->arena->next_fresh
-                 ? (ib_map_out(iova_arena_ptr(t->arena, (IOVARef)entry), out), IOVA_OK)
-                 : IOVA_ERR_INVALID;
+    uint64_t removals = t->removals;
     ib_guard_leave(&t->guard, FALSE);
-    return rc;
+    return (int64_t)(removals & INT64_MAX);
 }
 
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id)
 {
-    return ib_tree_insert(t, iova, translated_addr, size, perm, id, NULL);
+    return insert_map(t, TRUE, iova, translated_addr, size, perm, id, NULL);
+}
+
+int ib_tree_insert_map_try(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                           uint64_t perm, uint64_t id)
+{
+    return insert_map(t, FALSE, iova, translated_addr, size, perm, id, NULL);
 }
 
 /* 1 when the entry answer @answer names a map, 0 for none, or the error it is. */
@@ -664,13 +718,13 @@ static int found_or_error(int64_t answer)
 
 int ib_tree_find(IBTree *t, uint64_t key, uint64_t size, uint64_t *out)
 {
-    return found_or_error(lookup_entry(t, FALSE, key, size, NULL, out));
+    return found_or_error(lookup_entry(t, TRUE, FALSE, key, size, NULL, out));
 }
 
 int ib_tree_find_iova(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
                       uint64_t *out)
 {
-    return found_or_error(lookup_entry(t, TRUE, addr, size, has_id ? &id : NULL, out));
+    return found_or_error(lookup_entry(t, TRUE, TRUE, addr, size, has_id ? &id : NULL, out));
 }
 
 /* The entries of the maps overlapping @needle, lowest first, into @entries (room for all). */
@@ -685,13 +739,15 @@ static void overlap_entries(const IBTree *t, const IOVATree *tree, const DMAMap 
     }
 }
 
-int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
-                               size_t cap)
+/* ib_tree_remove_entries(), waiting for the lock (@wait) or not (IB_BUSY). */
+static int64_t remove_entries(IBTree *t, gboolean wait, uint64_t key, uint64_t size,
+                              uint64_t *entries, size_t cap)
 {
     DMAMap needle = key_needle(key, size);
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
+    IOVATree *tree;
+    int entered = enter(t, wait, &tree);
+    if (entered != IOVA_OK) {
+        return entered;
     }
     if (key + size < key) {
         ib_guard_leave(&t->guard, FALSE);
@@ -713,19 +769,33 @@ int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t 
     }
     size_t n;
     int rc = iova_tree_remove_checked(tree, needle, &n);
+    t->removals += n > 0;
     ib_guard_leave(&t->guard, n > 0);
     return rc == IOVA_OK ? (int64_t)n : rc;
 }
 
-int64_t ib_tree_remove_at(IBTree *t, uint64_t key)
+int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
+                               size_t cap)
+{
+    return remove_entries(t, TRUE, key, size, entries, cap);
+}
+
+int64_t ib_tree_remove_entries_try(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
+                                   size_t cap)
+{
+    return remove_entries(t, FALSE, key, size, entries, cap);
+}
+
+/* ib_tree_remove_at(), waiting for the lock (@wait) or not (IB_BUSY). */
+static int64_t remove_at(IBTree *t, gboolean wait, uint64_t key)
 {
     DMAMap needle = key_needle(key, 0);
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
+    IOVATree *tree;
+    int rc = enter(t, wait, &tree);
+    if (rc != IOVA_OK) {
+        return rc;
     }
     size_t n = 0;
-    int rc;
     uint64_t found = 0;
     if (t->arena) {
         /* One byte: at most one map goes, and its slot is the one its arena released last
@@ -737,8 +807,19 @@ int64_t ib_tree_remove_at(IBTree *t, uint64_t key)
         found = m ? tree_entry(t, m) : 0;
         rc = m ? iova_tree_remove_checked(tree, needle, &n) : IOVA_OK;
     }
+    t->removals += n > 0;
     ib_guard_leave(&t->guard, n > 0);
     return rc != IOVA_OK ? rc : n ? key_answer(found) : IB_NONE;
+}
+
+int64_t ib_tree_remove_at(IBTree *t, uint64_t key)
+{
+    return remove_at(t, TRUE, key);
+}
+
+int64_t ib_tree_remove_at_try(IBTree *t, uint64_t key)
+{
+    return remove_at(t, FALSE, key);
 }
 
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
@@ -772,6 +853,19 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void ib_spin(uint64_t ns)
+{
+    uint64_t start = now_ns();
+    while (now_ns() - start < ns) {
+        continue;
+    }
+}
+
+void ib_spin_try(uint64_t ns)
+{
+    ib_spin(ns);
 }
 
 int64_t ib_time_lookups(IBTree *t, int op, const uint64_t *addrs, const uint64_t *ids,
@@ -826,6 +920,7 @@ int64_t ib_time_churn(IBTree *t, const uint64_t *maps, size_t n, int64_t *insert
         failed |= iova_tree_insert(tree, &map) != IOVA_OK;
     }
     uint64_t t2 = now_ns();
+    t->removals++;
     ib_guard_leave(&t->guard, TRUE);
     *insert_ns = (int64_t)(t2 - t1);
     return failed ? IOVA_ERR_INVALID : (int64_t)(t1 - t0);
@@ -853,6 +948,7 @@ int64_t ib_time_alloc(IBTree *t, size_t n, uint64_t size, uint64_t translated_ad
         }
     }
     g_free(placed);
+    t->removals++;
     ib_guard_leave(&t->guard, TRUE);
     return failed ? IOVA_ERR_INVALID : (int64_t)spent;
 }

@@ -36,6 +36,7 @@
  */
 #define IB_NONE (-102)     /* no map */
 #define IB_TOP (-103)      /* a value in the top -IB_CODE_MIN of the space: see errno */
+#define IB_BUSY (-104)     /* a _try form found the lock held: ask a waiting form instead */
 #define IB_CODE_MIN (-128)
 
 typedef struct IBTree IBTree;
@@ -113,28 +114,43 @@ int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t
 int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
                          uint64_t id, int has_missing, uint64_t missing, size_t *miss);
 
-/* Entry answers (see IB_CODE_MIN) of the map ib_tree_find() would write; _at: of one byte. */
-int64_t ib_tree_find_entry(IBTree *t, uint64_t key, uint64_t size);
-int64_t ib_tree_find_entry_at(IBTree *t, uint64_t key);
-/* Of the map ib_tree_find_iova() would write, any id / with id @id. */
-int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size);
-int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr);
-int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
 /*
- * Copy into @out the map stored in the IOVATree's arena slot @entry, with no look-up: for a
- * caller that knows no removal ran since a look-up answered that slot (Python's cache
- * fill).  IOVA_ERR_INVALID for a GPA tree or a slot the arena never handed out.
+ * The _try forms never wait for the tree's lock: they answer IB_BUSY when another call holds
+ * it, and the caller asks a form that waits (ib_tree_find_map()).  Why: cffi's wrapper of a
+ * function whose name ends in "_try" keeps the GIL (iova-cffi.h), which saves the GIL's
+ * release and retaking on the hottest calls, and a call that keeps the GIL must never wait
+ * for a lock whose holder may be waiting for the GIL.  So a _try function never blocks.
+ *
+ * Entry answers (see IB_CODE_MIN) of the map ib_tree_find() would write; _at: of one byte.
  */
-int ib_tree_copy_entry(IBTree *t, uint64_t entry, uint64_t *out);
+int64_t ib_tree_find_entry_try(IBTree *t, uint64_t key, uint64_t size);
+int64_t ib_tree_find_entry_at_try(IBTree *t, uint64_t key);
+/* Of the map ib_tree_find_iova() would write, any id / with id @id. */
+int64_t ib_tree_find_iova_entry_try(IBTree *t, uint64_t addr, uint64_t size);
+int64_t ib_tree_find_iova_entry_at_try(IBTree *t, uint64_t addr);
+int64_t ib_tree_find_iova_id_entry_try(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
 /*
  * The entry answer of ib_tree_find() (@reverse 0) or ib_tree_find_iova() (1), with the map
- * in @out: what Python's cache is filled from.
+ * in @out[0..IB_MAP_WORDS-1] and ib_tree_removals_try()'s count in @out[IB_MAP_WORDS]: what
+ * Python's cache is filled from.
  */
 int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, int has_id,
                          uint64_t id, uint64_t *out);
-/* ib_tree_insert() without the overlapping map: IOVA_OK or an IOVA_ERR_* code. */
+int64_t ib_tree_find_map_try(IBTree *t, int reverse, uint64_t addr, uint64_t size,
+                             int has_id, uint64_t id, uint64_t *out);
+/*
+ * How many calls have removed maps from @t (cleared it, timed churn on it), up to 2**63 - 1
+ * and then from 0 again, or IB_BUSY or IB_CLOSED.  Python's cache fill keeps the map it
+ * cached only when the count is the one ib_tree_find_map() copied with it: no removal ran in
+ * between to take that map away, which then no removal can have missed dropping.
+ */
+int64_t ib_tree_removals_try(IBTree *t);
+/* ib_tree_insert() without the overlapping map: IOVA_OK or an IOVA_ERR_* code (_try: or
+ * IB_BUSY, see ib_tree_find_entry_try()). */
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id);
+int ib_tree_insert_map_try(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                           uint64_t perm, uint64_t id);
 /*
  * ib_tree_remove(), which also writes the entries (see IB_CODE_MIN) of the maps it removes
  * into @entries (unless @entries is NULL).  When more than @cap maps overlap, nothing is
@@ -142,13 +158,17 @@ int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint6
  */
 int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
                                size_t cap);
+int64_t ib_tree_remove_entries_try(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
+                                   size_t cap);
 /*
  * ib_tree_remove() of the one byte @key: the entry answer (see IB_CODE_MIN) of the map removed,
- * IB_NONE when no map covers @key, or an error code.  Declared here, not only in the cdef:
+ * IB_NONE when no map covers @key, or an error code (_try: or IB_BUSY, see
+ * ib_tree_find_entry_try()).  Declared here, not only in the cdef:
  * cffi's wrapper is compiled against this header, and a call to an undeclared function would
  * be taken to answer an int, cutting a GPA tree's keys to their low 32 bits.
  */
 int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
+int64_t ib_tree_remove_at_try(IBTree *t, uint64_t key);
 /*
  * Allocate as iova_tree_alloc_map_full() (@top_down: the last fit); the IOVA placed, crossing
  * as entries do (see IB_CODE_MIN), or an IOVA_ERR_* code, or IB_CLOSED.
@@ -182,6 +202,12 @@ int64_t ib_time_lookups(IBTree *t, int op, const uint64_t *addrs, const uint64_t
                         size_t n);
 int64_t ib_time_churn(IBTree *t, const uint64_t *maps, size_t n, int64_t *insert_ns);
 int64_t ib_time_alloc(IBTree *t, size_t n, uint64_t size, uint64_t translated_addr);
+/*
+ * For the tests of iova-cffi.h: spin for @ns nanoseconds, touching nothing.  The _try form's
+ * wrapper keeps the GIL, so no other Python thread runs meanwhile; the other's lets go of it.
+ */
+void ib_spin_try(uint64_t ns);
+void ib_spin(uint64_t ns);
 
 /* Bytes the C allocator has handed out and not taken back (mallinfo2), for memory figures. */
 size_t ib_heap_in_use(void);

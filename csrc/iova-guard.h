@@ -27,6 +27,16 @@ void ib_guard_init(IBGuard *g, void *object);
 void *ib_guard_enter(IBGuard *g);
 
 /**
+ * ib_guard_try_enter: ib_guard_enter() without waiting.  Why: a caller that keeps Python's
+ * GIL must never wait for this lock, since its holder may be waiting for the GIL (the fork
+ * hooks hold every tree's lock while Python code runs).
+ *
+ * Returns: FALSE, holding nothing, when another call holds the lock; otherwise TRUE, with
+ * the object in *@object (locked), or NULL there (unlocked) when closed.
+ */
+gboolean ib_guard_try_enter(IBGuard *g, void **object);
+
+/**
  * ib_guard_leave: unlock; count a change when @changed.
  */
 void ib_guard_leave(IBGuard *g, gboolean changed);

@@ -5,6 +5,7 @@
 #define IB_MAP_WORDS ...
 #define IB_NONE ...
 #define IB_TOP ...
+#define IB_BUSY ...
 #define IB_CODE_MIN ...
 #define IB_VHOST_HOST ...
 #define IB_VHOST_GUEST ...
@@ -44,19 +45,26 @@ int ib_tree_to_translated_many(IBTree *t, const uint64_t *in, size_t n, uint64_t
                                int has_missing, uint64_t missing, size_t *miss);
 int ib_tree_to_iova_many(IBTree *t, const uint64_t *in, size_t n, uint64_t *out, int has_id,
                          uint64_t id, int has_missing, uint64_t missing, size_t *miss);
-int64_t ib_tree_find_entry(IBTree *t, uint64_t key, uint64_t size);
-int64_t ib_tree_find_entry_at(IBTree *t, uint64_t key);
-int64_t ib_tree_find_iova_entry(IBTree *t, uint64_t addr, uint64_t size);
-int64_t ib_tree_find_iova_entry_at(IBTree *t, uint64_t addr);
-int64_t ib_tree_find_iova_id_entry(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
-int ib_tree_copy_entry(IBTree *t, uint64_t entry, uint64_t *out);
+int64_t ib_tree_find_entry_try(IBTree *t, uint64_t key, uint64_t size);
+int64_t ib_tree_find_entry_at_try(IBTree *t, uint64_t key);
+int64_t ib_tree_find_iova_entry_try(IBTree *t, uint64_t addr, uint64_t size);
+int64_t ib_tree_find_iova_entry_at_try(IBTree *t, uint64_t addr);
+int64_t ib_tree_find_iova_id_entry_try(IBTree *t, uint64_t addr, uint64_t size, uint64_t id);
 int64_t ib_tree_find_map(IBTree *t, int reverse, uint64_t addr, uint64_t size, int has_id,
                          uint64_t id, uint64_t *out);
+int64_t ib_tree_find_map_try(IBTree *t, int reverse, uint64_t addr, uint64_t size,
+                             int has_id, uint64_t id, uint64_t *out);
+int64_t ib_tree_removals_try(IBTree *t);
 int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                        uint64_t perm, uint64_t id);
 int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
+int ib_tree_insert_map_try(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
+                           uint64_t perm, uint64_t id);
+int64_t ib_tree_remove_at_try(IBTree *t, uint64_t key);
 int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
                                size_t cap);
+int64_t ib_tree_remove_entries_try(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
+                                   size_t cap);
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                           uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
                           int top_down);
@@ -69,6 +77,8 @@ int64_t ib_time_lookups(IBTree *t, int op, const uint64_t *addrs, const uint64_t
                         size_t n);
 int64_t ib_time_churn(IBTree *t, const uint64_t *maps, size_t n, int64_t *insert_ns);
 int64_t ib_time_alloc(IBTree *t, size_t n, uint64_t size, uint64_t translated_addr);
+void ib_spin_try(uint64_t ns);
+void ib_spin(uint64_t ns);
 size_t ib_heap_in_use(void);
 int64_t ib_tree_find_all(IBTree *t, uint64_t key, uint64_t size, uint64_t *out, size_t cap);
 int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,

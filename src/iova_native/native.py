@@ -25,6 +25,7 @@ or frees it; ``close()`` works.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 import threading
@@ -70,21 +71,26 @@ _POLICIES = {"first": 0, "last": 1}
 _FIRST = "first"  # ``policy is _FIRST``: the default left alone (any other "first" takes _POLICIES)
 # Module globals are found faster than attributes of ``lib`` on the hot paths.
 _ib_find_map = lib.ib_tree_find_map
-_ib_copy_entry = lib.ib_tree_copy_entry
+_ib_find_map_try = lib.ib_tree_find_map_try
+_ib_removals_try = lib.ib_tree_removals_try
 _ib_remove = lib.ib_tree_remove
 _ib_insert = lib.ib_tree_insert
-_ib_find_entry = lib.ib_tree_find_entry
-_ib_find_entry_at = lib.ib_tree_find_entry_at
-_ib_find_iova_entry = lib.ib_tree_find_iova_entry
-_ib_find_iova_entry_at = lib.ib_tree_find_iova_entry_at
-_ib_find_iova_id_entry = lib.ib_tree_find_iova_id_entry
+_ib_find_entry = lib.ib_tree_find_entry_try
+_ib_find_entry_at = lib.ib_tree_find_entry_at_try
+_ib_find_iova_entry = lib.ib_tree_find_iova_entry_try
+_ib_find_iova_entry_at = lib.ib_tree_find_iova_entry_at_try
+_ib_find_iova_id_entry = lib.ib_tree_find_iova_id_entry_try
 _ib_insert_map = lib.ib_tree_insert_map
+_ib_insert_map_try = lib.ib_tree_insert_map_try
 _ib_remove_entries = lib.ib_tree_remove_entries
+_ib_remove_entries_try = lib.ib_tree_remove_entries_try
 _ib_remove_at = lib.ib_tree_remove_at
+_ib_remove_at_try = lib.ib_tree_remove_at_try
 _ib_alloc_key = lib.ib_tree_alloc_key
 _ib_alloc_first_key = lib.ib_tree_alloc_first_key
 _NONE = lib.IB_NONE
 _TOP = lib.IB_TOP
+_BUSY = lib.IB_BUSY
 _CODE_MIN = lib.IB_CODE_MIN
 _WRAP = 1 << 64  # a key answer below IB_CODE_MIN is the key minus 2**64
 _ZERO, _ONE = 0, 1  # ``x is _ZERO``: exactly the int 0 (a default left alone), in one test
@@ -94,18 +100,14 @@ _TREES: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 _ib_find_all = lib.ib_tree_find_all
 _ib_find_iova_all = lib.ib_tree_find_iova_all
 _POOLED_MAPS = 2 * _SEGS // _WORDS  # maps a range query's first call has room for
-_NOT_HELD = object()  # a locked call interrupted before it took the cache lock (see _Tree)
 
 
-def _new_lock() -> Any:
-    """The trees' cache lock: reentrant, because Python code can run in the thread that holds
-    it, between two bytecodes of a removal or a fill: a signal handler, or a finalizer the
-    garbage collector runs at an allocation, and either may call the same tree.  A lock that
-    is not reentrant would have that thread wait for itself for ever.  (A queue holding one
-    token cost 17 ns less a removal, but a token taken is also lost for good when a signal
-    handler's exception, Ctrl-C's KeyboardInterrupt, comes between ``get()`` and the ``try``
-    that gives it back; ``RLock._is_owned()`` tells such a holder that it holds the lock.)"""
-    return threading.RLock()
+def _fill_buffer() -> Any:
+    return ffi.new("uint64_t[]", _WORDS + 1)  # a map, and the removal count copied with it
+
+
+def _removed_buffer() -> Any:
+    return ffi.new("uint64_t[]", _REMOVED_INLINE)
 
 
 def _reset_after_fork() -> None:
@@ -422,31 +424,41 @@ class _Tree(_Native, TreeContainer):
     found get a ``DMAMap``; the list, from the first look-up on, has room (8 bytes a slot)
     for every map stored then, so that it grows once rather than at each higher slot.
 
-    Why this is safe with threads (cffi lets go of the GIL inside every C call): every entry of
-    ``_cache`` is the map C stores under that slot or key, except while a removal is between
-    its C call and its dropping of the entries it removed.  Removals (``remove``, ``clear``,
-    ``close``) and fills of the cache hold ``_lock``, and a removal sets ``_seq`` to None
-    before its C call and to a new token after (the next of ``_tokens``, counted under the
-    lock: a new int object, never the one an earlier look-up holds).  A look-up reads
-    ``_seq`` before its C call and again after reading the cache: an unchanged token other
-    than None proves that no removal overlapped, so the entry is the map C found.  Otherwise
-    it takes the slow path, which copies the map out of C.  Inserts and allocations never
-    touch the cache (a slot or a key that is free has no entry).
-
-    Reentrancy (see ``_new_lock``): ``_busy`` is True while a removal or a fill holds the
-    lock, so one that finds it True once it has the lock is *nested* in another of its own
-    thread, which is suspended in the middle of its work.  A nested removal leaves the token
-    None (the outer call publishes the next one when it ends: a token published before the
-    outer removal has dropped its entries would vouch for them), drops what it removed and
-    uses buffers of its own; a nested look-up copies the map out and leaves the cache alone;
-    an outer fill caches nothing once a nested removal has set the token to None, and then
-    publishes a new token.  Every locked call takes the lock inside its ``try`` and gives it
-    back only if it holds it (``_is_owned()``, asked only when the call did not get as far
-    as reading ``_busy``): an exception from a signal handler, at the call that took the lock
-    or while it waited, neither keeps it nor releases a lock it does not hold.
+    Why this is safe with threads, with no Python lock: the C calls that look up, fill,
+    insert and remove keep the GIL (the ``_try`` forms, iova-binding.h), but the GIL can
+    still pass to another thread between two steps of a method.  Every removal (``remove``,
+    ``clear``, ``close``) and every fill of the cache is an *operation*: it puts an item on
+    ``_active`` for its length (``list.append`` and ``pop`` are atomic) and sets ``_seq`` to a
+    new token (an int never seen before, ``_next_token``) at its end.  A look-up reads
+    ``_seq`` before its C call and trusts the entry it reads after it only if no operation is
+    active then and ``_seq`` is the same object: any removal that could have freed the slot
+    between the C call and the read of the entry, and any fill that could have written it, is
+    either still active or has changed the token.  Otherwise the look-up fills, which asks C
+    again.  What keeps an entry that is trusted right:
+    - a removal drops the entries of the maps it took away (``None`` is always safe: it sends
+      a look-up to the fill);
+    - a fill copies the map out of C with the tree's count of removals
+      (``ib_tree_find_map``), caches it, then asks the count again
+      (``ib_tree_removals_try``): if a removal ran in between, it may have dropped the entry
+      before the fill wrote it, so the fill takes its own entry back out (when it is still
+      there).  A fill whose count held wrote after any removal of that map could drop it,
+      and any later removal drops it.
+    Inserts and allocations never touch the cache (a slot or a key that is free has no entry).
+    Interrupts (a KeyboardInterrupt, or any exception a signal handler raises) come, on
+    CPython 3.11, only where Python runs the handlers: right after a call, at a loop's jump
+    back, on entering a function.  So an operation draws its token (its item on
+    ``_active``) before its ``try``, appends it as the first call inside it, and its
+    ``finally``, written out in each (a helper's entry would be such a place), makes no call
+    before it takes the item off: it stores the token, and, when the operation was cut short
+    where an entry may be stale (after a removal's C call and before its drop, after a fill's
+    caching and before its check), it replaces the whole cache with an empty one.  It
+    removes its own item, not the last one: 3.9 and 3.10 may run a handler before any
+    instruction, so the ``try`` may be left before the item was appended, and popping would
+    end another operation.  What an interrupt can still do there, on 3.9 and 3.10 only, is
+    keep an item on ``_active`` for good: safe (look-ups stop trusting the cache), but slow.
     """
 
-    __slots__ = ("_cache", "_seq", "_tokens", "_lock", "_busy", "_removed", "_out")
+    __slots__ = ("_cache", "_seq", "_next_token", "_active", "_fill_pool", "_removed_pool")
     _kind = 0
     _key_name = "iova"
     _len_fn = staticmethod(lib.ib_tree_len)
@@ -465,21 +477,21 @@ class _Tree(_Native, TreeContainer):
         """An empty tree, then every map of ``maps`` inserted, all or nothing."""
         self._setup(lambda: lib.ib_tree_new(self._kind), lib.ib_tree_free)
         self._cache: Any = self._new_cache()
-        self._tokens = 1 << 10  # above the small ints Python keeps a single object of
-        self._seq: object = self._tokens
-        self._lock = _new_lock()
-        self._busy = False
-        self._removed = ffi.new("uint64_t[]", _REMOVED_INLINE)  # used under _lock only
-        self._out = ffi.new("uint64_t[]", _WORDS)  # likewise
+        # Tokens above the small ints Python keeps a single object of: each one a new object.
+        self._next_token = itertools.count(1 << 10).__next__
+        self._seq: object = self._next_token()
+        self._active: list[int] = []
+        self._fill_pool: list[Any] = []
+        self._removed_pool: list[Any] = []
         _TREES[id(self)] = self
         self._fill(maps)
 
     def _after_fork(self) -> None:
-        """In a forked child: the lock may have been held by a thread that is gone."""
-        self._lock = _new_lock()
-        self._busy = False
+        """In a forked child: the operations the parent's other threads had under way are
+        gone, halfway through."""
+        self._active = []
         self._cache = self._new_cache()
-        self._seq = self._tokens = self._tokens + 1
+        self._seq = self._next_token()
 
     def __iter__(self) -> Iterator[DMAMap]:
         return self._iterate((), self._kind)
@@ -497,101 +509,88 @@ class _Tree(_Native, TreeContainer):
     def _cached(self, answer: int, seq: object, reverse: int,
                 args: tuple[Any, ...]) -> DMAMap | None:
         """The map of an entry answer that the fast path did not settle: a key at or above
-        2**63, a cache miss, or an error.  ``ib_tree_find_map(h, reverse, *args, out)`` is
-        the same look-up copying the map out, which the slow path asks again.  A key in the
-        top -IB_CODE_MIN bytes (answer IB_TOP) is not decoded from errno, which any cffi call
-        made since (a finalizer freeing another tree, a signal handler) may have changed: the
-        slow path reads the key from the map it copies out."""
+        2**63, a cache miss, IB_BUSY (a _try look-up found the tree held), or an error.
+        ``ib_tree_find_map(h, reverse, *args, out)`` is the same look-up copying the map
+        out, which the fill asks again (waiting for the tree).  A key in the top
+        -IB_CODE_MIN bytes (answer IB_TOP) is not decoded from errno, which the _try forms
+        leave alone and any cffi call made since (a finalizer freeing another tree, a signal
+        handler) may have changed: the fill reads the key from the map it copies out."""
         if answer == _NONE:
             return None
         if answer < _CODE_MIN:
             entry: int | None = answer + _WRAP
         else:
-            entry = answer if answer >= 0 else None  # IB_TOP, or an error the slow path raises
+            entry = answer if answer >= 0 else None  # IB_TOP, or an error the fill raises
         if entry is not None:
             try:
                 m = self._cache[entry]
             except LookupError:
                 m = None
-            if m is not None and self._seq is seq and seq is not None:
+            if m is not None and self._seq is seq and not self._active:
                 return m  # type: ignore[no-any-return]
-        return self._find_locked(reverse, args)
+        return self._fill_cache(reverse, args)
 
-    def _find_locked(self, reverse: int, args: tuple[Any, ...], slot: int = -1,
-                     seq: object = None) -> DMAMap | None:
-        """Ask C again, copying the map out, and cache it; under ``_lock``, so that no removal
-        runs between the copy and the caching (and the lock's holder alone uses ``_out``).
-        ``slot`` is the arena slot a look-up just answered and ``seq`` the token it read
-        before: when the token is still the tree's, no removal has run since, so the map is
-        still in that slot and is copied from it without a second look-up.  Nested in a
-        removal or a fill of this thread (see the class's comment), it copies the map out
-        into a buffer of its own and leaves the cache alone."""
-        lock = self._lock
-        nested: object = None
+    def _fill_cache(self, reverse: int, args: tuple[Any, ...]) -> DMAMap | None:
+        """Ask C again, copying the map out, and cache it (an operation: see the class's
+        comment).  The entry already cached is kept when it is the same map, so that a map
+        comes back as one object for as long as it is stored."""
+        pool, active = self._fill_pool, self._active
+        out = _pop(pool, _fill_buffer)
+        token, stored = self._next_token(), False
         try:
-            lock.acquire()
-            nested = self._busy
-            self._busy = True
-            if nested:
-                out = ffi.new("uint64_t[]", _WORDS)
+            active.append(token)
+            r = _ib_find_map_try(self._h, reverse, *args, out)
+            if r == _BUSY:  # another call holds the tree: wait for it
                 r = _ib_find_map(self._h, reverse, *args, out)
-            else:
-                out = self._out
-                if (slot < 0 or seq is None or self._seq is not seq
-                        or type(self._cache) is not list
-                        or _ib_copy_entry(self._h, slot, out)):
-                    r = _ib_find_map(self._h, reverse, *args, out)
-                else:
-                    r = slot
             if r == _NONE:
                 return None
             if _CODE_MIN <= r < 0 and r != _TOP:
                 self._fail(r)
-            iova, taddr, size, perm, id = ffi.unpack(out, _WORDS)
-            if nested:
-                return _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
-            # Any allocation here may run a finalizer that removes maps (a nested removal,
-            # which sets the token to None): the cache is written only after the last one,
-            # with the token read in the same step, so no removed map is ever stored.
+            iova, taddr, size, perm, id, removals = ffi.unpack(out, _WORDS + 1)
+            m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
             cache = self._cache
-            if type(cache) is list:  # r is the map's slot
-                if r >= len(cache):
+            key = r if type(cache) is list else taddr  # the slot, or the map's key
+            try:
+                cached = cache[key]
+            except LookupError:
+                cached = None
+                if type(cache) is list:
                     # Room for every map stored now, and a quarter more: one extension for a
                     # tree's first look-ups, not one each time a higher slot comes up.
                     want = max(r + 1, int(self._len_fn(self._h)))
                     cache.extend([None] * (want + (want >> 2) + 16 - len(cache)))
+            if cached == m:
+                return cached  # type: ignore[no-any-return]
+            try:
+                cache[key] = m
+                stored = True  # until the count is checked (see the finally clause)
+            except IndexError:  # emptied by clear() since: left uncached
+                return m
+            if _ib_removals_try(self._h) != removals:
+                # A removal ran since the copy: it may have dropped this entry before it was
+                # written, so it goes (None, or no key, is always safe: the next look-up fills).
                 try:
-                    m = cache[r]
-                    if m is None:
-                        m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
-                        if self._seq is not None:
-                            cache[r] = m
-                except IndexError:  # a nested clear() emptied the list: cache nothing
-                    m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
-            else:
-                m = cache.get(taddr)
-                if m is None:
-                    m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
-                    if self._seq is not None:
-                        cache[m[1]] = m  # the map's own int as the key: no second one
-            return m  # type: ignore[no-any-return]
+                    if cache[key] is m:
+                        if type(cache) is list:
+                            cache[key] = None
+                        else:
+                            del cache[key]
+                except LookupError:  # emptied, or taken out by another thread, since
+                    pass
+            stored = False
+            return m
         finally:
-            # Written out, with no call before release(): a call would let a signal
-            # handler's exception in (see the class's comment).
-            if nested is None:  # interrupted at the call that took the lock, or in its wait
-                try:
-                    nested = self._busy if lock._is_owned() else _NOT_HELD
-                except BaseException:  # interrupted again, after _is_owned(): ask once more
-                    nested = self._busy if lock._is_owned() else _NOT_HELD
-            if nested is not _NOT_HELD:
-                if not nested:  # the outer call: a new token if a nested removal ran
-                    self._busy = False
-                    if self._seq is None:
-                        self._seq = self._tokens = self._tokens + 1
-                lock.release()
+            if stored:  # interrupted before the count was checked: the entry may be stale
+                self._cache = {} if self._kind else []
+            self._seq = token
+            try:  # its own item, not the last (see the class's comment)
+                active.remove(token)
+            except ValueError:  # never appended
+                pass
+            pool.append(out)
 
     def _drop(self, entries: Iterable[int]) -> None:
-        """Take the maps of ``entries`` (removed from C) out of the cache; under ``_lock``."""
+        """Take the maps of ``entries`` (removed from C) out of the cache."""
         cache = self._cache
         if type(cache) is list:
             n = len(cache)
@@ -616,17 +615,18 @@ class _Tree(_Native, TreeContainer):
                 if (type(perm) is Perm and type(iova) is int and type(taddr) is int
                         and type(size) is int and type(id) is int):
                     try:
-                        rc = _ib_insert_map(self._h, iova, taddr, size, perm, id)
+                        rc = _ib_insert_map_try(self._h, iova, taddr, size, perm, id)
                     except OverflowError:
                         rc = _ERR_INVALID
                     if rc == _OK:
                         return
                     if rc == _ERR_OVERLAP:
                         return self._overlap(map)
-                    if rc != _ERR_INVALID:
+                    if rc != _ERR_INVALID and rc != _BUSY:
                         self._fail(rc)
         # Not a plain DMAMap of plain fields, or C found it invalid: rebuilding it through
-        # the constructor raises what the reference raises, or normalises it.
+        # the constructor raises what the reference raises, or normalises it.  (Or another
+        # call held the tree: this call waits for it.)
         self._check_open()
         map = T.check_map(map)
         rc = _ib_insert_map(self._h, *tuple.__iter__(map))
@@ -648,23 +648,23 @@ class _Tree(_Native, TreeContainer):
         if type(iova) is not int or type(size) is not int:  # only exact ints go to C
             self._check_open()
             iova, size = T.check_range(iova, size, self._key_name)
-        # Under the lock, so that no fill caches a map this removal takes away; look-ups
-        # meanwhile stop trusting the cache (see the class's comment).
-        lock = self._lock
-        nested: object = None
+        # An operation (see the class's comment): look-ups meanwhile stop trusting the cache.
+        active, token, done = self._active, self._next_token(), False
         try:
-            lock.acquire()
-            nested = self._busy
-            self._busy = True
-            self._seq = None
+            active.append(token)
             if size is _ZERO:  # one byte: C answers the entry of the map removed, if any
-                r = _ib_remove_at(self._h, iova)
+                r = _ib_remove_at_try(self._h, iova)
+                if r == _BUSY:  # another call holds the tree: wait for it
+                    r = _ib_remove_at(self._h, iova)
                 if r >= 0:
                     cache = self._cache
                     if type(cache) is not list:
                         cache.pop(r, None)
                     elif r < len(cache):
-                        cache[r] = None
+                        try:
+                            cache[r] = None
+                        except IndexError:  # emptied by clear() since
+                            pass
                     n = 1
                 elif r == _NONE:
                     n = 0
@@ -677,21 +677,18 @@ class _Tree(_Native, TreeContainer):
                 else:
                     n = r
             else:
-                n = self._remove_range(iova, size, nested)
-        except OverflowError:
-            n = _ERR_INVALID
+                n = self._remove_range(iova, size)
+            done = True
+        except OverflowError:  # from cffi, before the C call
+            n, done = _ERR_INVALID, True
         finally:
-            # As in _find_locked; a nested removal leaves the token None for the outer one.
-            if nested is None:  # interrupted at the call that took the lock, or in its wait
-                try:
-                    nested = self._busy if lock._is_owned() else _NOT_HELD
-                except BaseException:  # interrupted again, after _is_owned(): ask once more
-                    nested = self._busy if lock._is_owned() else _NOT_HELD
-            if nested is not _NOT_HELD:
-                if not nested:
-                    self._busy = False
-                    self._seq = self._tokens = self._tokens + 1
-                lock.release()
+            if not done:  # interrupted, maybe between C's removal and the drop: forget all
+                self._cache = {} if self._kind else []
+            self._seq = token
+            try:  # its own item, not the last (see the class's comment)
+                active.remove(token)
+            except ValueError:  # never appended
+                pass
         if n >= 0:
             return n
         if n == _ERR_INVALID:  # out of range, or a wrapping range: the checks name it
@@ -699,52 +696,50 @@ class _Tree(_Native, TreeContainer):
             T.check_range(iova, size, self._key_name)
         self._fail(n)
 
-    def _remove_range(self, iova: int, size: int, nested: object) -> int:
+    def _remove_range(self, iova: int, size: int) -> int:
         """The removal of ``_remove_key`` for a range of more than one byte: C writes the
-        entries of the maps it removed, which leave the cache.  Under ``_lock``; ``nested``
-        in another removal of this thread, which may be using ``_removed``."""
-        if not self._cache:  # nothing to drop: C need not say which maps went
-            return int(_ib_remove_entries(self._h, iova, size, ffi.NULL, 0))
-        entries, cap = self._removed, _REMOVED_INLINE
-        if nested:
-            entries = ffi.new("uint64_t[]", cap)
-        n = _ib_remove_entries(self._h, iova, size, entries, cap)
+        entries of the maps it removed, which leave the cache.  Always, even while the cache
+        is empty: a fill running beside this removal may cache one of its maps, and only a
+        fill that ends before the removal can notice (by the removal count) and undo it."""
+        pool = self._removed_pool
+        entries, cap = _pop(pool, _removed_buffer), _REMOVED_INLINE
+        try:
+            n = _ib_remove_entries_try(self._h, iova, size, entries, cap)
+            if n == _BUSY:  # another call holds the tree: wait for it
+                n = _ib_remove_entries(self._h, iova, size, entries, cap)
+            if 0 < n <= cap:
+                self._drop(ffi.unpack(entries, n))
+                return int(n)
+        finally:
+            pool.append(entries)
         while n > cap:
-            # Nothing removed: again, with room for all.  Inserts take no Python lock, so
+            # Nothing removed: again, with room for all.  Inserts are no operations, so
             # another thread's may have added maps to the range since: then again.
             cap = n + n // 8 + _REMOVED_INLINE
             entries = ffi.new("uint64_t[]", cap)
             n = _ib_remove_entries(self._h, iova, size, entries, cap)
-        if n > 0:
-            self._drop(ffi.unpack(entries, n))
+            if 0 < n <= cap:
+                self._drop(ffi.unpack(entries, n))
         return int(n)
 
     def _remove_all(self, call: Callable[[Any], int]) -> int:
-        """``call(h)``, which takes every map away (clear, close), as a removal: under
-        ``_lock``, the token None meanwhile (see the class's comment), then the cache emptied.
-        Answers what ``call`` answers.  (``remove`` does the same inline: it is a hot path.
-        The ``finally`` is written out here and there, not a shared method: a call before
-        ``release()`` would let a signal handler's exception in at its first instruction.)"""
-        lock = self._lock
-        nested: object = None
+        """``call(h)``, which takes every map away (clear, close), as an operation (see the
+        class's comment), then the cache emptied.  Answers what ``call`` answers.  (``remove``
+        does the same inline: it is a hot path.)"""
+        active, token, done = self._active, self._next_token(), False
         try:
-            lock.acquire()
-            nested = self._busy
-            self._busy = True
-            self._seq = None
+            active.append(token)
             rc = call(self._h)
             self._cache.clear()
+            done = True
         finally:
-            if nested is None:  # interrupted at the call that took the lock, or in its wait
-                try:
-                    nested = self._busy if lock._is_owned() else _NOT_HELD
-                except BaseException:  # interrupted again, after _is_owned(): ask once more
-                    nested = self._busy if lock._is_owned() else _NOT_HELD
-            if nested is not _NOT_HELD:
-                if not nested:
-                    self._busy = False
-                    self._seq = self._tokens = self._tokens + 1
-                lock.release()
+            if not done:  # interrupted, maybe between C's removal and the clear
+                self._cache = {} if self._kind else []
+            self._seq = token
+            try:  # its own item, not the last (see the class's comment)
+                active.remove(token)
+            except ValueError:  # never appended
+                pass
         return rc
 
     def clear(self) -> None:
@@ -793,7 +788,9 @@ class _Tree(_Native, TreeContainer):
         self._check_open()
         return self._range(_ib_find_all, T.check_range(key, size, self._key_name))
 
-    # The look-ups are written out in one frame each: one C call, one read of the cache.
+    # The look-ups are written out in one frame each: one C call, one read of the cache.  They,
+    # insert, the removals and the fill call the _try forms of iova-binding.h, whose cffi
+    # wrappers keep the GIL (csrc/iova-cffi.h); IB_BUSY sends them to a form that waits.
 
     def _find_key(self, iova: int, size: int = 0) -> DMAMap | None:
         """The stored map with the lowest key overlapping ``[iova, iova + size]``."""
@@ -809,15 +806,15 @@ class _Tree(_Native, TreeContainer):
                     m = self._cache[r]
                 except LookupError:  # not cached: past a list's end, or not in a dictionary
                     m = None
-                if m is not None and self._seq is seq and seq is not None:
+                if m is not None and self._seq is seq and not self._active:
                     return m  # type: ignore[no-any-return]
-                return self._find_locked(0, (iova, size, 0, 0), r, seq)
+                return self._fill_cache(0, (iova, size, 0, 0))
             if r == _NONE:
                 return None
             if r != _ERR_INVALID:
                 return self._cached(r, seq, 0, (iova, size, 0, 0))
         self._check_open()
-        return self._find_locked(0, (*T.check_range(iova, size, self._key_name), 0, 0))
+        return self._fill_cache(0, (*T.check_range(iova, size, self._key_name), 0, 0))
 
 
 class IOVATree(_Tree):
@@ -874,18 +871,18 @@ class IOVATree(_Tree):
                         m = self._cache[r]
                     except IndexError:  # past the end: not cached
                         m = None
-                    if m is not None and self._seq is seq and seq is not None:
+                    if m is not None and self._seq is seq and not self._active:
                         return m  # type: ignore[no-any-return]
                 elif r == _NONE:
                     return None
-                if r != _ERR_INVALID:  # a miss, or an error the slow path raises
-                    return self._find_locked(1, (translated_addr, size, 0, 0) if id is None
-                                             else (translated_addr, size, 1, id), r, seq)
+                if r != _ERR_INVALID:  # a miss, IB_BUSY, or an error (raised by the slow path)
+                    return self._fill_cache(1, (translated_addr, size, 0, 0) if id is None
+                                            else (translated_addr, size, 1, id))
         self._check_open()
         translated_addr, size = T.check_range(translated_addr, size, "translated_addr")
         id = T.check_optional_id(id)
         args = (translated_addr, size, 0, 0) if id is None else (translated_addr, size, 1, id)
-        return self._find_locked(1, args)
+        return self._fill_cache(1, args)
 
     def translate(
         self, translated_addr: int, length: int, id: int | None = None
