@@ -302,3 +302,87 @@ def test_the_cache_lock_is_not_lost_by_a_removal_that_fails() -> None:
         tree.remove(PAGE)
     with pytest.raises(ValueError):
         tree.find(PAGE)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "register_at_fork"), reason="no fork")
+def test_a_finalizer_run_during_the_fork_hooks_never_deadlocks() -> None:
+    """Threads make garbage whose ``__del__`` looks a map up in a tree, while the main thread
+    forks: the collector, run at an allocation of the fork hooks (which hold trees' locks),
+    called a tree the forking thread had locked, and waited for itself (in the parent or the
+    child) within a few hundred forks."""
+    run_script("""
+        import gc, os, threading
+        from iova_native import DMAMap, native
+
+        trees = [native.IOVATree([DMAMap(i * 0x1000, i * 0x1000, 0xfff) for i in range(1, 20)])
+                 for _ in range(50)]
+
+        class Buffer:
+            def __init__(self, tree, iova):
+                self.tree, self.iova, self.me = tree, iova, self  # a cycle
+
+            def __del__(self):
+                self.tree.find_iova(self.iova)
+
+        stop = threading.Event()
+
+        def churn():
+            j = 0
+            while not stop.is_set():
+                j += 1
+                Buffer(trees[j % 50], 0x1000 * (1 + j % 19))
+                trees[j % 50].find(0x1000 * (1 + j % 19))
+
+        threads = [threading.Thread(target=churn, daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for k in range(300):
+            gc.set_threshold(1 + k % 5)
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if gc.isenabled() else 3)
+            _, status = os.waitpid(pid, 0)
+            assert status == 0, status
+        stop.set()
+        for t in threads:
+            t.join()
+        assert gc.isenabled()
+        print("ok")
+    """)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer")
+                    or not hasattr(__import__("os"), "register_at_fork"), reason="no fork")
+def test_a_signal_handler_run_during_the_fork_hooks_never_deadlocks() -> None:
+    """A timer's handler looks maps up in every tree while the main thread forks."""
+    run_script("""
+        import os, signal
+        from iova_native import DMAMap, native
+
+        trees = [native.IOVATree([DMAMap(i * 0x1000, i * 0x1000, 0xfff) for i in range(1, 20)])
+                 for _ in range(200)]
+        calls = [0]
+
+        def handler(*_):
+            calls[0] += 1
+            for t in trees[calls[0] % 40::40]:
+                t.find_iova(0x3000)
+
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 1e-4, 1e-4)
+        for k in range(300):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            while True:
+                try:
+                    os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    pass
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        assert not mask, mask  # the hooks gave the mask back
+        print(calls[0], "handler calls")
+        print("ok")
+    """)

@@ -19,14 +19,18 @@ back after it, in the parent and in the child: every tree is usable in the child
 as they were between two calls.  A tree the hooks did not lock (created by another thread in the
 instant before the fork) and that the child finds locked is *lost*: its contents may be
 half-changed, so the child treats it as closed (``ValueError`` naming the cause) and never reads
-or frees it; ``close()`` works.
+or frees it; ``close()`` works.  Meanwhile the garbage collector is off and the forking
+thread's signals are blocked: a finalizer or a signal handler calling a tree the hooks hold
+would wait for itself (``_fork_prepare``).
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import os
+import signal
 import sys
 import threading
 import weakref
@@ -1253,6 +1257,7 @@ _lost_at_fork: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDict
 # (and free a tree under it, _free_outside_fork) in the forking thread during _fork_prepare.
 _fork_serial = threading.RLock()
 _fork_locked: list[_Native] = []  # the objects this process's forking thread has locked
+_fork_saved: list[Any] = []  # the forking thread's collector state and signal mask
 
 
 def _free_outside_fork(
@@ -1266,8 +1271,17 @@ def _free_outside_fork(
 
 def _fork_prepare() -> None:
     """Before fork(): lock every live object.  Each lock call releases the GIL while it waits,
-    so other threads can finish their calls (and create objects, picked up by the next pass)."""
+    so other threads can finish their calls (and create objects, picked up by the next pass).
+
+    Python code that ran in this thread while the hooks hold objects' locks, and called one
+    of them, would wait for itself: a finalizer the garbage collector runs at an allocation
+    (a ``__del__`` that unmaps a buffer), or a signal handler.  So the collector is off and
+    this thread's signals are blocked from here until the hooks after the fork give the
+    locks back (a signal already caught runs its handler at the first call below, before
+    any lock is taken; the others wait in the kernel)."""
     _fork_serial.acquire()
+    _fork_saved[:] = [gc.isenabled(), _block_signals()]
+    gc.disable()
     taken: set[int] = set()
     while True:
         fresh = [obj for key, obj in list(_live.items()) if key not in taken]
@@ -1283,7 +1297,7 @@ def _fork_parent() -> None:
     for obj in _fork_locked:
         obj._fork_unlock_fn(obj._h)
     _fork_locked.clear()
-    _fork_serial.release()
+    _fork_restore()
 
 
 def _fork_child() -> None:
@@ -1292,6 +1306,25 @@ def _fork_child() -> None:
         if obj._fork_child_fn(obj._h, key in locked):
             _lost_at_fork[key] = obj
     _fork_locked.clear()
+    _fork_restore()
+
+
+def _block_signals() -> Any:
+    """Block every signal in this thread; the mask before, or None where there is none."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+
+
+def _fork_restore() -> None:
+    """After fork(), once every lock is given back: the collector and the signal mask as
+    _fork_prepare found them, then the hooks' own lock."""
+    enabled, mask = _fork_saved
+    _fork_saved.clear()
+    if enabled:
+        gc.enable()
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     _fork_serial.release()
 
 
