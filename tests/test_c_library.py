@@ -436,6 +436,46 @@ def test_alloc_of_an_unpermitted_map_is_refused_first_and_writes_nothing(
     assert run(theirs).splitlines() == ["rc -3 iova 77 canaries 1", "rc -1 iova 10000 canaries 1"]
 
 
+PERM_ABOVE_RW = r"""
+#include "qemu/osdep.h"
+#include "qemu/iova-tree.h"
+
+/* Maps whose perm is 1 to 7 (4 to 7 are no IOMMUAccessFlags value) inserted, GPA-inserted
+ * and allocated; one line per perm with the three answers. */
+int main(void)
+{
+    IOVATree *tree = iova_tree_new(), *gpa = gpa_tree_new();
+
+    for (int p = 1; p < 8; p++) {
+        DMAMap m = { .iova = 0x1000 * p, .translated_addr = 0x1000 * p, .size = 0xfff,
+                     .perm = (IOMMUAccessFlags)p };
+        DMAMap a = { .translated_addr = 0x9000, .size = 0xff, .perm = (IOMMUAccessFlags)p };
+        int inserted = iova_tree_insert(tree, &m), gpa_inserted = gpa_tree_insert(gpa, &m);
+        int allocated = iova_tree_alloc_map(tree, &a, 0x100000, 0x1fffff);
+        printf("perm %d insert %d gpa %d alloc %d\n", p, inserted, gpa_inserted, allocated);
+    }
+    iova_tree_destroy(tree);
+    iova_tree_destroy(gpa);
+    return 0;
+}
+"""
+
+
+def test_a_perm_above_iommu_rw_is_refused_where_qemu_stores_it(
+        tmp_path: Path, qemu: Path, seeded_qemu: Path, project_library: Path) -> None:
+    """Deviation 11 in C: the project answers IOVA_ERR_INVALID for a perm that is no
+    IOMMUAccessFlags value, in insert, gpa_tree_insert and alloc; QEMU's tree stores it."""
+    source = tmp_path / "perm-above-rw.c"
+    source.write_text(PERM_ABOVE_RW)
+    ours = build_on_project(tmp_path, "perm-ours", [source], project_library, [qemu / "shim"])
+    theirs = build_on_qemu(tmp_path, "perm-qemu", [source], seeded_qemu, qemu)
+    ok = [f"perm {p} insert 0 gpa 0 alloc 0" for p in range(1, 4)]
+    assert run(ours).splitlines() == ok + [f"perm {p} insert -1 gpa -1 alloc -1"
+                                          for p in range(4, 8)]
+    assert run(theirs).splitlines() == ok + [f"perm {p} insert 0 gpa 0 alloc 0"
+                                            for p in range(4, 8)]
+
+
 # ------------------------------------------------------------------ the installed package
 
 

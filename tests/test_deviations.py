@@ -210,3 +210,24 @@ def test_10_alloc_of_a_map_without_permission_is_invalid_before_any_search(IOVAT
             t.alloc(0xFFF, perm=Perm.NONE, iova_last=iova_last)
     assert t.maps() == [DMAMap(0, 0, 0xFFFF)]
     t.check()
+
+
+def test_11_a_permission_outside_qemus_flags_is_invalid(IOVATree, GPATree, VhostIOVATree):
+    """11. A map whose permission is none of `IOMMUAccessFlags`' values (a `Perm` outside
+    0..3) is refused with `InvalidMapError` by `insert`, `alloc`, `GPATree.insert` and
+    `VhostIOVATree`'s allocations, as `IOMMU_NONE` is. QEMU refuses only `IOMMU_NONE`."""
+    for perm in (Perm(4), Perm.RW | 8, Perm(7)):
+        forged = tuple.__new__(DMAMap, (0x1000, 0x2000, 0xFFF, perm, 0))
+        for tree in (IOVATree(), GPATree()):
+            with pytest.raises(InvalidMapError):
+                tree.insert(forged)
+            assert tree.maps() == []
+        t = IOVATree()
+        with pytest.raises(InvalidMapError):
+            t.alloc(0xFFF, perm=perm)
+        v = VhostIOVATree(0, 1 << 20, 0x1000)
+        with pytest.raises(InvalidMapError):
+            v.map_alloc(0xFFF, 0x5000, perm)
+        with pytest.raises(InvalidMapError):
+            v.map_alloc_gpa(0xFFF, 0x5000, perm)
+        assert (t.maps(), v.allocated()) == ([], [])
