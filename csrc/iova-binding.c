@@ -23,25 +23,53 @@ void ib_guard_init(IBGuard *g, void *object)
     g_mutex_init(&g->lock);
     g->object = object;
     g->generation = 0;
+    g->fork_owner = NULL;
+}
+
+/* Whether this thread holds @g's lock for fork() (see ib_guard_fork_lock()). */
+static gboolean held_for_fork(IBGuard *g)
+{
+    gpointer owner = g_atomic_pointer_get(&g->fork_owner);
+    return owner && owner == (gpointer)g_thread_self();
+}
+
+/* Take @g's lock, or go in under this thread's fork() hold; FALSE (busy) only if !@wait. */
+static gboolean guard_lock(IBGuard *g, gboolean wait)
+{
+    if (g_mutex_trylock(&g->lock) || held_for_fork(g)) {
+        return TRUE;
+    }
+    if (wait) {
+        g_mutex_lock(&g->lock);
+    }
+    return wait;
+}
+
+static void guard_unlock(IBGuard *g)
+{
+    if (!held_for_fork(g)) {
+        g_mutex_unlock(&g->lock);
+    }
 }
 
 void *ib_guard_enter(IBGuard *g)
 {
-    g_mutex_lock(&g->lock);
-    if (!g->object) {
-        g_mutex_unlock(&g->lock);
+    guard_lock(g, TRUE);
+    void *object = g->object;
+    if (!object) {
+        guard_unlock(g);
     }
-    return g->object;
+    return object;
 }
 
 gboolean ib_guard_try_enter(IBGuard *g, void **object)
 {
-    if (!g_mutex_trylock(&g->lock)) {
+    if (!guard_lock(g, FALSE)) {
         return FALSE;
     }
     *object = g->object;
-    if (!g->object) {
-        g_mutex_unlock(&g->lock);
+    if (!*object) {
+        guard_unlock(g);
     }
     return TRUE;
 }
@@ -51,16 +79,16 @@ void ib_guard_leave(IBGuard *g, gboolean changed)
     if (changed) {
         g->generation++;
     }
-    g_mutex_unlock(&g->lock);
+    guard_unlock(g);
 }
 
 void *ib_guard_close(IBGuard *g)
 {
-    g_mutex_lock(&g->lock);
+    guard_lock(g, TRUE);
     void *object = g->object;
     g->object = NULL;
     g->generation++;
-    g_mutex_unlock(&g->lock);
+    guard_unlock(g);
     return object;
 }
 
@@ -74,15 +102,18 @@ gboolean ib_memory_room(size_t bytes)
 void ib_guard_fork_lock(IBGuard *g)
 {
     g_mutex_lock(&g->lock);
+    g_atomic_pointer_set(&g->fork_owner, g_thread_self());
 }
 
 void ib_guard_fork_unlock(IBGuard *g)
 {
+    g_atomic_pointer_set(&g->fork_owner, NULL);
     g_mutex_unlock(&g->lock);
 }
 
 gboolean ib_guard_fork_child(IBGuard *g, gboolean locked)
 {
+    g_atomic_pointer_set(&g->fork_owner, NULL);
     if (locked || g_mutex_trylock(&g->lock)) {
         g_mutex_unlock(&g->lock);
         return FALSE;

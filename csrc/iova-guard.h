@@ -14,6 +14,7 @@ typedef struct IBGuard {
     GMutex lock;
     void *object;        /* NULL once closed */
     int64_t generation;  /* bumped by every successful change */
+    gpointer fork_owner; /* the thread holding @lock for fork() (atomic), or NULL */
 } IBGuard;
 
 /**
@@ -64,6 +65,10 @@ gboolean ib_memory_room(size_t bytes);
 /**
  * ib_guard_fork_lock: take the lock before fork(), waiting for a call in flight to finish.
  * ib_guard_fork_unlock gives it back (in the parent, or in the child that took it).
+ * Meanwhile the thread that took it goes in without locking (ib_guard_enter() and the
+ * others): Python code runs in it while it holds the locks (a finalizer the garbage
+ * collector calls, a signal handler, another fork hook), and a call of that code on the
+ * object would otherwise wait for its own thread for ever.  No other thread is inside then.
  */
 void ib_guard_fork_lock(IBGuard *g);
 void ib_guard_fork_unlock(IBGuard *g);

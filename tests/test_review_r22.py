@@ -1,0 +1,144 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Review r22 of the cache with no Python lock and the calls that keep the GIL (3d89e22).
+
+What held: the cache under threads with slot reuse, signal handlers and finalizers calling the
+same tree, interrupts (docs/reliability.md, the seventh review).  What did not:
+
+* Python code that runs in the thread forking, while the fork hooks hold every tree's lock: a
+  finalizer the garbage collector calls in ``_fork_prepare`` (or in the child's or the
+  parent's hooks), a signal handler there, or another fork hook that runs after ours.  Its
+  call on a locked tree waited for its own thread for ever (a try form answered IB_BUSY, and
+  the waiting form then waited).  Now the thread holding a guard's lock for fork() goes in
+  without locking (csrc/iova-guard.h): no other thread is inside then.
+
+Each scenario runs in a fresh interpreter, so that a hang is a timeout, not a stuck test run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("iova_native.native")
+
+TIMEOUT = 30
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="needs fork()")
+
+
+def run_script(body: str) -> str:
+    """Run ``body`` in a fresh interpreter; it must print ``ok`` last, within TIMEOUT."""
+    code = textwrap.dedent(body)
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the scenario hung (no answer in {TIMEOUT} s): {exc.stdout!r}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "ok", result.stdout[-2000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("cls", ["IOVATree", "GPATree", "VhostIOVATree"])
+def test_a_fork_hook_that_runs_after_ours_can_use_a_tree(cls: str) -> None:
+    """Hooks registered before iova_native was imported run after its ``before`` hook (which
+    has locked every tree) and before its child and parent hooks (which unlock them).  Their
+    calls on a tree hung; now they answer, and change the tree that both processes keep."""
+    run_script(f"""
+        import os
+        T, seen = [], []
+
+        def use(where):
+            if not T:
+                return
+            t = T[0]
+            if {cls!r} == "VhostIOVATree":
+                m = t.map_alloc(0xFFF, 0x5000)
+                seen.append((where, t.find_iova(0x5000) == m, t.remove(m.iova, m.size) == 1))
+                return
+            from iova_native import DMAMap
+            k = 0 if {cls!r} == "IOVATree" else 1
+            m = DMAMap(0x9000, 0x90000, 0xFFF)
+            seen.append((where, t.find(0x1000 if k == 0 else 0x10000) is not None))
+            t.insert(m)
+            seen.append((where, t.find(m[k] + 4) == m, t.remove(m[k]) == 1, t.find(m[k]) is None))
+
+        os.register_at_fork(before=lambda: use("before"),
+                            after_in_parent=lambda: use("parent"),
+                            after_in_child=lambda: use("child"))
+        from iova_native import DMAMap, native
+        if {cls!r} == "VhostIOVATree":
+            T.append(native.VhostIOVATree(0x1000, (1 << 40) - 1))
+        else:
+            T.append(native.{cls}([DMAMap(0x1000, 0x10000, 0xFFF)]))
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            T[0].check()
+            os.write(w, repr(seen).encode())
+            os._exit(0 if all(all(s[1:]) for s in seen) and len(seen) >= 2 else 1)
+        _, status = os.waitpid(pid, 0)
+        child = os.read(r, 10000).decode()
+        assert status == 0, child
+        assert all(all(s[1:]) for s in seen), seen
+        assert {{s[0] for s in seen}} == {{"before", "parent"}}, seen
+        T[0].check()
+        print("ok")
+    """)
+
+
+def test_a_finalizer_run_while_fork_holds_the_trees_can_use_a_tree() -> None:
+    """Another thread makes cyclic garbage whose finalizer looks up, removes and inserts on a
+    tree; the collector runs (threshold 1) in the forking thread inside the fork hooks, whose
+    own allocations trigger it, after some trees are locked.  That hung within a few dozen
+    forks; now 100 forks finish, and every answer in the finalizers is right."""
+    run_script("""
+        import gc, os, threading, time
+        from iova_native import DMAMap, native
+
+        trees = [native.IOVATree([DMAMap(0x1000 * i, 0x100000 + 0x1000 * i, 0xFFF)
+                                  for i in range(1, 50)]) for _ in range(40)]
+        T = trees[-1]
+        M = DMAMap(0x1000, 0x101000, 0xFFF)
+        wrong = []
+
+        class Cycle:
+            def __init__(self):
+                self.me = self
+
+            def __del__(self):
+                if T.find(0x1004) != M or T.find_iova(0x101004) != M:
+                    wrong.append("find")
+                if T.remove(0x1000) != 1:
+                    wrong.append("remove")
+                T.insert(M)
+
+        stop = []
+
+        def garbage():
+            while not stop:
+                Cycle()
+                time.sleep(0)  # the GIL to the forking thread, between its fork hooks' calls
+
+        worker = threading.Thread(target=garbage, daemon=True)
+        worker.start()
+        gc.set_threshold(1)
+        for _ in range(100):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        stop.append(True)
+        worker.join()
+        gc.set_threshold(700)
+        gc.collect()
+        assert not wrong, wrong[:5]
+        for t in trees:
+            t.check()
+        assert T.find(0x1000) == M
+        print("ok")
+    """)
