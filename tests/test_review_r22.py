@@ -4,12 +4,14 @@
 What held: the cache under threads with slot reuse, signal handlers and finalizers calling the
 same tree, interrupts (docs/reliability.md, the seventh review).  What did not:
 
-* Python code that runs in the thread forking, while the fork hooks hold every tree's lock: a
-  finalizer the garbage collector calls in ``_fork_prepare`` (or in the child's or the
-  parent's hooks), a signal handler there, or another fork hook that runs after ours.  Its
-  call on a locked tree waited for its own thread for ever (a try form answered IB_BUSY, and
-  the waiting form then waited).  Now the thread holding a guard's lock for fork() goes in
-  without locking (csrc/iova-guard.h): no other thread is inside then.
+* Python code that runs in the thread forking, while the fork hooks hold every tree's lock,
+  and calls a tree: its call waited for its own thread for ever (a try form answered IB_BUSY,
+  and the waiting form then waited).  The hooks turn the collector off and block the forking
+  thread's signals (tests/test_review_r21.py), which leaves: a signal delivered to another
+  thread, whose Python handler runs in the main thread all the same; a fork hook registered
+  before iova_native was imported (run between ours); (not seen, by the same path) a finalizer
+  run by a reference count reaching zero.  Now the thread holding a guard's lock for fork() goes in without locking
+  (csrc/iova-guard.h): no other thread is inside then.
 
 Each scenario runs in a fresh interpreter, so that a hang is a timeout, not a stuck test run.
 """
@@ -93,9 +95,9 @@ def test_a_fork_hook_that_runs_after_ours_can_use_a_tree(cls: str) -> None:
 
 def test_a_finalizer_run_while_fork_holds_the_trees_can_use_a_tree() -> None:
     """Another thread makes cyclic garbage whose finalizer looks up, removes and inserts on a
-    tree; the collector runs (threshold 1) in the forking thread inside the fork hooks, whose
-    own allocations trigger it, after some trees are locked.  That hung within a few dozen
-    forks; now 100 forks finish, and every answer in the finalizers is right."""
+    tree, and the collector runs at threshold 1: the forking thread's finalizers must not
+    wait for the trees it holds (before the hooks turned the collector off, this hung within
+    a few dozen forks), and every answer in the finalizers is right."""
     run_script("""
         import gc, os, threading, time
         from iova_native import DMAMap, native
@@ -140,5 +142,51 @@ def test_a_finalizer_run_while_fork_holds_the_trees_can_use_a_tree() -> None:
         for t in trees:
             t.check()
         assert T.find(0x1000) == M
+        print("ok")
+    """)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs setitimer")
+def test_a_signal_taken_by_another_thread_during_fork_never_deadlocks() -> None:
+    """A 100 µs timer while the main thread forks 300 times beside a thread that does not
+    block signals: the kernel hands SIGALRM to that thread, and Python runs the handler in the
+    main thread at its next check, inside the fork hooks (blocking the forking thread's
+    signals does not stop it).  The handler's look-up hung there; now every one answers."""
+    run_script("""
+        import os, signal, threading, time
+        from iova_native import DMAMap, native
+
+        trees = [native.IOVATree([DMAMap(0x1000 * i, 0x100000 + 0x1000 * i, 0xFFF)
+                                  for i in range(1, 50)]) for _ in range(40)]
+        T = trees[-1]
+        M = DMAMap(0x1000, 0x101000, 0xFFF)
+        wrong, ran = [], []
+
+        def handler(signum, frame):
+            ran.append(1)
+            if T.find(0x1004) != M or T.find_iova(0x101004) != M:
+                wrong.append(1)
+
+        signal.signal(signal.SIGALRM, handler)
+        stop = []
+
+        def other():
+            while not stop:
+                time.sleep(0.0001)
+
+        worker = threading.Thread(target=other, daemon=True)
+        worker.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
+        for _ in range(300):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        stop.append(True)
+        worker.join()
+        assert ran and not wrong, (len(ran), len(wrong))
+        for t in trees:
+            t.check()
         print("ok")
     """)
