@@ -9,9 +9,9 @@ same tree, interrupts (docs/reliability.md, the seventh review).  What did not:
   and the waiting form then waited).  The hooks turn the collector off and block the forking
   thread's signals (tests/test_review_r21.py), which leaves: a signal delivered to another
   thread, whose Python handler runs in the main thread all the same; a fork hook registered
-  before iova_native was imported (run between ours); (not seen, by the same path) a finalizer
-  run by a reference count reaching zero.  Now the thread holding a guard's lock for fork() goes in without locking
-  (csrc/iova-guard.h): no other thread is inside then.
+  before iova_native was imported (run between ours); (not seen, by the same path) a
+  finalizer run by a reference count reaching zero.  Now the thread holding a guard's lock
+  for fork() goes in without locking (csrc/iova-guard.h): no other thread is inside then.
 
 Each scenario runs in a fresh interpreter, so that a hang is a timeout, not a stuck test run.
 """
