@@ -420,19 +420,35 @@ static int enter(IBTree *t, gboolean wait, IOVATree **tree)
     return object ? IOVA_OK : IB_CLOSED;
 }
 
+/*
+ * enter() for a call that stores a map of permission @perm: IOVA_OK with the tree in *@tree;
+ * or, the guard left again, IOVA_ERR_INVALID for a @perm above IOMMU_RW, or IOVA_ERR_OOM
+ * when memory runs short (checked before GLib may allocate, which would abort); or enter()'s.
+ */
+static int enter_to_store(IBTree *t, gboolean wait, uint64_t perm, IOVATree **tree)
+{
+    int rc = enter(t, wait, tree);
+    if (rc != IOVA_OK) {
+        return rc;
+    }
+    rc = perm > IOMMU_RW ? IOVA_ERR_INVALID : !ib_memory_room(0) ? IOVA_ERR_OOM : IOVA_OK;
+    if (rc != IOVA_OK) {
+        ib_guard_leave(&t->guard, FALSE);
+    }
+    return rc;
+}
+
 /* ib_tree_insert(), waiting for the lock (@wait) or not (IB_BUSY). */
 static int insert_map(IBTree *t, gboolean wait, uint64_t iova, uint64_t translated_addr,
                       uint64_t size, uint64_t perm, uint64_t id, uint64_t *existing)
 {
     DMAMap map = { iova, translated_addr, size, id, (IOMMUAccessFlags)perm };
     IOVATree *tree;
-    int rc = enter(t, wait, &tree);
+    int rc = enter_to_store(t, wait, perm, &tree);
     if (rc != IOVA_OK) {
         return rc;
     }
-    rc = perm > IOMMU_RW         ? IOVA_ERR_INVALID
-         : !ib_memory_room(0) ? IOVA_ERR_OOM
-                              : iova_tree_insert(tree, &map);
+    rc = iova_tree_insert(tree, &map);
     if (rc == IOVA_ERR_OVERLAP && existing) {
         ib_map_out(iova_tree_find(tree, &map), existing);
     }
@@ -853,28 +869,60 @@ int64_t ib_tree_remove_at_try(IBTree *t, uint64_t key)
     return remove_at(t, FALSE, key);
 }
 
-int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
-                          uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
-                          int top_down)
+/*
+ * ib_tree_alloc_key(), waiting for the lock (@wait) or not (IB_BUSY).  A key in the top
+ * -IB_CODE_MIN of the space goes to *@top, not to errno: any cffi call made before Python
+ * reads errno (a signal handler's, a finalizer's) would change it.
+ */
+static int64_t alloc_key(IBTree *t, gboolean wait, uint64_t size, uint64_t translated_addr,
+                         uint64_t perm, uint64_t id, uint64_t iova_begin, uint64_t iova_last,
+                         uint64_t align, int top_down, uint64_t *top)
 {
     DMAMap map = { 0, translated_addr, size, id, (IOMMUAccessFlags)perm };
-    IOVATree *tree = ib_guard_enter(&t->guard);
-    if (!tree) {
-        return IB_CLOSED;
+    IOVATree *tree;
+    int rc = enter_to_store(t, wait, perm, &tree);
+    if (rc != IOVA_OK) {
+        return rc;
     }
-    int rc = perm > IOMMU_RW     ? IOVA_ERR_INVALID
-             : !ib_memory_room(0) ? IOVA_ERR_OOM
-                                  : iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last,
-                                                             align, top_down ? IOVA_ALLOC_LAST
-                                                                             : IOVA_ALLOC_FIRST);
+    rc = iova_tree_alloc_map_full(tree, &map, iova_begin, iova_last, align,
+                                  top_down ? IOVA_ALLOC_LAST : IOVA_ALLOC_FIRST);
     ib_guard_leave(&t->guard, rc == IOVA_OK);
-    return rc == IOVA_OK ? key_answer(map.iova) : rc;
+    if (rc != IOVA_OK) {
+        return rc;
+    }
+    if (map.iova >= (uint64_t)(int64_t)IB_CODE_MIN) {
+        *top = map.iova;
+        return IB_TOP;
+    }
+    return (int64_t)map.iova;
+}
+
+int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
+                          uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
+                          int top_down, uint64_t *top)
+{
+    return alloc_key(t, TRUE, size, translated_addr, perm, id, iova_begin, iova_last, align,
+                     top_down, top);
+}
+
+int64_t ib_tree_alloc_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
+                              uint64_t perm, uint64_t id, uint64_t iova_begin,
+                              uint64_t iova_last, uint64_t align, int top_down, uint64_t *top)
+{
+    return alloc_key(t, FALSE, size, translated_addr, perm, id, iova_begin, iova_last, align,
+                     top_down, top);
 }
 
 int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_addr,
-                                uint64_t perm, uint64_t id)
+                                uint64_t perm, uint64_t id, uint64_t *top)
 {
-    return ib_tree_alloc_key(t, size, translated_addr, perm, id, 0, UINT64_MAX, 1, 0);
+    return alloc_key(t, TRUE, size, translated_addr, perm, id, 0, UINT64_MAX, 1, 0, top);
+}
+
+int64_t ib_tree_alloc_first_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
+                                    uint64_t perm, uint64_t id, uint64_t *top)
+{
+    return alloc_key(t, FALSE, size, translated_addr, perm, id, 0, UINT64_MAX, 1, 0, top);
 }
 
 /* ---------------------------------------------------------------- timing from C */

@@ -171,14 +171,22 @@ int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
 int64_t ib_tree_remove_at_try(IBTree *t, uint64_t key);
 /*
  * Allocate as iova_tree_alloc_map_full() (@top_down: the last fit); the IOVA placed, crossing
- * as entries do (see IB_CODE_MIN), or an IOVA_ERR_* code, or IB_CLOSED.
+ * as entries do (see IB_CODE_MIN) but for the top -IB_CODE_MIN of the space: there the answer
+ * is IB_TOP and the IOVA is in *@top (not errno, which a signal handler's or a finalizer's cffi
+ * call may change before Python reads it).  Or an IOVA_ERR_* code, or IB_CLOSED (_try: or
+ * IB_BUSY, see ib_tree_find_entry_try()).
  */
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                           uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
-                          int top_down);
+                          int top_down, uint64_t *top);
+int64_t ib_tree_alloc_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
+                              uint64_t perm, uint64_t id, uint64_t iova_begin,
+                              uint64_t iova_last, uint64_t align, int top_down, uint64_t *top);
 /* ib_tree_alloc_key() over the whole space, first fit, no alignment. */
 int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_addr,
-                                uint64_t perm, uint64_t id);
+                                uint64_t perm, uint64_t id, uint64_t *top);
+int64_t ib_tree_alloc_first_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
+                                    uint64_t perm, uint64_t id, uint64_t *top);
 
 /*
  * Timing of the core's own calls on @t's tree, from C: what the same operation costs without

@@ -26,6 +26,8 @@ import pytest
 
 from iova_native import DMAMap, OverlapError, Perm, reference
 
+MAX_U64 = (1 << 64) - 1
+
 native = pytest.importorskip("iova_native.native")
 from iova_native._core import ffi, lib  # noqa: E402
 
@@ -34,7 +36,8 @@ TRY_FUNCTIONS = {
     "ib_tree_find_entry_try", "ib_tree_find_entry_at_try", "ib_tree_find_iova_entry_try",
     "ib_tree_find_iova_entry_at_try", "ib_tree_find_iova_id_entry_try",
     "ib_tree_insert_map_try", "ib_tree_remove_at_try", "ib_tree_remove_entries_try",
-    "ib_tree_removals_try", "ib_tree_find_map_try", "ib_spin_try",
+    "ib_tree_removals_try", "ib_tree_find_map_try", "ib_tree_alloc_key_try",
+    "ib_tree_alloc_first_key_try", "ib_spin_try",
 }
 HOLD_S = 0.15
 
@@ -124,6 +127,10 @@ TRY_CALLS: list[tuple[str, Callable[[Any], int]]] = [
     ("remove_at", lambda h: lib.ib_tree_remove_at_try(h, 0x3000)),
     ("remove_entries", lambda h: lib.ib_tree_remove_entries_try(h, 0, 0x4000, ffi.NULL, 0)),
     ("removals", lambda h: lib.ib_tree_removals_try(h)),
+    ("alloc_key", lambda h: lib.ib_tree_alloc_key_try(h, 0xFFF, 0, 3, 0, 0, MAX_U64, 1, 1,
+                                                      ffi.new("uint64_t[1]"))),
+    ("alloc_first_key", lambda h: lib.ib_tree_alloc_first_key_try(h, 0xFFF, 0, 3, 0,
+                                                                  ffi.new("uint64_t[1]"))),
     ("find_map", lambda h: lib.ib_tree_find_map_try(h, 0, 0x1000, 0, 0, 0,
                                                      ffi.new("uint64_t[6]"))),
     ("find_iova_map", lambda h: lib.ib_tree_find_map_try(h, 1, 0x10000, 0, 1, 7,
@@ -459,3 +466,32 @@ def test_a_fill_interrupted_before_its_check_leaves_no_stale_entry(
     assert tree.find(B.iova) == B
     assert tree.find_iova(B.translated_addr) == B
     assert tree._active == []
+
+
+def test_an_alloc_at_the_top_answers_its_own_iova_whatever_runs_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An alloc that places a map in the top 128 bytes of the space (answer IB_TOP) once read
+    its IOVA from errno, after the call: a cffi call made in between, by a signal handler or a
+    finalizer (here another tree's alloc at the top), changed it, and alloc answered another
+    IOVA than the one stored.  C now writes it into a buffer of the call's own."""
+    tree, other = native.IOVATree(), native.IOVATree()
+
+    nested = [False]
+
+    def between(real: Callable[..., int]) -> Callable[..., int]:
+        def call(*args: Any) -> int:
+            answer = int(real(*args))
+            if not nested[0]:
+                nested[0] = True
+                other.alloc(0, iova_begin=MAX_U64 - 100, iova_last=MAX_U64)  # its own IB_TOP
+                nested[0] = False
+            return answer
+        return call
+
+    for name in ("_ib_alloc_key_try", "_ib_alloc_key"):  # (the first did not exist before)
+        if hasattr(native, name):
+            monkeypatch.setattr(native, name, between(getattr(native, name)))
+    m = tree.alloc(0, 7, iova_begin=MAX_U64 - 3, iova_last=MAX_U64, policy="last")
+    assert m.iova == MAX_U64 and tree.maps() == [m]
+    m = tree.alloc(0, 7, iova_begin=MAX_U64 - 3, iova_last=MAX_U64, policy="last")
+    assert m.iova == MAX_U64 - 1 and tree.maps()[0] == m

@@ -67,9 +67,14 @@ int64_t ib_tree_remove_entries_try(IBTree *t, uint64_t key, uint64_t size, uint6
                                    size_t cap);
 int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, uint64_t perm,
                           uint64_t id, uint64_t iova_begin, uint64_t iova_last, uint64_t align,
-                          int top_down);
+                          int top_down, uint64_t *top);
+int64_t ib_tree_alloc_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
+                              uint64_t perm, uint64_t id, uint64_t iova_begin,
+                              uint64_t iova_last, uint64_t align, int top_down, uint64_t *top);
 int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_addr,
-                                uint64_t perm, uint64_t id);
+                                uint64_t perm, uint64_t id, uint64_t *top);
+int64_t ib_tree_alloc_first_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
+                                    uint64_t perm, uint64_t id, uint64_t *top);
 #define IB_TIME_FIND ...
 #define IB_TIME_FIND_IOVA ...
 #define IB_TIME_FIND_IOVA_ID ...

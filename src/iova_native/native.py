@@ -91,7 +91,9 @@ _ib_remove_entries_try = lib.ib_tree_remove_entries_try
 _ib_remove_at = lib.ib_tree_remove_at
 _ib_remove_at_try = lib.ib_tree_remove_at_try
 _ib_alloc_key = lib.ib_tree_alloc_key
+_ib_alloc_key_try = lib.ib_tree_alloc_key_try
 _ib_alloc_first_key = lib.ib_tree_alloc_first_key
+_ib_alloc_first_key_try = lib.ib_tree_alloc_first_key_try
 _NONE = lib.IB_NONE
 _TOP = lib.IB_TOP
 _BUSY = lib.IB_BUSY
@@ -919,33 +921,51 @@ class IOVATree(_Tree):
         """Place, insert and return a map of ``size``: lowest (``"first"``) or highest
         (``"last"``) ``align``-aligned IOVA in ``[iova_begin, iova_last]`` where it fits."""
         if type(size) is type(translated_addr) is type(id) is int and type(perm) is Perm:
+            # A word for C to write an IOVA in the top -IB_CODE_MIN bytes into (IB_TOP): a
+            # buffer of this call's own, since another thread's alloc may answer IB_TOP too.
+            pool = self._fill_pool
+            try:
+                top = pool.pop()
+            except IndexError:  # empty, or emptied by another thread since
+                top = _fill_buffer()
             try:
                 if (iova_begin is _ZERO and iova_last is MAX_U64 and align is _ONE
                         and policy is _FIRST):  # the defaults, in one C call of five words
-                    r = _ib_alloc_first_key(self._h, size, translated_addr, perm, id)
+                    r = _ib_alloc_first_key_try(self._h, size, translated_addr, perm, id, top)
+                    if r == _BUSY:  # another call holds the tree: wait for it
+                        r = _ib_alloc_first_key(self._h, size, translated_addr, perm, id, top)
                 elif (type(iova_begin) is type(iova_last) is type(align) is int
                       and type(policy) is str and policy in _POLICIES):
-                    r = _ib_alloc_key(self._h, size, translated_addr, perm, id, iova_begin,
-                                      iova_last, align, _POLICIES[policy])
+                    r = _ib_alloc_key_try(self._h, size, translated_addr, perm, id,
+                                          iova_begin, iova_last, align, _POLICIES[policy], top)
+                    if r == _BUSY:
+                        r = _ib_alloc_key(self._h, size, translated_addr, perm, id,
+                                          iova_begin, iova_last, align, _POLICIES[policy], top)
                 else:
                     r = _ERR_INVALID
             except OverflowError:
                 r = _ERR_INVALID
             if r >= 0:
+                pool.append(top)
                 return _new(DMAMap, (r, translated_addr, size, perm, id))
             if r != _ERR_INVALID:
-                return self._allocated(r, translated_addr, size, perm, id)
+                m = self._allocated(r, top, translated_addr, size, perm, id)
+                pool.append(top)
+                return m
         self._check_open()
         size, translated_addr, perm, id, iova_begin, iova_last, align, policy = T.check_alloc(
             size, translated_addr, perm, id, iova_begin, iova_last, align, policy)
+        top = _fill_buffer()
         r = _ib_alloc_key(self._h, size, translated_addr, perm, id, iova_begin, iova_last,
-                          align, _POLICIES[policy])
-        return self._allocated(r, translated_addr, size, perm, id)
+                          align, _POLICIES[policy], top)
+        return self._allocated(r, top, translated_addr, size, perm, id)
 
-    def _allocated(self, r: int, taddr: int, size: int, perm: Perm, id: int) -> DMAMap:
-        """The map placed by an alloc whose key answer ``r`` is not a plain key."""
+    def _allocated(self, r: int, top: Any, taddr: int, size: int, perm: Perm,
+                   id: int) -> DMAMap:
+        """The map placed by an alloc whose key answer ``r`` is not a plain key (IB_TOP: the
+        IOVA is in ``top[0]``)."""
         if r == _TOP:
-            r = MAX_U64 - ffi.errno
+            r = int(top[0])
         elif r < _CODE_MIN:
             r += _WRAP
         elif r < 0:
