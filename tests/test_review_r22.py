@@ -190,3 +190,57 @@ def test_a_signal_taken_by_another_thread_during_fork_never_deadlocks() -> None:
             t.check()
         print("ok")
     """)
+
+
+MAX_U64 = (1 << 64) - 1
+
+
+@pytest.mark.parametrize("policy", ["first", "last"])
+@pytest.mark.parametrize("align", [1, 2])
+def test_an_alloc_at_the_top_answers_its_own_iova_whatever_runs_after_the_call(
+        policy: str, align: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map allocated in the top 128 bytes of the space: C's key answer (IB_TOP) carried its
+    IOVA in errno, which Python read after the call.  Python runs signal handlers right after
+    a call, and a handler's own cffi call that sets errno (another tree's alloc at the top,
+    or ``ffi.errno`` set by any other cffi code) made the alloc answer a wrong IOVA: a map
+    that is not the one stored (fixed in c7ccd5f, found here too).  Every C entry point of
+    alloc is wrapped to run such a handler right after it returns."""
+    from iova_native._core import ffi
+
+    from iova_native import DMAMap, native, reference
+
+    other = native.IOVATree()
+    inside = [False]
+
+    def handler() -> None:
+        if inside[0]:
+            return
+        inside[0] = True
+        try:
+            m = other.alloc(1, policy="last")
+            other.remove(m.iova)
+            ffi.errno = 99
+        finally:
+            inside[0] = False
+
+    names = [name for name in vars(native) if name.startswith("_ib_alloc")]
+    assert "_ib_alloc_key" in names
+    for name in names:
+        real = getattr(native, name)
+
+        def wrapped(*args: object, _real: object = real) -> int:
+            answer = _real(*args)  # type: ignore[operator]
+            handler()  # as a signal handler may run here
+            return int(answer)
+
+        monkeypatch.setattr(native, name, wrapped)
+    below = [DMAMap(0, 0, MAX_U64 - 128)] if policy == "first" else []
+    tree, twin = native.IOVATree(below), reference.IOVATree(below)
+    for size in (15, 0, 3, 127) if policy == "first" else (15, 0, 3, 127, 128, 0x1000):
+        kwargs = {"policy": policy, "align": align}
+        got, want = tree.alloc(size, 0x5000, **kwargs), twin.alloc(size, 0x5000, **kwargs)
+        assert got == want
+        assert tree.find(got.iova) == got
+        tree.remove(got.iova)
+        twin.remove(want.iova)
+    assert tree.maps() == twin.maps()
