@@ -495,3 +495,21 @@ def test_an_alloc_at_the_top_answers_its_own_iova_whatever_runs_between(
     assert m.iova == MAX_U64 and tree.maps() == [m]
     m = tree.alloc(0, 7, iova_begin=MAX_U64 - 3, iova_last=MAX_U64, policy="last")
     assert m.iova == MAX_U64 - 1 and tree.maps()[0] == m
+
+
+def test_a_removal_s_drop_survives_the_cache_emptied_between_two_entries() -> None:
+    """With no lock, a clear() (another thread's at a switch, a finalizer's in this thread)
+    can empty the cache list while a range removal drops its entries one by one: the drop
+    must go on, not raise IndexError out of remove() after C has removed the maps."""
+    tree = native.IOVATree([A, B])
+    assert tree.find(A.iova) == A and tree.find(B.iova) == B  # both cached
+    slots = [i for i, m in enumerate(tree._cache) if m is not None]
+
+    def emptied_midway() -> Iterator[int]:
+        yield slots[0]
+        tree._cache.clear()
+        yield slots[1]
+
+    tree._drop(emptied_midway())
+    assert tree.find(A.iova) == A and tree.find(B.iova) == B
+    tree.check()

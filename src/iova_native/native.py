@@ -596,13 +596,17 @@ class _Tree(_Native, TreeContainer):
             pool.append(out)
 
     def _drop(self, entries: Iterable[int]) -> None:
-        """Take the maps of ``entries`` (removed from C) out of the cache."""
+        """Take the maps of ``entries`` (removed from C) out of the cache.  The list's length
+        is read at each entry, and a shorter list forgiven: with no lock, a clear() (another
+        thread's, or a finalizer's in this one) may empty it between two entries."""
         cache = self._cache
         if type(cache) is list:
-            n = len(cache)
             for e in entries:
-                if e < n:
-                    cache[e] = None
+                if e < len(cache):
+                    try:
+                        cache[e] = None
+                    except IndexError:  # emptied since the length was read
+                        pass
         else:
             for e in entries:
                 cache.pop(e, None)
