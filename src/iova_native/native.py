@@ -439,8 +439,12 @@ class _Tree(_Native, TreeContainer):
     ``_seq`` before its C call and trusts the entry it reads after it only if no operation is
     active then and ``_seq`` is the same object: any removal that could have freed the slot
     between the C call and the read of the entry, and any fill that could have written it, is
-    either still active or has changed the token.  Otherwise the look-up fills, which asks C
-    again.  What keeps an entry that is trusted right:
+    either still active or has changed the token.  ``_active`` is read first: 3.9 and 3.10
+    may hand the GIL over between the two reads, and an operation active at a first read of
+    ``_seq`` and ended by a read of ``_active`` after it would go unseen (it changed ``_seq``
+    only after the first read), where one that is active at the read of ``_active`` is seen,
+    and one ended before it changed ``_seq`` before the read of ``_seq``.  Otherwise the
+    look-up fills, which asks C again.  What keeps an entry that is trusted right:
     - a removal drops the entries of the maps it took away (``None`` is always safe: it sends
       a look-up to the fill);
     - a fill copies the map out of C with the tree's count of removals
@@ -532,7 +536,7 @@ class _Tree(_Native, TreeContainer):
                 m = self._cache[entry]
             except LookupError:
                 m = None
-            if m is not None and self._seq is seq and not self._active:
+            if m is not None and not self._active and self._seq is seq:
                 return m  # type: ignore[no-any-return]
         return self._fill_cache(reverse, args)
 
@@ -567,10 +571,13 @@ class _Tree(_Native, TreeContainer):
                     cache.extend([None] * (want + (want >> 2) + 16 - len(cache)))
             if cached == m:
                 return cached  # type: ignore[no-any-return]
+            # Noted before the write, not after: 3.9 and 3.10 may run a signal handler right
+            # after it, whose exception would leave an entry that may be stale, unnoted.
+            stored = True  # until the count is checked (see the finally clause)
             try:
                 cache[key] = m
-                stored = True  # until the count is checked (see the finally clause)
             except IndexError:  # emptied by clear() since: left uncached
+                stored = False
                 return m
             if _ib_removals_try(self._h) != removals:
                 # A removal ran since the copy: it may have dropped this entry before it was
@@ -816,7 +823,7 @@ class _Tree(_Native, TreeContainer):
                     m = self._cache[r]
                 except LookupError:  # not cached: past a list's end, or not in a dictionary
                     m = None
-                if m is not None and self._seq is seq and not self._active:
+                if m is not None and not self._active and self._seq is seq:
                     return m  # type: ignore[no-any-return]
                 return self._fill_cache(0, (iova, size, 0, 0))
             if r == _NONE:
@@ -881,7 +888,7 @@ class IOVATree(_Tree):
                         m = self._cache[r]
                     except IndexError:  # past the end: not cached
                         m = None
-                    if m is not None and self._seq is seq and not self._active:
+                    if m is not None and not self._active and self._seq is seq:
                         return m  # type: ignore[no-any-return]
                 elif r == _NONE:
                     return None
