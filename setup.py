@@ -9,12 +9,23 @@ library for C programs (headers, libiova-native.so, a .pc file: src/iova_native/
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src" / "iova_native"))
+from _build import compile_args  # noqa: E402
 from _build_clib import BuildExtWithLibrary  # noqa: E402
 
+# DMAMap's constructor in C (csrc/dmamap-binding.c): plain CPython API, limited to 3.9's, so the
+# wheel stays abi3.  It needs no GLib.
+dmamap = Extension(
+    "iova_native._dmamap",
+    sources=["csrc/dmamap-binding.c"],
+    py_limited_api=True,
+    extra_compile_args=compile_args(),
+)
+
 setup(
+    ext_modules=[dmamap],
     cffi_modules=["src/iova_native/_build.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithLibrary},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},

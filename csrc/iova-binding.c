@@ -913,16 +913,31 @@ int64_t ib_tree_alloc_key_try(IBTree *t, uint64_t size, uint64_t translated_addr
                      top_down, top);
 }
 
+/* The first fit over the whole space; without @top, only where the answer is a plain key. */
+static int64_t alloc_first_key(IBTree *t, gboolean wait, uint64_t size,
+                               uint64_t translated_addr, uint64_t perm, uint64_t id,
+                               uint64_t *top)
+{
+    const uint64_t below_top = (uint64_t)(int64_t)IB_CODE_MIN - 1;
+    int64_t answer = alloc_key(t, wait, size, translated_addr, perm, id, 0,
+                               top ? UINT64_MAX : below_top, 1, 0, top);
+
+    if (!top && (answer == IOVA_ERR_NOMEM || answer == IOVA_ERR_INVALID)) {
+        return IB_TOP;
+    }
+    return answer;
+}
+
 int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_addr,
                                 uint64_t perm, uint64_t id, uint64_t *top)
 {
-    return alloc_key(t, TRUE, size, translated_addr, perm, id, 0, UINT64_MAX, 1, 0, top);
+    return alloc_first_key(t, TRUE, size, translated_addr, perm, id, top);
 }
 
 int64_t ib_tree_alloc_first_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
                                     uint64_t perm, uint64_t id, uint64_t *top)
 {
-    return alloc_key(t, FALSE, size, translated_addr, perm, id, 0, UINT64_MAX, 1, 0, top);
+    return alloc_first_key(t, FALSE, size, translated_addr, perm, id, top);
 }
 
 /* ---------------------------------------------------------------- timing from C */

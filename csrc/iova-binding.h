@@ -31,11 +31,11 @@
  * live in no arena, it is the map's key (its translated address).  The allocations answer the
  * IOVA placed the same way.  Codes lie in [IB_CODE_MIN, -1]; values up to INT64_MAX cross as
  * themselves and higher ones as their two's complement (below IB_CODE_MIN), except the top
- * -IB_CODE_MIN, which would read as codes: for those the answer is IB_TOP and errno holds
- * UINT64_MAX - value (cffi keeps the errno of each thread's last call: ffi.errno).
+ * -IB_CODE_MIN, which would read as codes: for those the answer is IB_TOP and the value goes
+ * to a word the caller passes (see ib_tree_alloc_key()).
  */
 #define IB_NONE (-102)     /* no map */
-#define IB_TOP (-103)      /* a value in the top -IB_CODE_MIN of the space: see errno */
+#define IB_TOP (-103)      /* a value in the top -IB_CODE_MIN of the space: see *top */
 #define IB_BUSY (-104)     /* a _try form found the lock held: ask a waiting form instead */
 #define IB_CODE_MIN (-128)
 
@@ -182,7 +182,14 @@ int64_t ib_tree_alloc_key(IBTree *t, uint64_t size, uint64_t translated_addr, ui
 int64_t ib_tree_alloc_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,
                               uint64_t perm, uint64_t id, uint64_t iova_begin,
                               uint64_t iova_last, uint64_t align, int top_down, uint64_t *top);
-/* ib_tree_alloc_key() over the whole space, first fit, no alignment. */
+/*
+ * ib_tree_alloc_key() over the whole space, first fit, no alignment.  @top may be NULL (the
+ * common call, which then needs no buffer): the map is then placed only where its IOVA and
+ * its last byte lie below the top -IB_CODE_MIN of the space, and where the first fit lies
+ * higher, or nothing fits, or the map is invalid, the answer is IB_TOP and nothing is stored:
+ * ask again with a word for the answer.  A first fit that lies lower is the same answer with
+ * or without the bound, so no answer changes.
+ */
 int64_t ib_tree_alloc_first_key(IBTree *t, uint64_t size, uint64_t translated_addr,
                                 uint64_t perm, uint64_t id, uint64_t *top);
 int64_t ib_tree_alloc_first_key_try(IBTree *t, uint64_t size, uint64_t translated_addr,

@@ -222,21 +222,21 @@ def test_a_nested_removal_during_a_first_look_up_leaves_no_stale_map() -> None:
         old = DMAMap(0x1000, 0x10000, 0xfff)
         new = DMAMap(0x5000, 0x20000, 0xfff)
         tree = native.IOVATree([old])
-        real_new = native._new
+        real_new = native._make
         fired = []
 
-        def new_with_a_finalizer(cls, fields):
+        def new_with_a_finalizer(fields):
             if not fired:  # once: the removal and the insert a finalizer could do here
                 fired.append(1)
                 assert tree.remove(0x1000) == 1
                 tree.insert(new)  # into the slot just freed
-            return real_new(cls, fields)
+            return real_new(fields)
 
-        native._new = new_with_a_finalizer
+        native._make = new_with_a_finalizer
         try:
             got = tree.find(0x1000)
         finally:
-            native._new = real_new
+            native._make = real_new
         assert fired and got == old, got
         assert tree.find(0x1000) is None
         assert tree.find(0x5000) == new, tree.find(0x5000)

@@ -29,6 +29,8 @@ import os
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
+from ._dmamap import DMAMapType, from_fields, register
+
 __all__ = [
     "MAX_U64",
     "IOVA_OK",
@@ -330,12 +332,16 @@ def check_vhost_bounds(iova_first: Any, iova_last: Any, page_size: Any) -> tuple
 # --------------------------------------------------------------------------- DMAMap
 
 
-class DMAMap(tuple):  # type: ignore[type-arg]
+class DMAMap(tuple, metaclass=DMAMapType):  # type: ignore[type-arg]
     """One mapping ``[iova, iova + size] -> [translated_addr, translated_addr + size]``.
 
     ``size`` is inclusive, as in QEMU: ``size=0xfff`` covers 4096 bytes.  Immutable and
     hashable; two maps are equal when all five fields are.  A tuple underneath so that building
     one from C costs a single allocation.
+
+    ``DMAMap(...)`` is answered in C by the metaclass (csrc/dmamap-binding.c) when every field
+    is an exact int that fits, ``perm`` is ``Perm.RO``, ``WO`` or ``RW`` and neither range
+    wraps; any other call runs ``__new__`` below, whose checks normalise or raise.
     """
 
     __slots__ = ()
@@ -362,10 +368,10 @@ class DMAMap(tuple):  # type: ignore[type-arg]
         fields = (iova_i, translated_i, size_i, check_perm(perm), check_u64(id, "id"))
         return _tuple_new(cls, fields)
 
-    @classmethod
-    def _trusted(cls, fields: tuple[int, int, int, Perm, int]) -> DMAMap:
+    @staticmethod
+    def _trusted(fields: tuple[int, int, int, Perm, int]) -> DMAMap:
         """Build from fields already known valid (the backends' hot path)."""
-        return tuple.__new__(cls, fields)
+        return from_fields(fields)  # type: ignore[no-any-return]
 
     if TYPE_CHECKING:
 
@@ -441,6 +447,9 @@ class DMAMap(tuple):  # type: ignore[type-arg]
 
 def _dmamap_from_fields(fields: tuple[Any, ...]) -> DMAMap:
     return tuple.__new__(DMAMap, fields)
+
+
+register(DMAMap, _PERMS)
 
 
 def perm_from_raw(raw: int) -> Perm:

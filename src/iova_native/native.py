@@ -41,6 +41,7 @@ from typing import Any, NoReturn, TypeVar
 from . import _types as T
 from ._container import Container, TreeContainer, vhost_state
 from ._core import ffi, lib
+from ._dmamap import from_fields
 from ._types import (
     MAX_U64,
     DMAMap,
@@ -54,8 +55,10 @@ from ._types import (
 
 __all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
 
-_new = tuple.__new__
+# A DMAMap from five fields read from C (or already checked): no checks, no temporary tuple.
+_make: Callable[[tuple[int, int, int, Perm, int]], DMAMap] = from_fields
 _PERMS = T._PERMS
+_NULL = ffi.NULL
 _CLOSED = lib.IB_CLOSED
 _CHANGED = lib.IB_CHANGED
 _OK = lib.IOVA_OK
@@ -130,7 +133,7 @@ _T = TypeVar("_T", bound="_Tree")
 
 def _maps(words: list[int]) -> list[DMAMap]:
     return [
-        _new(DMAMap, (words[i], words[i + 1], words[i + 2], _PERMS[words[i + 3]], words[i + 4]))
+        _make((words[i], words[i + 1], words[i + 2], _PERMS[words[i + 3]], words[i + 4]))
         for i in range(0, len(words), _WORDS)
     ]
 
@@ -352,7 +355,7 @@ class _Native:
             rc = call(self._h, *args, pair[0])
             if rc == 1:
                 o = pair[1]  # read before the buffer goes back to the pool
-                return _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+                return _make((o[0], o[1], o[2], _PERMS[o[3]], o[4]))
         finally:
             pool.append(pair)
         if rc == 0:
@@ -557,7 +560,7 @@ class _Tree(_Native, TreeContainer):
             if _CODE_MIN <= r < 0 and r != _TOP:
                 self._fail(r)
             iova, taddr, size, perm, id, removals = ffi.unpack(out, _WORDS + 1)
-            m = _new(DMAMap, (iova, taddr, size, _PERMS[perm], id))
+            m = _make((iova, taddr, size, _PERMS[perm], id))
             cache = self._cache
             key = r if type(cache) is list else taddr  # the slot, or the map's key
             try:
@@ -932,6 +935,20 @@ class IOVATree(_Tree):
         """Place, insert and return a map of ``size``: lowest (``"first"``) or highest
         (``"last"``) ``align``-aligned IOVA in ``[iova_begin, iova_last]`` where it fits."""
         if type(size) is type(translated_addr) is type(id) is int and type(perm) is Perm:
+            if (iova_begin is _ZERO and iova_last is MAX_U64 and align is _ONE
+                    and policy is _FIRST):
+                # The defaults, in one C call of five words and no buffer: C places the map
+                # only where its IOVA answers as a plain key, and answers IB_TOP otherwise
+                # (the first fit is in the top -IB_CODE_MIN bytes, or there is none), or
+                # IB_BUSY: then the call below, with a word for the IOVA, decides.
+                try:
+                    r = _ib_alloc_first_key_try(self._h, size, translated_addr, perm, id, _NULL)
+                except OverflowError:
+                    r = _ERR_INVALID
+                if r >= 0:
+                    return _make((r, translated_addr, size, perm, id))
+                if r < _CODE_MIN:
+                    return _make((r + _WRAP, translated_addr, size, perm, id))
             # A word for C to write an IOVA in the top -IB_CODE_MIN bytes into (IB_TOP): a
             # buffer of this call's own, since another thread's alloc may answer IB_TOP too.
             pool = self._fill_pool
@@ -941,10 +958,8 @@ class IOVATree(_Tree):
                 top = _fill_buffer()
             try:
                 if (iova_begin is _ZERO and iova_last is MAX_U64 and align is _ONE
-                        and policy is _FIRST):  # the defaults, in one C call of five words
-                    r = _ib_alloc_first_key_try(self._h, size, translated_addr, perm, id, top)
-                    if r == _BUSY:  # another call holds the tree: wait for it
-                        r = _ib_alloc_first_key(self._h, size, translated_addr, perm, id, top)
+                        and policy is _FIRST):
+                    r = _ib_alloc_first_key(self._h, size, translated_addr, perm, id, top)
                 elif (type(iova_begin) is type(iova_last) is type(align) is int
                       and type(policy) is str and policy in _POLICIES):
                     r = _ib_alloc_key_try(self._h, size, translated_addr, perm, id,
@@ -958,7 +973,7 @@ class IOVATree(_Tree):
                 r = _ERR_INVALID
             if r >= 0:
                 pool.append(top)
-                return _new(DMAMap, (r, translated_addr, size, perm, id))
+                return _make((r, translated_addr, size, perm, id))
             if r != _ERR_INVALID:
                 m = self._allocated(r, top, translated_addr, size, perm, id)
                 pool.append(top)
@@ -981,7 +996,7 @@ class IOVATree(_Tree):
             r += _WRAP
         elif r < 0:
             self._fail(r)
-        return _new(DMAMap, (r, taddr, size, perm, id))
+        return _make((r, taddr, size, perm, id))
 
     def to_translated_many(self, iovas: Any, missing: int | None = None) -> array:
         """For each IOVA, ``map.translated_addr + (iova - map.iova)``, in one C call."""
@@ -1132,9 +1147,9 @@ class VhostIOVATree(_Native, Container):
             else:
                 rc = lib.ib_vhost_map_alloc(self._h, size, taddr, perm, buf)
             if rc == _OK:
-                answer = _new(DMAMap, (o[0], o[1], o[2], _PERMS[o[3]], o[4]))
+                answer = _make((o[0], o[1], o[2], _PERMS[o[3]], o[4]))
             elif rc == _ERR_OVERLAP:
-                answer = _new(DMAMap, (o[5], o[6], o[7], _PERMS[o[8]], o[9]))
+                answer = _make((o[5], o[6], o[7], _PERMS[o[8]], o[9]))
         finally:
             pool.append(pair)
         if rc == _OK:
