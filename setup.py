@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src" / "iova_native"))
-from _build import compile_args  # noqa: E402
+from _build import compile_args, link_args  # noqa: E402
 from _build_clib import BuildExtWithLibrary  # noqa: E402
 
 # DMAMap's constructor in C (csrc/dmamap-binding.c): plain CPython API, limited to 3.9's, so the
@@ -22,6 +22,7 @@ dmamap = Extension(
     sources=["csrc/dmamap-binding.c"],
     py_limited_api=True,
     extra_compile_args=compile_args(),
+    extra_link_args=link_args(),
 )
 
 setup(

@@ -97,7 +97,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
     say "built in $((SECONDS - start)) s"
 fi
 
-so=$("$VENV/bin/python" -c \
+# Finding the module imports the package, whose _types loads the instrumented _dmamap: with
+# the runtime preloaded, as for the tests.
+so=$(LD_PRELOAD=$runtime ASAN_OPTIONS=detect_leaks=0 "$VENV/bin/python" -c \
     'import importlib.util as u; print(u.find_spec("iova_native._core").origin)')
 case $so in
 "$VENV"/*) ;;

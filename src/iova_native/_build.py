@@ -76,6 +76,11 @@ def compile_args() -> list[str]:
             "-Wmissing-prototypes", "-Werror=implicit-function-declaration", *extra]
 
 
+def link_args() -> list[str]:
+    """``IOVA_NATIVE_LDFLAGS``: what the sanitizer build links with (its runtime)."""
+    return shlex.split(os.environ.get("IOVA_NATIVE_LDFLAGS", ""))
+
+
 def _cdef_text() -> str:
     here = Path(__file__).resolve().parent
     return (here / "_cdef.h").read_text()
@@ -94,7 +99,7 @@ ffibuilder.set_source(
     include_dirs=[CSRC] + [flag[2:] for flag in _cflags if flag.startswith("-I")],
     extra_compile_args=compile_args() + [f for f in _cflags if not f.startswith("-I")],
     libraries=[flag[2:] for flag in pkg_config("--libs") if flag.startswith("-l")],
-    extra_link_args=shlex.split(os.environ.get("IOVA_NATIVE_LDFLAGS", "")),
+    extra_link_args=link_args(),
 )
 
 if __name__ == "__main__":
