@@ -49,7 +49,8 @@ static MapState *map_state(void)
 /*
  * slow_call: hand a call to type.__call__(cls, *args, **kwargs), which runs DMAMap.__new__.
  */
-static PyObject *slow_call(MapState *st, PyObject *cls, PyObject *args, PyObject *kwargs)
+static PyObject *slow_call(PyObject *type_call, PyObject *cls, PyObject *args,
+                           PyObject *kwargs)
 {
     Py_ssize_t n = PyTuple_Size(args);
     PyObject *full = PyTuple_New(n + 1);
@@ -66,7 +67,7 @@ static PyObject *slow_call(MapState *st, PyObject *cls, PyObject *args, PyObject
         Py_INCREF(item);
         PyTuple_SetItem(full, i + 1, item);
     }
-    result = PyObject_Call(st->type_call, full, kwargs);
+    result = PyObject_Call(type_call, full, kwargs);
     Py_DECREF(full);
     return result;
 }
@@ -183,19 +184,19 @@ static PyObject *new_map(PyObject *cls, PyObject *const fields[MAP_FIELDS])
 }
 
 /*
- * unregistered_call: type.__call__ when the module's state cannot be found (an interpreter
- * being finalised): slow, but the same answer.
+ * unregistered_call: type.__call__ when the module's state cannot be found, or was cleared
+ * (an interpreter being finalised, a finalizer still building maps): slow, the same answer.
  */
 static PyObject *unregistered_call(PyObject *cls, PyObject *args, PyObject *kwargs)
 {
-    MapState st = { .type_call = PyObject_GetAttrString((PyObject *)&PyType_Type, "__call__") };
+    PyObject *type_call = PyObject_GetAttrString((PyObject *)&PyType_Type, "__call__");
     PyObject *result;
 
-    if (!st.type_call) {
+    if (!type_call) {
         return NULL;
     }
-    result = slow_call(&st, cls, args, kwargs);
-    Py_DECREF(st.type_call);
+    result = slow_call(type_call, cls, args, kwargs);
+    Py_DECREF(type_call);
     return result;
 }
 
@@ -208,12 +209,12 @@ static PyObject *map_type_call(PyObject *cls, PyObject *args, PyObject *kwargs)
     MapState *st = map_state();
     PyObject *fields[MAP_FIELDS];
 
-    if (!st) {
+    if (!st || !st->type_call) {   /* no module, or its state cleared at shutdown */
         return unregistered_call(cls, args, kwargs);
     }
     if (cls != st->map_type || !gather_fields(st, args, kwargs, fields) ||
         !valid_fields(st, fields)) {
-        return slow_call(st, cls, args, kwargs);
+        return slow_call(st->type_call, cls, args, kwargs);
     }
     return new_map(cls, fields);
 }
