@@ -48,6 +48,7 @@ def before_instruction(code: CodeType, n: int, action: Callable[[], None]) -> It
     previous = sys.gettrace()
 
     def local(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True  # again at each event: 3.13 may drop the one set at the call
         if event == "opcode" and not fired[0]:
             if count[0] == n:
                 fired[0] = True
