@@ -194,3 +194,131 @@ def test_a_removal_interrupted_before_any_instruction_leaves_no_stale_entry(how:
         return fired[0]
 
     every_instruction(scenario)
+
+
+def interrupt_after(real: Callable[..., Any], calls: int) -> Callable[..., Any]:
+    """``real``, whose ``calls``-th call is followed by a KeyboardInterrupt: where a signal
+    handler runs when its signal came during a C call (at the call's return)."""
+    count = [0]
+
+    def call(*args: Any) -> Any:
+        answer = real(*args)
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return answer
+
+    return call
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("cls", ["IOVATree", "GPATree"])
+def test_an_update_interrupted_right_after_an_insert_changes_nothing(
+        backend: str, cls: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``update`` is all or nothing: an exception takes back the maps it inserted.  A
+    KeyboardInterrupt right after an insert stored its map, before ``update`` listed it, left
+    that map in the tree (in the native backend, for 9 interrupted updates in 10: the C call's
+    return is where a signal that came during it is handled)."""
+    import iova_native.reference as reference
+
+    tree = getattr(native if backend == "native" else reference, cls)([B])
+    maps = [DMAMap(0x10_0000 * i, 0x1000_0000 * i, 0xFFF) for i in range(1, 6)]
+    if backend == "native":
+        monkeypatch.setattr(native, "_ib_insert_map_try",
+                            interrupt_after(native._ib_insert_map_try, 3))
+    else:
+        monkeypatch.setattr(reference._SortedMaps, "add",
+                            interrupt_after(reference._SortedMaps.add, 3))
+    with pytest.raises(KeyboardInterrupt):
+        tree.update(maps)
+    monkeypatch.undo()
+    assert tree.maps() == [B]
+    tree.check()
+    tree.update(maps)  # and nothing of the first try is in the way
+    assert len(tree) == 6
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_an_update_interrupted_before_an_insert_keeps_an_equal_map_stored(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interrupted insert did not store its map, and an equal map was stored before the
+    update: that one stays (the take-back asks whether the tree changed once more)."""
+    import iova_native.reference as reference
+
+    mod = native if backend == "native" else reference
+    tree = mod.IOVATree([A])
+    real = mod.IOVATree.insert
+    count = [0]
+
+    def interrupted_second(self: Any, m: DMAMap) -> None:
+        count[0] += 1
+        if count[0] == 2:
+            raise KeyboardInterrupt  # before the second insert stores anything
+        real(self, m)
+
+    monkeypatch.setattr(mod.IOVATree, "insert", interrupted_second)
+    with pytest.raises(KeyboardInterrupt):
+        tree.update([B, A])
+    monkeypatch.undo()
+    assert tree.maps() == [A]
+
+
+def after_calls(code: CodeType) -> set[int]:
+    """The offsets of the instructions right after each call in ``code``: where 3.11 and
+    later run a signal handler whose signal came during that call."""
+    import dis
+
+    instructions = list(dis.get_instructions(code))
+    return {nxt.offset for ins, nxt in zip(instructions, instructions[1:])
+            if ins.opname.startswith("CALL")}
+
+
+@pytest.mark.parametrize("method", ["add", "discard", "clear"])
+def test_the_reference_store_interrupted_at_any_call_s_return_stays_whole(method: str) -> None:
+    """The reference's sorted store keeps two lists in step.  A KeyboardInterrupt at the
+    return of any call of its changes leaves them in step (one between the two
+    ``list.insert`` calls of ``add``, or the two ``clear`` calls, left them one item or a
+    whole list apart: ``check()`` failed, and every later answer was wrong)."""
+    import iova_native.reference as reference
+
+    code = getattr(reference._SortedMaps, method).__code__
+    points = sorted(after_calls(code))
+
+    def run(point: int) -> bool:
+        tree = reference.IOVATree([A])
+        fired = [False]
+        previous = sys.gettrace()
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            frame.f_trace_opcodes = True
+            if event == "opcode" and frame.f_lasti == point and not fired[0]:
+                fired[0] = True
+                sys.settrace(previous)
+                raise KeyboardInterrupt
+            return local
+
+        def calls(frame: Any, event: str, arg: Any) -> Any:
+            if frame.f_code is code and not fired[0]:
+                frame.f_trace_opcodes = True
+                return local
+            return None
+
+        sys.settrace(calls)
+        try:
+            if method == "add":
+                tree.insert(B)
+            elif method == "discard":
+                tree.remove(A.iova)
+            else:
+                tree.clear()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(previous)
+        tree.check()
+        assert tree.maps() in ([A], [A, B], [B], [])
+        for m in tree.maps():
+            assert tree.find(m.iova) == m
+        return fired[0]
+
+    assert all([run(p) for p in points]) or not points

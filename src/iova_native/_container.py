@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._types import DMAMap, InvalidMapError, check_map
+from ._types import DMAMap, InvalidMapError, IOVAError, check_map
 
 _C = TypeVar("_C", bound="Container")
 
@@ -168,11 +168,23 @@ class TreeContainer(Container):
         self._check_open()
         items = materialize(maps)
         inserted: list[DMAMap] = []
+        changes = self._change_count()  # read after the iterable ran: it may change the tree
         try:
             for m in items:
                 self.insert(m)
                 inserted.append(m)
-        except BaseException:
+        except BaseException as exc:
+            if len(inserted) < len(items) and not isinstance(exc, (IOVAError, TypeError)):
+                # Not the insert's own refusal: a KeyboardInterrupt (any exception a signal
+                # handler raises) comes mostly right after insert()'s C call, which stored
+                # its map before the map could be listed.  It goes too when the tree changed
+                # once more than the listed maps account for and holds that very map.
+                pending = items[len(inserted)]
+                try:
+                    if self._change_count() > changes + len(inserted) and pending in self:
+                        inserted.append(pending)
+                except ValueError:  # closed meanwhile: nothing to take back
+                    pass
             key = self._key_field
             for m in reversed(inserted):  # each covers its own key range alone: remove it
                 self.remove(tuple.__getitem__(m, key), tuple.__getitem__(m, 2))

@@ -116,9 +116,13 @@ class _SortedMaps:
 
     def add(self, m: DMAMap) -> None:
         """Store ``m``, which the caller has checked overlaps nothing."""
-        i = bisect_left(self.keys, self.first(m))
-        self.maps.insert(i, m)
-        self.keys.insert(i, self.first(m))
+        key = self.first(m)
+        i = bisect_left(self.keys, key)
+        # Slice assignments, not insert() calls: from 3.11 on a signal handler runs at a call's
+        # return, never between two of these, whose exception (Ctrl-C) left the two lists
+        # one item apart, and every later answer of the tree wrong.
+        self.maps[i:i] = (m,)
+        self.keys[i:i] = (key,)
         self.mods += 1
 
     def discard(self, start: int, last: int) -> list[DMAMap]:
@@ -132,8 +136,8 @@ class _SortedMaps:
         return hits
 
     def clear(self) -> None:
-        self.maps.clear()
-        self.keys.clear()
+        del self.maps[:]  # no call between the two (see add())
+        del self.keys[:]
         self.mods += 1
 
     def check(self, where: str) -> None:
