@@ -630,9 +630,36 @@ class VhostIOVATree(Container):
     def clear(self) -> None:
         """Remove every map and every allocation."""
         self._check_open()
-        self._alloc.clear()
-        self._host.clear()
-        self._gpa.clear()
+        try:  # the maps first: an interrupt between the steps leaves allocations, not maps
+            self._host.clear()
+            self._gpa.clear()
+            self._alloc.clear()
+        except BaseException:
+            self._settle()
+            raise
+
+    def _unmap(self, hits: list[DMAMap], guest: bool) -> None:
+        """Remove the host-only (or guest) maps ``hits`` and their allocations.  The loop is
+        a function of its own: on 3.13.0 an exception raised at a loop's jump back can miss
+        the ``try`` of the frame that jumps (docs/reliability.md)."""
+        for m in hits:
+            if guest:
+                self._gpa.remove(m.translated_addr, m.size)
+            else:
+                self._host.remove(m.iova, m.size)
+            self._alloc.remove(m.iova, m.size)
+
+    def _settle(self) -> None:
+        """After an exception in a change of two steps (a KeyboardInterrupt, which comes at a
+        call's return, between the allocation and the map, or between the map's removal and
+        the allocation's): take back every allocation that no map owns, so that the call
+        leaves the tree as if it had not begun, or as if it had ended."""
+        if self._closed:
+            return
+        owned = {(m.iova, m.size) for m in self._host.maps() + self._gpa.maps()}
+        for a in self._alloc.maps():
+            if (a.iova, a.size) not in owned:
+                self._alloc.remove(a.iova, a.size)
 
     def __enter__(self: _V) -> _V:
         self._check_open()
@@ -690,9 +717,13 @@ class VhostIOVATree(Container):
         hva, size = check_sized(size, hva, "hva")
         perm = check_perm(perm)
         self._check_open()  # an argument's __index__ may have closed it
-        a = self._allocate(size, perm)
-        m = DMAMap(a.iova, hva, size, perm, 0)
-        self._host.insert(m)  # cannot overlap: the IOVA range was just allocated
+        try:
+            a = self._allocate(size, perm)
+            m = DMAMap(a.iova, hva, size, perm, 0)
+            self._host.insert(m)  # cannot overlap: the IOVA range was just allocated
+        except BaseException:
+            self._settle()
+            raise
         return m
 
     def map_alloc_gpa(self, size: int, gpa: int, perm: Perm = Perm.RW) -> DMAMap:
@@ -706,12 +737,15 @@ class VhostIOVATree(Container):
         gpa, size = check_sized(size, gpa, "gpa")
         perm = check_perm(perm)
         self._check_open()  # an argument's __index__ may have closed it
-        a = self._allocate(size, perm)
-        m = DMAMap(a.iova, gpa, size, perm, gpa)
         try:
+            a = self._allocate(size, perm)
+            m = DMAMap(a.iova, gpa, size, perm, gpa)
             self._gpa.insert(m)
         except OverlapError:
             self._alloc.remove(a.iova, a.size)  # roll back: nothing leaks (contract, deviation 5)
+            raise
+        except BaseException:  # it may have come between the steps
+            self._settle()
             raise
         return m
 
@@ -737,9 +771,11 @@ class VhostIOVATree(Container):
         iova, size = check_range(iova, size, "iova")
         self._check_open()  # an argument's __index__ may have closed it
         hits = self._host._store.overlapping(iova, iova + size)
-        for m in hits:
-            self._host.remove(m.iova, m.size)
-            self._alloc.remove(m.iova, m.size)
+        try:
+            self._unmap(hits, False)
+        except BaseException:
+            self._settle()
+            raise
         return len(hits)
 
     def remove_gpa(self, gpa: int, size: int = 0) -> int:
@@ -749,9 +785,11 @@ class VhostIOVATree(Container):
         gpa, size = check_range(gpa, size, "gpa")
         self._check_open()  # an argument's __index__ may have closed it
         hits = self._gpa._store.overlapping(gpa, gpa + size)
-        for m in hits:
-            self._gpa.remove(m.translated_addr, m.size)
-            self._alloc.remove(m.iova, m.size)
+        try:
+            self._unmap(hits, True)
+        except BaseException:
+            self._settle()
+            raise
         return len(hits)
 
     # ----------------------------------------------------------------- translation
