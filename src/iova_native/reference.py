@@ -721,7 +721,9 @@ class VhostIOVATree(Container):
             a = self._allocate(size, perm)
             m = DMAMap(a.iova, hva, size, perm, 0)
             self._host.insert(m)  # cannot overlap: the IOVA range was just allocated
-        except BaseException:
+        except IOVAError:  # NoSpaceError: refused before anything changed
+            raise
+        except BaseException:  # it may have come between the steps
             self._settle()
             raise
         return m
@@ -743,6 +745,8 @@ class VhostIOVATree(Container):
             self._gpa.insert(m)
         except OverlapError:
             self._alloc.remove(a.iova, a.size)  # roll back: nothing leaks (contract, deviation 5)
+            raise
+        except IOVAError:  # NoSpaceError: refused before anything changed
             raise
         except BaseException:  # it may have come between the steps
             self._settle()
