@@ -40,9 +40,11 @@ B = DMAMap(0x8000, 0x20_0000, 0xFFF, Perm.RW, 2)  # takes the slot A's removal f
 
 
 @contextmanager
-def before_instruction(code: CodeType, n: int, action: Callable[[], None]) -> Iterator[list[bool]]:
+def before_instruction(code: CodeType, n: int, action: Callable[[], None],
+                       offset: int | None = None) -> Iterator[list[bool]]:
     """Run ``action()`` (once) before the ``n``-th instruction that this thread runs in a
-    frame of ``code``; an exception it raises is raised there.  Yields ``[fired]``."""
+    frame of ``code`` (or, given ``offset``, before the first one at that offset); an
+    exception it raises is raised there.  Yields ``[fired]``."""
     fired = [False]
     count = [0]
     previous = sys.gettrace()
@@ -50,7 +52,7 @@ def before_instruction(code: CodeType, n: int, action: Callable[[], None]) -> It
     def local(frame: Any, event: str, arg: Any) -> Any:
         frame.f_trace_opcodes = True  # again at each event: 3.13 may drop the one set at the call
         if event == "opcode" and not fired[0]:
-            if count[0] == n:
+            if (count[0] == n) if offset is None else (frame.f_lasti == offset):
                 fired[0] = True
                 sys.settrace(previous)
                 action()
@@ -286,35 +288,13 @@ def test_the_reference_store_interrupted_at_any_call_s_return_stays_whole(method
 
     def run(point: int) -> bool:
         tree = reference.IOVATree([A])
-        fired = [False]
-        previous = sys.gettrace()
-
-        def local(frame: Any, event: str, arg: Any) -> Any:
-            frame.f_trace_opcodes = True
-            if event == "opcode" and frame.f_lasti == point and not fired[0]:
-                fired[0] = True
-                sys.settrace(previous)
-                raise KeyboardInterrupt
-            return local
-
-        def calls(frame: Any, event: str, arg: Any) -> Any:
-            if frame.f_code is code and not fired[0]:
-                frame.f_trace_opcodes = True
-                return local
-            return None
-
-        sys.settrace(calls)
-        try:
-            if method == "add":
-                tree.insert(B)
-            elif method == "discard":
-                tree.remove(A.iova)
-            else:
-                tree.clear()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(previous)
+        with before_instruction(code, -1, raise_interrupt, offset=point) as fired:
+            calls = {"add": lambda: tree.insert(B), "discard": lambda: tree.remove(A.iova),
+                     "clear": tree.clear}
+            try:
+                calls[method]()
+            except KeyboardInterrupt:
+                pass
         tree.check()
         assert tree.maps() in ([A], [A, B], [B], [])
         for m in tree.maps():
@@ -355,17 +335,13 @@ def test_the_reference_vhost_tree_interrupted_between_its_steps_stays_whole(
                     return answer
 
                 mp.setattr(cls, name, counted)
+            calls = {"map_alloc": lambda: tree.map_alloc(0xFFF, 0x7100_0000),
+                     "map_alloc_gpa": lambda: tree.map_alloc_gpa(0xFFF, 0x5000_0000),
+                     "remove": lambda: tree.remove(host.iova),
+                     "remove_gpa": lambda: tree.remove_gpa(guest.translated_addr),
+                     "clear": tree.clear}
             try:
-                if call == "map_alloc":
-                    tree.map_alloc(0xFFF, 0x7100_0000)
-                elif call == "map_alloc_gpa":
-                    tree.map_alloc_gpa(0xFFF, 0x5000_0000)
-                elif call == "remove":
-                    tree.remove(host.iova)
-                elif call == "remove_gpa":
-                    tree.remove_gpa(guest.translated_addr)
-                else:
-                    tree.clear()
+                calls[call]()
             except KeyboardInterrupt:
                 pass
         tree.check()
