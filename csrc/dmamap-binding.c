@@ -31,6 +31,8 @@ typedef struct {
     PyObject *zero;                 /* id's default */
     PyObject *type_call;            /* type.__call__: every call the fast path declines */
     PyObject *names[MAP_FIELDS];    /* interned field names, in signature order */
+    newfunc tuple_new;              /* tuple's own tp_new, for generic_alloc */
+    bool generic_alloc;             /* build through tuple_new (see new_map) */
 } MapState;
 
 static const char *const field_names[MAP_FIELDS] = {
@@ -74,7 +76,8 @@ static PyObject *slow_call(PyObject *type_call, PyObject *cls, PyObject *args,
 
 /*
  * field_index: the position of keyword @key among the field names, or -1.  Keywords written
- * in a call are interned, so the identity test almost always decides.
+ * in a call are interned, so the identity test almost always decides; the comparison after
+ * it runs no Python code (a str subclass's __eq__ is not asked).
  */
 static int field_index(MapState *st, PyObject *key)
 {
@@ -83,17 +86,15 @@ static int field_index(MapState *st, PyObject *key)
             return i;
         }
     }
+    if (!PyUnicode_Check(key)) {
+        return -1;
+    }
     for (int i = 0; i < MAP_FIELDS; i++) {
-        int equal = PyObject_RichCompareBool(key, st->names[i], Py_EQ);
-
-        if (equal < 0) {
-            PyErr_Clear();
-            return -1;
-        }
-        if (equal) {
+        if (PyUnicode_Compare(key, st->names[i]) == 0) {
             return i;
         }
     }
+    PyErr_Clear();
     return -1;
 }
 
@@ -168,18 +169,56 @@ static bool valid_fields(MapState *st, PyObject *fields[MAP_FIELDS])
     return size <= UINT64_MAX - iova && size <= UINT64_MAX - translated;
 }
 
-/* new_map: an instance of @cls holding @fields (new references taken). */
-static PyObject *new_map(PyObject *cls, PyObject *const fields[MAP_FIELDS])
+/* new_fields: a plain tuple of @fields (new references taken). */
+static PyObject *new_fields(PyObject *const fields[MAP_FIELDS])
 {
-    PyObject *map = PyType_GenericAlloc((PyTypeObject *)cls, MAP_FIELDS);
+    PyObject *tuple = PyTuple_New(MAP_FIELDS);
 
-    if (!map) {
+    if (!tuple) {
         return NULL;
     }
     for (int i = 0; i < MAP_FIELDS; i++) {
         Py_INCREF(fields[i]);
-        PyTuple_SetItem(map, i, fields[i]);
+        PyTuple_SetItem(tuple, i, fields[i]);
     }
+    return tuple;
+}
+
+/*
+ * new_map: an instance of @cls holding @fields (new references taken).
+ *
+ * Up to CPython 3.13 a tuple is its header and its items, so the instance is allocated and
+ * its items stored, as tuple.__new__ itself does for a subclass, without the argument
+ * handling and the temporary tuple.  Later versions may keep more in a tuple (3.14 caches
+ * its hash, which a zeroed allocation would read as a hash of 0), so there, and whenever
+ * the version is not known, tuple's own tp_new builds it.
+ */
+static PyObject *new_map(MapState *st, PyObject *cls, PyObject *const fields[MAP_FIELDS])
+{
+    PyObject *map, *plain, *args;
+
+    if (!st->generic_alloc) {
+        map = PyType_GenericAlloc((PyTypeObject *)cls, MAP_FIELDS);
+        if (!map) {
+            return NULL;
+        }
+        for (int i = 0; i < MAP_FIELDS; i++) {
+            Py_INCREF(fields[i]);
+            PyTuple_SetItem(map, i, fields[i]);
+        }
+        return map;
+    }
+    plain = new_fields(fields);
+    if (!plain) {
+        return NULL;
+    }
+    args = PyTuple_Pack(1, plain);
+    Py_DECREF(plain);
+    if (!args) {
+        return NULL;
+    }
+    map = st->tuple_new((PyTypeObject *)cls, args, NULL);
+    Py_DECREF(args);
     return map;
 }
 
@@ -216,7 +255,7 @@ static PyObject *map_type_call(PyObject *cls, PyObject *args, PyObject *kwargs)
         !valid_fields(st, fields)) {
         return slow_call(st->type_call, cls, args, kwargs);
     }
-    return new_map(cls, fields);
+    return new_map(st, cls, fields);
 }
 
 /*
@@ -240,7 +279,7 @@ static PyObject *from_fields(PyObject *module, PyObject *fields)
     for (int i = 0; i < MAP_FIELDS; i++) {
         items[i] = PyTuple_GetItem(fields, i);
     }
-    return new_map(st->map_type, items);
+    return new_map(st, st->map_type, items);
 }
 
 /* replace_ref: *@slot holds a new reference to @obj; the old one is dropped last. */
@@ -275,11 +314,29 @@ static PyObject *register_map(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* _set_generic_alloc(flag): build through tuple's tp_new (what later versions need), or not,
+ * and answer the setting before: lets the tests run that path on the versions installed. */
+static PyObject *set_generic_alloc(PyObject *module, PyObject *flag)
+{
+    MapState *st = (MapState *)PyModule_GetState(module);
+    int value = PyObject_IsTrue(flag);
+
+    if (value < 0) {
+        return NULL;
+    }
+    bool before = st->generic_alloc;
+
+    st->generic_alloc = value;
+    return PyBool_FromLong(before);
+}
+
 static PyMethodDef dmamap_methods[] = {
     {"register", register_map, METH_VARARGS,
      "register(map_type, perms): the class the fast path builds and Perm's members."},
     {"from_fields", from_fields, METH_O,
      "from_fields(fields): a DMAMap of five fields known valid, without checks."},
+    {"_set_generic_alloc", set_generic_alloc, METH_O,
+     "_set_generic_alloc(flag): build maps through tuple's own tp_new (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -348,9 +405,67 @@ static struct PyModuleDef dmamap_module = {
     .m_free = dmamap_free,
 };
 
+/* running_version: the running CPython's major * 100 + minor, or -1. */
+static long running_version(void)
+{
+    PyObject *info = PySys_GetObject("version_info");   /* borrowed */
+    PyObject *major = info ? PySequence_GetItem(info, 0) : NULL;
+    PyObject *minor = info ? PySequence_GetItem(info, 1) : NULL;
+    long version = -1;
+
+    if (major && minor) {
+        version = PyLong_AsLong(major) * 100 + PyLong_AsLong(minor);
+    }
+    Py_XDECREF(major);
+    Py_XDECREF(minor);
+    PyErr_Clear();
+    return version;
+}
+
+static PyType_Slot probe_slots[] = {
+    {0, NULL},
+};
+
+/* The tp_new a tuple subclass inherits is tuple's own; a heap type's slots can be read. */
+static PyType_Spec probe_spec = {
+    .name = "iova_native._dmamap._TupleProbe",
+    .basicsize = 0,
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = probe_slots,
+};
+
+static int find_tuple_new(MapState *st)
+{
+    PyObject *bases = PyTuple_Pack(1, (PyObject *)&PyTuple_Type);
+    PyObject *probe;
+
+    if (!bases) {
+        return -1;
+    }
+    probe = PyType_FromSpecWithBases(&probe_spec, bases);
+    Py_DECREF(bases);
+    if (!probe) {
+        return -1;
+    }
+    st->tuple_new = (newfunc)PyType_GetSlot((PyTypeObject *)probe, Py_tp_new);
+    Py_DECREF(probe);
+    if (!st->tuple_new) {
+        PyErr_SetString(PyExc_SystemError, "tuple's tp_new not found");
+        return -1;
+    }
+    return 0;
+}
+
 static int init_state(PyObject *module, MapState *st)
 {
     PyObject *bases, *meta;
+    long version = running_version();
+
+    st->generic_alloc = version < 309 || version > 313;
+    if (find_tuple_new(st) < 0) {
+        return -1;
+    }
 
     st->zero = PyLong_FromLong(0);
     st->type_call = PyObject_GetAttrString((PyObject *)&PyType_Type, "__call__");
