@@ -86,18 +86,33 @@ def raise_interrupt() -> None:
     raise KeyboardInterrupt
 
 
-def test_a_removal_finishing_between_any_two_instructions_of_a_look_up_is_seen() -> None:
+K63 = (1 << 63) + 0x1000  # a GPATree key that crosses as a negative answer (_cached)
+LOOK_UPS = {
+    # name: class, the map removed, the map then stored, the look-up, the method it runs in
+    "find": ("IOVATree", A, B, lambda t: t.find(B.iova), native._Tree._find_key),
+    "find_iova": ("IOVATree", A, B, lambda t: t.find_iova(B.translated_addr),
+                  native.IOVATree.find_iova),
+    "gpa find at 2**63": ("GPATree", DMAMap(0x1000, K63, 0xFFF), DMAMap(0x9000, K63, 0xFFF),
+                          lambda t: t.find(K63), native._Tree._cached),
+}
+
+
+@pytest.mark.parametrize("look_up", sorted(LOOK_UPS))
+def test_a_removal_finishing_between_any_two_instructions_of_a_look_up_is_seen(
+        look_up: str) -> None:
     """Another thread's removal of a cached map is under way (after C removed it, before its
-    entry is dropped); a third inserts a map into the freed slot; a look-up of that map runs,
-    and the removal finishes between two of the look-up's instructions.  Wherever that is,
-    the look-up answers the map stored, never the removed one still cached (it did when the
-    removal finished between the look-up's reads of ``_seq`` and of ``_active``)."""
-    code = native._Tree._find_key.__code__
+    entry is dropped); a third inserts a map into the freed slot (or key); a look-up of that
+    map runs, and the removal finishes between two of the look-up's instructions.  Wherever
+    that is, the look-up answers the map stored, never the removed one still cached (it did
+    when the removal finished between the look-up's reads of ``_seq`` and of ``_active``)."""
+    cls, old, new, find, method = LOOK_UPS[look_up]
+    code = method.__code__
     real = native._ib_remove_at_try
+    key = old[0] if cls == "IOVATree" else old[1]
 
     def scenario(n: int) -> bool:
-        tree = native.IOVATree([A])
-        assert tree.find(A.iova) is tree.find(A.iova)  # cached, and trusted
+        tree = getattr(native, cls)([old])
+        assert tree.find(key) is tree.find(key)  # cached, and trusted
         removed, go = threading.Event(), threading.Event()
 
         def paused(h: Any, key: int) -> int:
@@ -108,24 +123,24 @@ def test_a_removal_finishing_between_any_two_instructions_of_a_look_up_is_seen()
 
         native._ib_remove_at_try = paused
         try:
-            remover = threading.Thread(target=tree.remove, args=(A.iova,))
+            remover = threading.Thread(target=tree.remove, args=(key,))
             remover.start()
             assert removed.wait(10)
         finally:
             native._ib_remove_at_try = real
-        tree.insert(B)  # an insert is no operation: it takes the slot A left at once
+        tree.insert(new)  # an insert is no operation: it takes the slot left at once
 
         def finish_removal() -> None:
             go.set()
             remover.join(10)
 
         with before_instruction(code, n, finish_removal) as fired:
-            got = tree.find(B.iova)
+            got = find(tree)
         if not fired[0]:
             finish_removal()
         assert not remover.is_alive()
-        assert got == B, f"before instruction {n}: {got}"
-        assert tree.find(B.iova) == B and tree.find(A.iova) is None
+        assert got == new, f"before instruction {n}: {got}"
+        assert find(tree) == new and tree.maps() == [new]
         return fired[0]
 
     every_instruction(scenario)
