@@ -40,7 +40,6 @@ from typing import Any, NoReturn, TypeVar
 
 from . import _types as T
 from ._container import Container, TreeContainer, vhost_state
-from ._core import ffi, lib
 from ._dmamap import from_fields
 from ._types import (
     MAX_U64,
@@ -52,6 +51,32 @@ from ._types import (
     Perm,
     TranslationError,
 )
+
+
+def _load_core() -> tuple[Any, Any]:
+    """The extension, loaded with GLib's slice allocator set to plain malloc().
+
+    GTree takes its nodes from GSlice, which before GLib 2.76 keeps per-thread caches: a
+    thread that used it gives them back, under the allocator's own locks, as it exits (a
+    thread-local destructor, after Python has let the thread go, so no lock of ours can
+    cover it).  A fork() at that instant leaves those locks held in the child, and its first
+    tree hangs for ever in ``g_slice_alloc``.  ``G_SLICE=always-malloc``, read once as GLib
+    initialises (here), sends GSlice to malloc(), which glibc makes safe across fork(); it is
+    what every GLib from 2.76 does anyway.  A ``G_SLICE`` the user set is left alone, and
+    the variable is taken out again once GLib has read it (child processes see the
+    environment they had).  A GLib that something else loaded first keeps its allocator."""
+    ours = "G_SLICE" not in os.environ
+    if ours:
+        os.environ["G_SLICE"] = "always-malloc"
+    try:
+        from ._core import ffi, lib
+    finally:
+        if ours:
+            os.environ.pop("G_SLICE", None)
+    return ffi, lib
+
+
+ffi, lib = _load_core()
 
 __all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
 
