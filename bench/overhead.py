@@ -415,7 +415,8 @@ def _python_bytes(cache: Any) -> int:
 
 def rss_child(backend: str, n: int) -> None:
     """In a fresh interpreter: the memory the structure adds, C and Python objects together.
-    Native: glibc's bytes in use (``ib_heap_in_use``) for C, plus the Python objects of its
+    Native: glibc's bytes in use (``ib_heap_in_use``) and the arena blocks mapped outside
+    malloc (``ib_tree_mapped_bytes``) for C, plus the Python objects of its
     cache; the reference: tracemalloc.  Not the RSS itself: the layout's temporaries are freed
     before the tree is built and their pages reused, which hides the tree in the RSS."""
     import tracemalloc
@@ -433,12 +434,13 @@ def rss_child(backend: str, n: int) -> None:
         tree = native.IOVATree()
         for m in maps():
             tree.insert(m)
-        c_bytes = lib.ib_heap_in_use() - heap
+        c_bytes = lib.ib_heap_in_use() - heap + lib.ib_tree_mapped_bytes(tree._h)
         result = {"built": (c_bytes + _python_bytes(tree._cache)) / n}
         for p in pages:  # every map found once: each DMAMap cached
             tree.find(p * PAGE)
         table = sys.getsizeof(tree._cache)  # from malloc: already in the heap's figure
-        result["found"] = (lib.ib_heap_in_use() - heap + _python_bytes(tree._cache)
+        result["found"] = (lib.ib_heap_in_use() - heap + lib.ib_tree_mapped_bytes(tree._h)
+                           + _python_bytes(tree._cache)
                            - table) / n
     else:
         tracemalloc.start()

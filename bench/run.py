@@ -23,7 +23,8 @@ How it measures, and why:
 * Memory per map is measured in a fresh interpreter per figure: tracemalloc for Python objects
   (the reference and intervaltree keep the ``DMAMap`` objects, so those count), glibc's
   ``mallinfo2`` in-use bytes (``ib_heap_in_use``) for the native core, which keeps no Python
-  objects: GTree node, entry with the reverse and id trees, holes.
+  objects: GTree node, entry with the reverse and id trees, holes; plus the arena blocks the
+  tree mapped outside malloc (``ib_tree_mapped_bytes``).
 * The C benchmark (``tools-build/iova-bench``, built by ``scripts/build-tools.sh``) runs first,
   with the same sizes, alone on the machine; its per-address cost of the C-only reverse loop
   is the floor ``to_iova_many`` is held against, and its Markdown is appended verbatim.
@@ -466,7 +467,7 @@ def mem_probe_child(backend: str, n: int) -> None:
         tree = native.IOVATree() if backend == "native" else native.GPATree()
         for m in maps():
             tree.insert(m)
-        used = lib.ib_heap_in_use() - before
+        used = lib.ib_heap_in_use() - before + lib.ib_tree_mapped_bytes(tree._h)
         assert len(tree) == n
     else:
         tracemalloc.start()
@@ -1057,7 +1058,8 @@ def report(args: argparse.Namespace, res: Results) -> str:
     out += alias_section(args)
     out += ["", "## Memory per map (bytes)", "",
             "Each figure in a fresh interpreter: native = glibc in-use bytes "
-            "(`ib_heap_in_use()`) added by the tree (GTree node, entry with the reverse and id "
+            "(`ib_heap_in_use()`) added by the tree, plus the arena blocks it mapped outside "
+            "malloc (`ib_tree_mapped_bytes()`) (GTree node, entry with the reverse and id "
             "trees, holes, arena blocks of 4096 entries); reference and intervaltree = "
             "tracemalloc of every Python object they keep, the `DMAMap`s included (native "
             "keeps none).  intervaltree holds only the IOVA-keyed tree; `find_iova` would need "

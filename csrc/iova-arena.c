@@ -2,10 +2,35 @@
 /*
  * Fixed-size element arena addressed by 32-bit references (see iova-arena.h).
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS and MAP_NORESERVE under -std=c11 */
 #include "iova-arena.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if !defined(MAP_ANONYMOUS) && defined(MAP_ANON)
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+/*
+ * A fresh mapping reads as zeros, which valgrind's memcheck takes for written: a flat block is
+ * marked unwritten, as a block from aligned_alloc() is, so that memcheck still catches a read
+ * of a field its owner never wrote (iova_arena_alloc() hands elements out unzeroed).
+ */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define ARENA_UNWRITTEN(p, n) VALGRIND_MAKE_MEM_UNDEFINED(p, n)
+#endif
+#endif
+#ifndef ARENA_UNWRITTEN
+#define ARENA_UNWRITTEN(p, n) ((void)(p), (void)(n))
+#endif
 
 void iova_arena_init(IOVAArena *arena, uint32_t elem_size)
 {
@@ -46,36 +71,107 @@ static uint32_t arena_rank(const IOVAArena *arena, uintptr_t base)
     return lo;
 }
 
+/*
+ * Reserve the arena's address space, at its first block.  Refused, the arena has no flat
+ * blocks and never asks again (flat_max stays 0).  Page-aligned, so cache-line aligned.
+ */
+static void arena_reserve_space(IOVAArena *arena)
+{
+#ifdef MAP_ANONYMOUS
+    size_t block_bytes = (size_t)IOVA_ARENA_BLOCK * arena->elem_size;
+    size_t blocks = IOVA_ARENA_RESERVE / block_bytes;
+    if (blocks > (0xffffffffu >> IOVA_ARENA_SHIFT)) {
+        blocks = 0xffffffffu >> IOVA_ARENA_SHIFT; /* every reference below 2^32 */
+    }
+    if (blocks == 0) {
+        return;
+    }
+    void *base = mmap(NULL, blocks * block_bytes, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base != MAP_FAILED) {
+        arena->base = base;
+        arena->flat_max = (uint32_t)(blocks << IOVA_ARENA_SHIFT);
+    }
+#else
+    (void)arena;
+#endif
+}
+
+/*
+ * The next flat block, made accessible (whole pages: with tiny test blocks a page may hold
+ * several), or NULL when there is none: no reservation, a block outside it came first, the
+ * reservation is full, or the system refused the memory.
+ */
+static char *arena_flat_block(IOVAArena *arena)
+{
+    if ((arena->nblocks << IOVA_ARENA_SHIFT) != arena->flat) {
+        return NULL; /* a block from aligned_alloc() lies past the flat ones */
+    }
+    if (arena->nblocks == 0 && !arena->base) {
+        arena_reserve_space(arena);
+    }
+    if (arena->flat_max - arena->flat < IOVA_ARENA_BLOCK) {
+        return NULL;
+    }
+    size_t block_bytes = (size_t)IOVA_ARENA_BLOCK * arena->elem_size;
+    char *block = arena->base + (size_t)arena->flat * arena->elem_size;
+    size_t end = (size_t)(block - arena->base) + block_bytes;
+    if (end > arena->committed) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t upto = (end + page - 1) / page * page;
+        if (mprotect(arena->base + arena->committed, upto - arena->committed,
+                     PROT_READ | PROT_WRITE) != 0) {
+            return NULL;
+        }
+        arena->committed = upto;
+    }
+    ARENA_UNWRITTEN(block, block_bytes);
+    return block;
+}
+
 static int arena_add_block(IOVAArena *arena)
 {
     if (arena->nblocks == arena->cap_blocks && arena_grow_index(arena) < 0) {
         return -1;
     }
-    /* Cache-line aligned, so that 64-byte elements each sit in one line. */
-    char *block = aligned_alloc(64, (size_t)IOVA_ARENA_BLOCK * arena->elem_size);
-    if (!block) {
-        return -1;
+    char *block = arena_flat_block(arena);
+    bool flat = block != NULL;
+    if (!flat) {
+        /* Cache-line aligned, so that 64-byte elements each sit in one line. */
+        block = aligned_alloc(64, (size_t)IOVA_ARENA_BLOCK * arena->elem_size);
+        if (!block) {
+            return -1;
+        }
     }
     uint32_t rank = arena_rank(arena, (uintptr_t)block);
     memmove(&arena->by_address[rank + 1], &arena->by_address[rank],
             (arena->nblocks - rank) * sizeof(*arena->by_address));
     arena->by_address[rank] = arena->nblocks;
     arena->blocks[arena->nblocks++] = block;
+    if (flat) {
+        arena->flat += IOVA_ARENA_BLOCK;
+    }
     return 0;
 }
 
 IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem)
 {
     uintptr_t at = (uintptr_t)elem;
-    uint32_t rank = arena_rank(arena, at + 1); /* blocks starting at or below @elem */
-    if (rank == 0) {
-        return IOVA_REF_NONE;
-    }
-    uint32_t block = arena->by_address[rank - 1];
-    uintptr_t offset = at - (uintptr_t)arena->blocks[block];
     uint32_t size = arena->elem_size;
-    if (offset >= (uintptr_t)IOVA_ARENA_BLOCK * size) {
-        return IOVA_REF_NONE;
+    uint32_t block = 0;
+    uintptr_t offset = at - (uintptr_t)arena->base;
+    /* a flat element's offset from the base is its reference times the size: no search */
+    if (!arena->base || at < (uintptr_t)arena->base ||
+        offset >= (uintptr_t)arena->flat * size) {
+        uint32_t rank = arena_rank(arena, at + 1); /* blocks starting at or below @elem */
+        if (rank == 0) {
+            return IOVA_REF_NONE;
+        }
+        block = arena->by_address[rank - 1];
+        offset = at - (uintptr_t)arena->blocks[block];
+        if (offset >= (uintptr_t)IOVA_ARENA_BLOCK * size) {
+            return IOVA_REF_NONE;
+        }
     }
     /*
      * The removal of a map starts here, before its descents can: a power-of-two size (every
@@ -93,7 +189,7 @@ IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem)
             return IOVA_REF_NONE;
         }
     }
-    IOVARef ref = (block << IOVA_ARENA_SHIFT) | (IOVARef)index;
+    IOVARef ref = (block << IOVA_ARENA_SHIFT) + (IOVARef)index;
     return ref == IOVA_REF_NONE || ref >= arena->next_fresh ? IOVA_REF_NONE : ref;
 }
 
@@ -145,8 +241,11 @@ int iova_arena_reserve(IOVAArena *arena, uint32_t count)
 
 void iova_arena_reset(IOVAArena *arena)
 {
-    for (uint32_t i = 0; i < arena->nblocks; i++) {
+    for (uint32_t i = arena->flat >> IOVA_ARENA_SHIFT; i < arena->nblocks; i++) {
         free(arena->blocks[i]);
+    }
+    if (arena->base) {
+        munmap(arena->base, (size_t)arena->flat_max * arena->elem_size);
     }
     free(arena->blocks);
     free(arena->by_address);

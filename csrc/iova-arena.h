@@ -6,6 +6,16 @@
  * links alone would cost 48 bytes a map; as 32-bit references into an arena they cost 24.  The
  * arena grows by whole blocks that never move, so a pointer to an element (the GTree key) stays
  * valid for the element's life.  Reference 0 is never handed out: it means "none".
+ *
+ * Why the blocks lie side by side in one reservation: every step of every descent turns a
+ * reference into an address.  With blocks anywhere that is a load from the block table on
+ * the way from one element to the next; with the blocks at base + block * block size it is a
+ * shift and an add (the block table is still kept, for the blocks past the reservation).
+ * The reservation is address space only (mmap with no access); a block becomes memory when
+ * it is added (mprotect), exactly as a block from aligned_alloc() did.  When the reservation
+ * is refused (a tight RLIMIT_AS, valgrind, a 32-bit host) or a commit fails, the arena goes
+ * on with blocks from aligned_alloc() past the last flat one: nothing fails that did not
+ * fail before.
  */
 #ifndef IOVA_ARENA_H
 #define IOVA_ARENA_H
@@ -23,7 +33,16 @@ typedef uint32_t IOVARef;
 #define IOVA_ARENA_BLOCK (1u << IOVA_ARENA_SHIFT)
 #define IOVA_ARENA_MASK (IOVA_ARENA_BLOCK - 1)
 
+#ifndef IOVA_ARENA_RESERVE
+/* Address space reserved for an arena's flat blocks (none on a 32-bit host): 4M entries. */
+#define IOVA_ARENA_RESERVE (sizeof(void *) >= 8 ? (size_t)1 << 28 : 0)
+#endif
+
 typedef struct IOVAArena {
+    char *base;           /* the reservation (NULL: none), flat blocks at its start */
+    IOVARef flat;         /* references below it are at base + ref * elem_size */
+    uint32_t flat_max;    /* elements the reservation holds, whole blocks; 0: none to come */
+    size_t committed;     /* bytes of the reservation made accessible: iova_arena_mapped() */
     char **blocks;        /* each holds IOVA_ARENA_BLOCK elements */
     uint32_t *by_address; /* block numbers in the order of their addresses: ref_of() */
     uint32_t nblocks;
@@ -89,21 +108,57 @@ void iova_arena_reset(IOVAArena *arena);
 IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem);
 
 /**
- * iova_arena_elem: as iova_arena_ptr(), for an arena of @elem_size-byte elements.  Why: with
- * @elem_size a constant at the call, the multiply is a shift and the arena's own size is
- * never loaded; a module whose arena holds one type reads its elements through this.
- *
- * iova_blocks_elem: the same from the arena's block table @blocks, for a walk that keeps the
- * table in a local (a store during the walk may alias the arena, which would be read again).
+ * iova_arena_mapped: the bytes of @arena's blocks that are in no malloc() count (the flat
+ * blocks, mapped from the reservation).  A heap count such as mallinfo2() sees the other
+ * blocks and the tables; this adds the rest, so that memory per map stays measurable.
  */
-static inline void *iova_blocks_elem(char *const *blocks, IOVARef ref, uint32_t elem_size)
+static inline size_t iova_arena_mapped(const IOVAArena *arena)
 {
-    return blocks[ref >> IOVA_ARENA_SHIFT] + (size_t)(ref & IOVA_ARENA_MASK) * elem_size;
+    return arena->committed;
 }
 
+/**
+ * IOVAArenaView: what turns a reference into an address (iova_view_elem()), copied out of the
+ * arena for a walk that keeps it in a local: a store during the walk may alias the arena,
+ * whose fields would be read again after it.
+ */
+typedef struct IOVAArenaView {
+    char *base;
+    IOVARef flat;
+    char *const *blocks;
+} IOVAArenaView;
+
+static inline IOVAArenaView iova_arena_view(const IOVAArena *arena)
+{
+    IOVAArenaView v = { arena->base, arena->flat, arena->blocks };
+    return v;
+}
+
+/**
+ * iova_view_elem: the element behind @ref, from view @v of an arena of @elem_size-byte
+ * elements.  Why @elem_size at the call: as a constant, the multiply is a shift and the
+ * arena's own size is never loaded.  A flat reference (all of them, but in an arena past 4M
+ * elements or one whose reservation was refused) is a shift and an add; the test on it is
+ * always predicted.
+ */
+static inline void *iova_view_elem(const IOVAArenaView *v, IOVARef ref, uint32_t elem_size)
+{
+    if (__builtin_expect(ref < v->flat, 1)) {
+        return v->base + (size_t)ref * elem_size;
+    }
+    return v->blocks[ref >> IOVA_ARENA_SHIFT] + (size_t)(ref & IOVA_ARENA_MASK) * elem_size;
+}
+
+/**
+ * iova_arena_elem: as iova_arena_ptr(), for an arena of @elem_size-byte elements (a module
+ * whose arena holds one type reads its elements through this).
+ */
 static inline void *iova_arena_elem(const IOVAArena *arena, IOVARef ref, uint32_t elem_size)
 {
-    return iova_blocks_elem(arena->blocks, ref, elem_size);
+    if (__builtin_expect(ref < arena->flat, 1)) {
+        return arena->base + (size_t)ref * elem_size;
+    }
+    return arena->blocks[ref >> IOVA_ARENA_SHIFT] + (size_t)(ref & IOVA_ARENA_MASK) * elem_size;
 }
 
 /**

@@ -83,14 +83,15 @@ typedef struct AvlOps {
 } AvlOps;
 
 /*
- * A copy of the arena's block table pointer and element size, for the length of one
+ * A copy of what addresses the arena's elements, and its element size, for the length of one
  * operation.  Why: the heights are written through a uint8_t pointer, which may alias
  * anything, so the compiler would reload the arena's fields after every such write; the copy
  * lives on the stack, its address never escapes the inlined code, and the element size
  * becomes a constant.
  */
 #define avl_view(arena, ops)                                                        \
-    IOVAArena avl_view_ = { .blocks = (arena)->blocks, .elem_size = (ops)->elem_size }; \
+    IOVAArena avl_view_ = { .base = (arena)->base, .flat = (arena)->flat,             \
+                            .blocks = (arena)->blocks, .elem_size = (ops)->elem_size };  \
     (arena) = &avl_view_
 
 /* The element behind @n. */

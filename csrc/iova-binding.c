@@ -560,6 +560,17 @@ size_t ib_heap_in_use(void)
     return info.uordblks + info.hblkhd;
 }
 
+size_t ib_tree_mapped_bytes(IBTree *t)
+{
+    IOVATree *tree = ib_guard_enter(&t->guard);
+    if (!tree) {
+        return 0;
+    }
+    size_t bytes = t->kind != 1 ? iova_tree_mapped_bytes(tree) : 0;
+    ib_guard_leave(&t->guard, FALSE);
+    return bytes;
+}
+
 /* ---------------------------------------------------------------- range queries */
 
 /* Maps written as five words while there is room, and all of them counted. */

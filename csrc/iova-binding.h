@@ -226,6 +226,11 @@ void ib_spin(uint64_t ns);
 
 /* Bytes the C allocator has handed out and not taken back (mallinfo2), for memory figures. */
 size_t ib_heap_in_use(void);
+/*
+ * The bytes of @t's arena blocks mapped outside malloc (iova_tree_mapped_bytes(); 0 for a
+ * GPATree or a closed tree): with ib_heap_in_use(), a tree's whole C memory.
+ */
+size_t ib_tree_mapped_bytes(IBTree *t);
 
 /*
  * Range queries: every map overlapping [key, key + @size] (find_all, in key order) or whose

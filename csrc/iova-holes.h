@@ -77,7 +77,7 @@ typedef struct IOVAHoleSearch {
  * address goes nowhere else stays in registers.  The path itself stays in the search.
  */
 typedef struct IOVAHoleCursor {
-    char **blocks;      /* the hole arena's block table */
+    IOVAArenaView arena; /* the hole arena's addressing */
     IOVARef next;
     int depth;
     bool inclusive;
@@ -88,7 +88,7 @@ typedef struct IOVAHoleCursor {
 static inline IOVAHoleCursor iova_hole_cursor_begin(IOVAHoleSearch *s)
 {
     IOVAHoleCursor c = {
-        .blocks = s->arena->blocks,
+        .arena = iova_arena_view(s->arena),
         .next = s->next,
         .depth = s->path.depth,
         .inclusive = s->inclusive,
@@ -118,7 +118,7 @@ static inline bool iova_hole_cursor_step(void *opaque)
     if (n == IOVA_REF_NONE) {
         return false;
     }
-    const IOVAHole *h = iova_blocks_elem(c->blocks, n, sizeof(IOVAHole));
+    const IOVAHole *h = iova_view_elem(&c->arena, n, sizeof(IOVAHole));
     /*
      * Right when first < key, or first == key with inclusive: (first, 0) < (key, inclusive),
      * branch-free as AvlOps.before (either way is as likely).

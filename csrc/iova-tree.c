@@ -704,6 +704,11 @@ size_t iova_tree_nnodes(const IOVATree *tree)
     return (size_t)g_tree_nnodes(tree->tree);
 }
 
+size_t iova_tree_mapped_bytes(const IOVATree *tree)
+{
+    return iova_arena_mapped(&tree->entries) + iova_arena_mapped(&tree->holes.arena);
+}
+
 void iova_tree_clear(IOVATree *tree)
 {
     g_tree_destroy(tree->tree);

@@ -235,6 +235,12 @@ void vhost_iova_tree_clear(VhostIOVATree *tree)
     iova_tree_clear(tree->gpa_iova_map);
 }
 
+size_t vhost_iova_tree_mapped_bytes(const VhostIOVATree *tree)
+{
+    return iova_tree_mapped_bytes(tree->iova_map) + iova_tree_mapped_bytes(tree->iova_taddr_map) +
+           iova_tree_mapped_bytes(tree->gpa_iova_map);
+}
+
 /* ---------------------------------------------------------------- check() */
 
 typedef struct PairCheck {

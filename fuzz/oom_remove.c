@@ -16,6 +16,7 @@
  * Build with malloc wrapped for our objects only (GLib keeps its own malloc):
  *   cc -std=c11 -O1 -g -Icsrc $(pkg-config --cflags glib-2.0) fuzz/oom_remove.c csrc/iova-*.c \
  *      csrc/vhost-*.c -Wl,--wrap=malloc -Wl,--wrap=realloc -Wl,--wrap=aligned_alloc \
+ *      -Wl,--wrap=mmap -Wl,--wrap=mprotect \
  *      $(pkg-config --libs glib-2.0) \
  *      -o build/oom_remove && build/oom_remove
  */
@@ -58,6 +59,21 @@ void *__wrap_aligned_alloc(size_t align, size_t size)
         return NULL;
     }
     return __real_aligned_alloc(align, size);
+}
+
+/* ... and the commit of a block in the arena's reservation (its mmap itself never fails here) */
+int __wrap_mprotect(void *addr, size_t len, int prot)
+{
+    if (fail_mallocs > 0) {
+        fail_mallocs--;
+        return -1;
+    }
+    return __real_mprotect(addr, len, prot);
+}
+
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return __real_mmap(addr, len, prot, flags, fd, off);
 }
 
 #define N 8200 /* enough removals to fill a 4096-element block of holes */

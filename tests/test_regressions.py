@@ -139,7 +139,7 @@ def test_removals_are_all_or_nothing_when_memory_runs_out() -> None:
                if p.name.startswith(("iova-", "vhost-")) and "binding" not in p.name]
     subprocess.run([cc, "-std=c11", "-O1", "-g", f"-I{root / 'csrc'}", str(root / "fuzz" /
                     "oom_remove.c"), *sources, "-Wl,--wrap=malloc", "-Wl,--wrap=realloc",
-                    "-Wl,--wrap=aligned_alloc",
+                    "-Wl,--wrap=aligned_alloc", "-Wl,--wrap=mmap", "-Wl,--wrap=mprotect",
                     *glib, "-o", str(out)], check=True, capture_output=True, text=True)
     result = subprocess.run([str(out)], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

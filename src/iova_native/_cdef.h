@@ -85,6 +85,7 @@ int64_t ib_time_alloc(IBTree *t, size_t n, uint64_t size, uint64_t translated_ad
 void ib_spin_try(uint64_t ns);
 void ib_spin(uint64_t ns);
 size_t ib_heap_in_use(void);
+size_t ib_tree_mapped_bytes(IBTree *t);
 int64_t ib_tree_find_all(IBTree *t, uint64_t key, uint64_t size, uint64_t *out, size_t cap);
 int64_t ib_tree_find_iova_all(IBTree *t, uint64_t addr, uint64_t size, int has_id, uint64_t id,
                               uint64_t *out, size_t cap);

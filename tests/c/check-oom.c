@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Every allocation point of insert, alloc, remove and clear under failure, on two trees fed
- * the same random calls: tree A with malloc(), realloc() and aligned_alloc() failing, tree B
+ * the same random calls: tree A with malloc(), realloc(), aligned_alloc(), mmap() and
+ * mprotect() failing, tree B
  * without.  Each call on A is made again with the 1st, 2nd, ... allocation of the call failing
  * (or, with "sticky", that one and every one after it) until it makes none that fails.  After
  * a call that answered IOVA_ERR_OOM, A must hold exactly B's maps (nothing changed) and pass
  * check(); once A's call went through, B makes it too and both must answer alike, hold the
- * same maps and agree on reverse look-ups.  Linked with -Wl,--wrap for the three (our objects
+ * same maps and agree on reverse look-ups.  Linked with -Wl,--wrap for the five (our objects
  * only: GLib keeps its own allocator); built with a small IOVA_ARENA_SHIFT, a new arena block
  * is needed every few elements.
  *
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "qemu/iova-tree.h"
 #include "wrap-alloc.h"
@@ -49,6 +51,18 @@ void *__wrap_realloc(void *p, size_t size)
 void *__wrap_aligned_alloc(size_t align, size_t size)
 {
     return should_fail() ? NULL : __real_aligned_alloc(align, size);
+}
+
+/* An arena's reservation (refused: it goes on with aligned_alloc() blocks) */
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return should_fail() ? MAP_FAILED : __real_mmap(addr, len, prot, flags, fd, off);
+}
+
+/* ... and the commit of each flat block's pages */
+int __wrap_mprotect(void *addr, size_t len, int prot)
+{
+    return should_fail() ? -1 : __real_mprotect(addr, len, prot);
 }
 
 #define MAX_SNAP 4096

@@ -325,6 +325,14 @@ size_t iova_tree_nnodes(const IOVATree *tree);
 void iova_tree_clear(IOVATree *tree);
 
 /**
+ * iova_tree_mapped_bytes: the memory the tree holds outside malloc(): its arenas' blocks
+ * mapped from address space it reserved (docs/design.md).  Add it to a heap count
+ * (mallinfo2()) for the tree's whole memory.  The reservation itself is address space, not
+ * memory, and is not counted.
+ */
+size_t iova_tree_mapped_bytes(const IOVATree *tree);
+
+/**
  * iova_tree_check: verify every invariant: the GTree's order and disjointness, each map's
  * validity, the reverse and id trees against the forward tree, and, once the tree has
  * allocated, the holes as the exact complement of the maps.

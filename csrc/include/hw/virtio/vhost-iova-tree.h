@@ -149,6 +149,11 @@ IOVATree *vhost_iova_tree_allocations(const VhostIOVATree *tree);
 void vhost_iova_tree_clear(VhostIOVATree *tree);
 
 /**
+ * vhost_iova_tree_mapped_bytes: iova_tree_mapped_bytes() of its three trees together.
+ */
+size_t vhost_iova_tree_mapped_bytes(const VhostIOVATree *tree);
+
+/**
  * vhost_iova_tree_check: every tree's own invariants, plus: every host-only and guest map has
  * exactly one allocation with its IOVA and size and vice versa, all within the bounds.
  * Returns 0, or -1 with a message in @err.
