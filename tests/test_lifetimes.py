@@ -6,7 +6,8 @@
 * Every method of a closed object raises ``ValueError`` (before looking at its arguments);
   ``close()`` may be called again; ``closed`` and ``repr`` keep working.
 * A tree dropped without ``close()`` frees its C memory: ``ib_heap_in_use()`` (glibc's count of
-  bytes handed out) comes back to where it was.
+  bytes handed out) comes back to where it was, and so does the process's address space (the
+  arenas' reserved ranges, whose blocks ``ib_tree_mapped_bytes()`` counts, are unmapped).
 * An iterator keeps its tree's C object alive; changing the tree while iterating raises
   ``RuntimeError``, closing it raises ``ValueError``.
 """
@@ -316,6 +317,24 @@ def heap() -> int:
     return int(lib.ib_heap_in_use())
 
 
+def mapped(native: ModuleType, objects: list[Any]) -> int:
+    """The arena blocks of ``objects``' IOVATrees and GPATrees mapped outside malloc, which
+    ``ib_heap_in_use()`` does not see (csrc/iova-arena.h)."""
+    from iova_native._core import lib
+
+    return sum(int(lib.ib_tree_mapped_bytes(o._h)) for o in objects
+               if isinstance(o, (native.IOVATree, native.GPATree)))
+
+
+def address_space() -> int:
+    """The process's mapped address space (VmSize), reservations included."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def churn(native: ModuleType, trees: int, maps: int) -> list[Any]:
     """``trees`` objects of every class, each with ``maps`` maps."""
     made: list[Any] = []
@@ -355,18 +374,21 @@ def warm_up(native: ModuleType, trees: int, maps: int) -> None:
 def test_dropped_trees_free_their_memory(native: ModuleType) -> None:
     """Trees dropped without close() give their C memory back (ffi.gc finalizer)."""
     warm_up(native, 30, 1000)
-    before = heap()
+    before, space_before = heap(), address_space()
     alive = churn(native, 30, 1000)
-    during = heap()
+    during = heap() + mapped(native, alive)
     grown = during - before
     assert grown > 5_000_000, f"the measure does not see the trees ({grown} bytes)"
     del alive
-    after = heap()
+    after, space_after = heap(), address_space()
     print(
         f"\nheap in use: {before} before, {during} with 90 trees of 1000 maps, "
-        f"{after} after dropping them ({after - before:+d} bytes)"
+        f"{after} after dropping them ({after - before:+d} bytes); address space "
+        f"{space_after - space_before:+d} bytes"
     )
     assert after - before < 256 * 1024
+    if space_before:
+        assert space_after - space_before < 64 << 20, "reserved address space not unmapped"
 
 
 def test_dropped_trees_in_cycles_and_closed_trees_free_their_memory(native: ModuleType) -> None:
