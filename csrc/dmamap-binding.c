@@ -76,8 +76,9 @@ static PyObject *slow_call(PyObject *type_call, PyObject *cls, PyObject *args,
 
 /*
  * field_index: the position of keyword @key among the field names, or -1.  Keywords written
- * in a call are interned, so the identity test almost always decides; the comparison after
- * it runs no Python code (a str subclass's __eq__ is not asked).
+ * in a call are interned, so the identity test almost always decides.  A key that is not an
+ * exact str is left to the slow path: Python matches it with its own __eq__ (a str subclass
+ * may say no to its own text, or raise), which a comparison here would not ask.
  */
 static int field_index(MapState *st, PyObject *key)
 {
@@ -86,7 +87,7 @@ static int field_index(MapState *st, PyObject *key)
             return i;
         }
     }
-    if (!PyUnicode_Check(key)) {
+    if (!PyUnicode_CheckExact(key)) {
         return -1;
     }
     for (int i = 0; i < MAP_FIELDS; i++) {
