@@ -27,12 +27,14 @@ enum { MAP_FIELDS = 5, PERM_VALUES = 4 };
 /* What the constructor needs; filled by PyInit and register(). */
 typedef struct {
     PyObject *map_type;             /* DMAMap, once register() names it */
+    PyObject *meta_type;            /* DMAMapType: register() takes only its instances */
     PyObject *perms[PERM_VALUES];   /* Perm.NONE, RO, WO, RW, indexed by value */
     PyObject *zero;                 /* id's default */
     PyObject *type_call;            /* type.__call__: every call the fast path declines */
     PyObject *names[MAP_FIELDS];    /* interned field names, in signature order */
     newfunc tuple_new;              /* tuple's own tp_new, for generic_alloc */
     bool generic_alloc;             /* build through tuple_new (see new_map) */
+    bool generic_required;          /* the running version needs it: no test turns it off */
 } MapState;
 
 static const char *const field_names[MAP_FIELDS] = {
@@ -293,7 +295,12 @@ static void replace_ref(PyObject **slot, PyObject *obj)
     Py_XDECREF(old);
 }
 
-/* register(map_type, perms): name DMAMap and the four Perm members (by value). */
+/*
+ * register(map_type, perms): name DMAMap and the four Perm members (by value).  The class
+ * must be a tuple subclass built by DMAMapType: new_map() lays a map out as a tuple of five
+ * items, which any other class (an int, a struct sequence with hidden fields) is not, and
+ * tuple's tp_new writes the items without asking.
+ */
 static PyObject *register_map(PyObject *module, PyObject *args)
 {
     MapState *st = (MapState *)PyModule_GetState(module);
@@ -302,8 +309,11 @@ static PyObject *register_map(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO!:register", &map_type, &PyTuple_Type, &perms)) {
         return NULL;
     }
-    if (!PyType_Check(map_type) || PyTuple_Size(perms) != PERM_VALUES) {
-        PyErr_SetString(PyExc_TypeError, "register() needs a class and 4 Perm members");
+    if (!st->meta_type || !PyType_Check(map_type) || PyTuple_Size(perms) != PERM_VALUES ||
+        !PyType_IsSubtype((PyTypeObject *)map_type, &PyTuple_Type) ||
+        !PyObject_TypeCheck(map_type, (PyTypeObject *)st->meta_type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "register() needs a tuple subclass of DMAMapType and 4 Perm members");
         return NULL;
     }
     for (int i = 0; i < PERM_VALUES; i++) {
@@ -316,7 +326,8 @@ static PyObject *register_map(PyObject *module, PyObject *args)
 }
 
 /* _set_generic_alloc(flag): build through tuple's tp_new (what later versions need), or not,
- * and answer the setting before: lets the tests run that path on the versions installed. */
+ * and answer the setting before: lets the tests run that path on the versions installed.
+ * Where the version needs it, it stays on (a bare allocation would hash every map as 0). */
 static PyObject *set_generic_alloc(PyObject *module, PyObject *flag)
 {
     MapState *st = (MapState *)PyModule_GetState(module);
@@ -327,7 +338,7 @@ static PyObject *set_generic_alloc(PyObject *module, PyObject *flag)
     }
     bool before = st->generic_alloc;
 
-    st->generic_alloc = value;
+    st->generic_alloc = value || st->generic_required;
     return PyBool_FromLong(before);
 }
 
@@ -363,6 +374,7 @@ static int dmamap_traverse(PyObject *module, visitproc visit, void *arg)
         return 0;
     }
     Py_VISIT(st->map_type);
+    Py_VISIT(st->meta_type);
     for (int i = 0; i < PERM_VALUES; i++) {
         Py_VISIT(st->perms[i]);
     }
@@ -379,6 +391,7 @@ static int dmamap_clear(PyObject *module)
         return 0;
     }
     Py_CLEAR(st->map_type);
+    Py_CLEAR(st->meta_type);
     for (int i = 0; i < PERM_VALUES; i++) {
         Py_CLEAR(st->perms[i]);
     }
@@ -463,7 +476,8 @@ static int init_state(PyObject *module, MapState *st)
     PyObject *bases, *meta;
     long version = running_version();
 
-    st->generic_alloc = version < 309 || version > 313;
+    st->generic_required = version < 309 || version > 313;
+    st->generic_alloc = st->generic_required;
     if (find_tuple_new(st) < 0) {
         return -1;
     }
@@ -488,6 +502,8 @@ static int init_state(PyObject *module, MapState *st)
     if (!meta) {
         return -1;
     }
+    Py_INCREF(meta);
+    st->meta_type = meta;
     /* PyModule_AddObject steals the reference only when it succeeds. */
     if (PyModule_AddObject(module, "DMAMapType", meta) < 0) {
         Py_DECREF(meta);
