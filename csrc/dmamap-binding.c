@@ -172,11 +172,9 @@ static bool valid_fields(MapState *st, PyObject *fields[MAP_FIELDS])
     return size <= UINT64_MAX - iova && size <= UINT64_MAX - translated;
 }
 
-/* new_fields: a plain tuple of @fields (new references taken). */
-static PyObject *new_fields(PyObject *const fields[MAP_FIELDS])
+/* store_fields: @fields (new references taken) as the items of the fresh @tuple, or NULL. */
+static PyObject *store_fields(PyObject *tuple, PyObject *const fields[MAP_FIELDS])
 {
-    PyObject *tuple = PyTuple_New(MAP_FIELDS);
-
     if (!tuple) {
         return NULL;
     }
@@ -201,17 +199,9 @@ static PyObject *new_map(MapState *st, PyObject *cls, PyObject *const fields[MAP
     PyObject *map, *plain, *args;
 
     if (!st->generic_alloc) {
-        map = PyType_GenericAlloc((PyTypeObject *)cls, MAP_FIELDS);
-        if (!map) {
-            return NULL;
-        }
-        for (int i = 0; i < MAP_FIELDS; i++) {
-            Py_INCREF(fields[i]);
-            PyTuple_SetItem(map, i, fields[i]);
-        }
-        return map;
+        return store_fields(PyType_GenericAlloc((PyTypeObject *)cls, MAP_FIELDS), fields);
     }
-    plain = new_fields(fields);
+    plain = store_fields(PyTuple_New(MAP_FIELDS), fields);
     if (!plain) {
         return NULL;
     }
