@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import operator
 import os
+import struct
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
@@ -112,6 +113,11 @@ class TranslationError(IOVAError, LookupError):
         super().__init__(message)
         self.address = address
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        # Exception's own reduce calls cls(*args), which lacks the required address: without
+        # this, pickle (multiprocessing, a process pool), copy and deepcopy raise TypeError.
+        return type(self), (_message(self), self.address), self.__dict__
+
 
 class DivergenceError(AssertionError):
     """Raised by the differential backend when its two sides disagree."""
@@ -124,6 +130,16 @@ class DivergenceError(AssertionError):
         self.left = left
         self.right = right
         self.reproducer = reproducer
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        # As TranslationError's: the extra arguments are required, so cls(*args) would fail.
+        fields = (self.operation, self.left, self.right, self.reproducer)
+        return type(self), (_message(self), *fields), self.__dict__
+
+
+def _message(exc: BaseException) -> Any:
+    """The message an error of this module was made with (its only ``arg``)."""
+    return exc.args[0] if exc.args else ""
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -222,6 +238,7 @@ def batch_input(values: Any) -> tuple[Any, bool, bool]:
         raise _batch_type_error(values)
     if type(values) in REITERABLE:
         return values, False, False
+    foreign = None  # the format of a 1-D memoryview that cannot unpack itself
     try:
         with memoryview(values) as view:
             ndim = view.ndim
@@ -231,10 +248,19 @@ def batch_input(values: Any) -> tuple[Any, bool, bool]:
                 and view.format.lstrip("@=<") in ("Q", "L")
                 and view.c_contiguous
             )
+            # A memoryview iterates only in those formats; any other object (NumPy's array,
+            # a ctypes array) iterates in its own way, and is left to do so.
+            foreign_format = view.format not in _ITERABLE_FORMATS
+            if ndim == 1 and not in_place and foreign_format and type(values) is memoryview:
+                foreign, data = view.format, view.tobytes()
     except TypeError:  # no buffer interface: an iterable, or not one at all
         ndim = -1
     except (ValueError, NotImplementedError):  # a buffer whose format cannot be exported
         ndim = -1  # (NumPy datetime64): its elements are checked one by one below
+    if foreign in _INT_FORMATS:  # integers in a byte order of their own: struct reads them
+        return check_u64_list(x for (x,) in struct.iter_unpack(foreign, data)), False, True
+    if foreign is not None:  # a structured record, a float of another byte order, ...
+        raise TypeError(f"a buffer of addresses must hold integers, not format {foreign!r}")
     if ndim == 1:
         return values, in_place, False
     if ndim != -1:
@@ -244,6 +270,13 @@ def batch_input(values: Any) -> tuple[Any, bool, bool]:
     except TypeError:
         raise _batch_type_error(values) from None
     return check_u64_list(iterator), False, True
+
+
+#: The formats a memoryview unpacks itself (struct's native single characters); iterating one
+#: in any other format raises NotImplementedError.  Of those, the ones of integers in a byte
+#: order of their own (a memoryview of NumPy's ``>u8``, or cast from ``!Q`` data) struct reads.
+_ITERABLE_FORMATS = frozenset(c + code for c in ("", "@") for code in "cbB?hHiIlLqQnNefdP")
+_INT_FORMATS = frozenset(order + code for order in "<>!=" for code in "bBhHiIlLqQ?")
 
 
 def check_u64_list(values: Any) -> list[int]:
