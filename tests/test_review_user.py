@@ -121,3 +121,28 @@ def test_memoryview_of_records_is_a_type_error(backend: Any) -> None:
             tree.to_iova_many(view, missing=0)
     assert tree.maps() == [DMAMap(0x1000, 0x10000, 0xFFF)]
     assert list(tree.to_translated_many(array("Q", [0x1000]))) == [0x10000]
+
+
+class _LastFlipped(reference.IOVATree):
+    """A planted disagreement: the last answer of a batch is off by one."""
+
+    def to_translated_many(self, values: Any, missing: Any = None) -> Any:
+        answers = super().to_translated_many(values, missing)
+        answers[-1] ^= 1
+        return answers
+
+
+def test_reproducer_rebuilds_a_memoryview_of_another_byte_order() -> None:
+    """The reproducer wrote such a view as ``memoryview(b'...').cast('>Q')``, which cast()
+    refuses: exec'd, it raised ValueError on both sides instead of reproducing."""
+    view = _cast(struct.pack(">3Q", 0x1000, 0x1FFF, 0x2000), ">Q")
+    tree = differential.IOVATree(left=_LastFlipped)
+    tree.insert(DMAMap(0x1000, 0x10000, 0xFFF))
+    with pytest.raises(DivergenceError) as info:
+        tree.to_translated_many(view, missing=0)
+    namespace: dict[str, Any] = {}
+    exec(info.value.reproducer, namespace)
+    left = namespace["reproduce"](_LastFlipped())
+    right = namespace["reproduce"](reference.IOVATree())
+    assert isinstance(right, array) and isinstance(left, array)
+    assert not differential.same_outcome(left, right)

@@ -57,13 +57,14 @@ from __future__ import annotations
 import importlib
 import math
 import pickle
+import struct
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from ._container import same_kind
-from ._types import MAX_U64, DivergenceError, DMAMap, Perm
+from ._types import _INT_FORMATS, MAX_U64, DivergenceError, DMAMap, Perm
 from .api import Segment, U64Input
 
 __all__ = [
@@ -499,6 +500,16 @@ def _render(value: Any, imports: set[str]) -> str:
             imports.add("array")
             items = ", ".join(_render(x, imports) for x in value.tolist())
             return f"memoryview(array({fmt!r}, [{items}]))"
+        if value.ndim == 1 and value.format in _INT_FORMATS and value.format[1] != "?":
+            # cast() makes only native formats: a view in a byte order of its own comes from
+            # NumPy (or the like), and NumPy makes it again.
+            imports.add("numpy")
+            ints = [x for (x,) in struct.iter_unpack(value.format, value.tobytes())]
+            items = _render(ints, imports)
+            order = ">" if value.format[0] == "!" else value.format[0]
+            kind = "u" if value.format[1].isupper() else "i"
+            dtype = f"{order}{kind}{value.itemsize}"
+            return f"memoryview(numpy.array({items}, dtype={dtype!r}))"
         shape = "" if value.ndim == 1 else f", {list(value.shape or ())!r}"
         return f"memoryview({bytes(value)!r}).cast({value.format!r}{shape})"
     if type(value).__module__ == "numpy":
