@@ -15,7 +15,10 @@
  * QEMU's object is built against its own header and the osdep shim; this program sees only
  * the project's header, whose DMAMap has the same 36-byte layout.
  *
- * Usage: qemu-differential OPS SEED.  Prints a summary (how often each deviation showed); on
+ * With "gpa", both are GPA trees (gpa_tree_new(), keyed by translated address): inserts,
+ * look-ups and removals by GPA, reverse look-ups walking in GPA order, allocs refused.
+ *
+ * Usage: qemu-differential OPS SEED [gpa].  Prints a summary (how often each deviation showed); on
  * the first difference that no deviation explains, prints it and exits 1.
  */
 #include <inttypes.h>
@@ -51,7 +54,11 @@ static uint64_t rng;
 static long op_index;
 static IOVATree *ours;
 static QemuIOVATree *theirs;
-static Listing now; /* the maps both trees hold, in IOVA order */
+static Listing now; /* the maps both trees hold, in key order */
+static bool gpa;    /* GPA trees (gpa_tree_new()), keyed by translated address */
+
+/* A map's key: its IOVA, or in a GPA tree its translated address. */
+#define KEY(m) (gpa ? (m)->translated_addr : (m)->iova)
 static long deviations[16];
 
 static uint64_t below(uint64_t n)
@@ -113,14 +120,14 @@ static int list_theirs(DMAMap *out)
     int n = 0;
     hwaddr pos = 0;
     for (;;) {
-        DMAMap needle = { .iova = pos, .size = HWADDR_MAX - pos };
+        DMAMap needle = { .iova = pos, .translated_addr = pos, .size = HWADDR_MAX - pos };
         /* QEMU's find meets any overlapping map: narrow down to the lowest one */
         const DMAMap *m = qemu_iova_tree_find(theirs, &needle);
         if (!m) {
             return n;
         }
-        while (m->iova > pos) {
-            DMAMap below_it = { .iova = pos, .size = m->iova - 1 - pos };
+        while (KEY(m) > pos) {
+            DMAMap below_it = { .iova = pos, .translated_addr = pos, .size = KEY(m) - 1 - pos };
             const DMAMap *lower = qemu_iova_tree_find(theirs, &below_it);
             if (!lower) {
                 break;
@@ -131,10 +138,10 @@ static int list_theirs(DMAMap *out)
             differ("QEMU's tree: too many maps");
         }
         out[n++] = *m;
-        if (m->iova + m->size == HWADDR_MAX) {
+        if (KEY(m) + m->size == HWADDR_MAX) {
             return n;
         }
-        pos = m->iova + m->size + 1;
+        pos = KEY(m) + m->size + 1;
     }
 }
 
@@ -162,7 +169,7 @@ static void compare_trees(void)
 
 static bool overlaps(hwaddr a, hwaddr a_last, const DMAMap *m)
 {
-    return !(a_last < m->iova || m->iova + m->size < a);
+    return !(a_last < KEY(m) || KEY(m) + m->size < a);
 }
 
 static bool translated_overlaps(hwaddr a, hwaddr a_last, const DMAMap *m)
@@ -197,14 +204,16 @@ static void unstore_theirs(const DMAMap *m)
 static void do_insert(void)
 {
     DMAMap m = random_map();
-    int a = iova_tree_insert(ours, &m);
-    int b = qemu_iova_tree_insert(theirs, &m);
+    int a = gpa ? gpa_tree_insert(ours, &m) : iova_tree_insert(ours, &m);
+    int b = gpa ? qemu_gpa_tree_insert(theirs, &m) : qemu_iova_tree_insert(theirs, &m);
     if (a == b) {
         return;
     }
-    if (a == IOVA_ERR_INVALID && !valid_for_us(&m) && m.iova + m.size >= m.iova &&
+    /* QEMU's checks the key's side and IOMMU_NONE: the other side wrapping is deviation 1
+     * (9 in a GPA tree), a perm above IOMMU_RW deviation 11 */
+    if (a == IOVA_ERR_INVALID && !valid_for_us(&m) && KEY(&m) + m.size >= KEY(&m) &&
         m.perm != IOMMU_NONE) {
-        deviations[m.perm > IOMMU_RW ? 11 : 1]++;
+        deviations[m.perm > IOMMU_RW ? 11 : gpa ? 9 : 1]++;
         if (b == IOVA_OK) {
             unstore_theirs(&m);
         }
@@ -218,8 +227,12 @@ static void do_insert(void)
 static void do_remove(void)
 {
     DMAMap m = random_map();
-    m.translated_addr = next_random(&rng); /* an IOVA tree's remove never looks at it */
-    if (m.iova + m.size < m.iova) {
+    if (gpa) {
+        m.iova = next_random(&rng); /* a tree's remove looks only at its key */
+    } else {
+        m.translated_addr = next_random(&rng);
+    }
+    if (KEY(&m) + m.size < KEY(&m)) {
         size_t before = iova_tree_nnodes(ours);
         iova_tree_remove(ours, m);
         if (iova_tree_nnodes(ours) != before) {
@@ -257,9 +270,9 @@ static void do_find(void)
     if (address) {
         needle.size = 0;
     }
-    const DMAMap *a = address ? iova_tree_find_address(ours, needle.iova)
+    const DMAMap *a = address ? iova_tree_find_address(ours, KEY(&needle))
                               : iova_tree_find(ours, &needle);
-    if (needle.iova + needle.size < needle.iova) {
+    if (KEY(&needle) + needle.size < KEY(&needle)) {
         if (a) {
             differ("a wrapping find found a map (deviation 8)");
         }
@@ -268,14 +281,14 @@ static void do_find(void)
     }
     const DMAMap *b = qemu_iova_tree_find(theirs, &needle);
     int count;
-    const DMAMap *want = lowest_overlapping(needle.iova, needle.iova + needle.size, &count);
+    const DMAMap *want = lowest_overlapping(KEY(&needle), KEY(&needle) + needle.size, &count);
     if (!same(a, want)) {
         print_map("needle", &needle);
         print_map("ours", a);
         print_map("want", want);
         differ("find is not the lowest overlapping map");
     }
-    if (count > 1 && b && overlaps(needle.iova, needle.iova + needle.size, b)) {
+    if (count > 1 && b && overlaps(KEY(&needle), KEY(&needle) + needle.size, b)) {
         deviations[4] += !same(a, b);
         return;
     }
@@ -299,7 +312,8 @@ static void do_find_iova(void)
         deviations[8]++;
         return;
     }
-    /* QEMU's walks in IOVA order and takes the first hit: the lowest IOVA, as ours */
+    /* QEMU's walks in key order and takes the first hit: the lowest IOVA, as ours (in a GPA
+     * tree both walk, in GPA order) */
     const DMAMap *b = qemu_iova_tree_find_iova(theirs, &needle);
     const DMAMap *any = iova_tree_find_iova_any(ours, &needle);
     const DMAMap *want = NULL, *want_any = NULL;
@@ -367,6 +381,15 @@ static void do_alloc(void)
         m.perm = IOMMU_RW; /* deviations 10 and 11 have tests of their own */
     }
     hwaddr begin = random_bound(), last = random_bound();
+    if (gpa) {
+        /* QEMU's would search a GPA-ordered tree for IOVA holes: ours refuses */
+        a_map = m;
+        if (iova_tree_alloc_map(ours, &a_map, begin, last) != IOVA_ERR_INVALID ||
+            memcmp(&a_map, &m, sizeof(m))) {
+            differ("alloc on a GPA tree was not refused");
+        }
+        return;
+    }
     if (below(3) == 0 && begin <= HWADDR_MAX - SPAN) {
         last = begin + below(SPAN);
     }
@@ -438,9 +461,9 @@ static void do_reset(void)
 {
     iova_tree_destroy(ours);
     qemu_iova_tree_destroy(theirs);
-    ours = iova_tree_new();
-    theirs = qemu_iova_tree_new();
-    if (below(2)) {
+    ours = gpa ? gpa_tree_new() : iova_tree_new();
+    theirs = gpa ? qemu_gpa_tree_new() : qemu_iova_tree_new();
+    if (!gpa && below(2)) {
         iova_tree_keep_holes(ours);
     }
 }
@@ -448,13 +471,14 @@ static void do_reset(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: qemu-differential OPS SEED\n");
+        fprintf(stderr, "usage: qemu-differential OPS SEED [gpa]\n");
         return 2;
     }
+    gpa = argc > 3 && strcmp(argv[3], "gpa") == 0;
     long ops = atol(argv[1]);
     rng = 0x9e3779b97f4a7c15ull ^ strtoull(argv[2], NULL, 0);
-    ours = iova_tree_new();
-    theirs = qemu_iova_tree_new();
+    ours = gpa ? gpa_tree_new() : iova_tree_new();
+    theirs = gpa ? qemu_gpa_tree_new() : qemu_iova_tree_new();
     for (op_index = 0; op_index < ops; op_index++) {
         switch (below(20)) {
         case 0 ... 5:
@@ -478,15 +502,15 @@ int main(int argc, char **argv)
             } else if (below(2)) {
                 iova_tree_clear(ours);
                 qemu_iova_tree_destroy(theirs);
-                theirs = qemu_iova_tree_new();
+                theirs = gpa ? qemu_gpa_tree_new() : qemu_iova_tree_new();
             }
             break;
         }
         compare_trees();
     }
     printf("qemu-differential: %ld calls agree; deviations seen: 1:%ld 2:%ld 3:%ld 4:%ld "
-           "7:%ld 8:%ld 11:%ld\n", ops, deviations[1], deviations[2], deviations[3],
-           deviations[4], deviations[7], deviations[8], deviations[11]);
+           "7:%ld 8:%ld 9:%ld 11:%ld\n", ops, deviations[1], deviations[2], deviations[3],
+           deviations[4], deviations[7], deviations[8], deviations[9], deviations[11]);
     iova_tree_destroy(ours);
     qemu_iova_tree_destroy(theirs);
     return 0;
