@@ -136,3 +136,18 @@ def test_every_answer_near_both_ends_of_the_space_is_qemus_or_a_written_deviatio
             out = run(binary, "30000", seed, kind)
             seen = dict(item.split(":") for item in out.split("seen:")[1].split())
             assert all(int(seen[dev]) > 0 for dev in shown), out
+
+
+def test_a_vhost_call_that_runs_out_of_memory_changes_nothing(tmp_path: Path) -> None:
+    """tests/c/vhost-oom.c: check-oom.c's method on the VhostIOVATree calls, which it does
+    not make (map_alloc, map_alloc_gpa with its rollback, both removals, clear), with GLib's
+    g_try_malloc() failing too (a GPA tree's copy of a map, which no wrapped malloc() reaches):
+    each IOVA_ERR_OOM leaves the three trees as they were and check() passing."""
+    binary = tmp_path / "vhost-oom"
+    cc([*STRICT, "-DIOVA_ARENA_SHIFT=2", f"-I{INCLUDE}", f"-I{CSRC}", "-o", str(binary),
+        str(C_TESTS / "vhost-oom.c"), *(str(CSRC / s) for s in CORE),
+        "-Wl,--wrap=malloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=mmap,--wrap=mprotect,"
+        "--wrap=g_try_malloc", *glib_flags("--cflags"), *glib_flags("--libs")])
+    for sticky in ([], ["sticky"]):
+        out = run(binary, "3000", "1", *sticky)
+        assert out.startswith("ok ") and int(out.split()[2]) > 100, out
