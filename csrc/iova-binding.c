@@ -307,7 +307,7 @@ IBTree *ib_tree_new(int kind)
     }
     ib_guard_init(&t->guard, tree);
     t->kind = kind;
-    t->arena = iova_tree_view(tree).arena;
+    t->arena = iova_range_view(tree).arena;
     return t;
 }
 

@@ -36,7 +36,7 @@ int iova_tree_foreach_range(const IOVATree *tree, hwaddr first, hwaddr last, IOV
     if (last < first) {
         return IOVA_ERR_INVALID;
     }
-    IOVATreeView view = iova_tree_view(tree);
+    IOVATreeView view = iova_range_view(tree);
     walk_keys(&view, first, last, NULL, fn, opaque);
     return IOVA_OK;
 }
@@ -47,7 +47,7 @@ int iova_tree_foreach_translated(const IOVATree *tree, hwaddr first, hwaddr last
     if (last < first) {
         return IOVA_ERR_INVALID;
     }
-    IOVATreeView view = iova_tree_view(tree);
+    IOVATreeView view = iova_range_view(tree);
     if (view.by_translated) {
         walk_keys(&view, first, last, id, fn, opaque);
     } else {

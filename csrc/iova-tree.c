@@ -864,7 +864,7 @@ int iova_tree_check(const IOVATree *tree, char *err, size_t errlen)
 
 /* ---------------------------------------------------------------- for iova-range.c */
 
-IOVATreeView iova_tree_view(const IOVATree *tree)
+IOVATreeView iova_range_view(const IOVATree *tree)
 {
     IOVATreeView view = {
         .gtree = tree->tree,

@@ -22,6 +22,7 @@
 #define IOVA_TREE_H
 
 #include <glib.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -285,6 +286,34 @@ void iova_tree_foreach_opaque(IOVATree *tree, iova_tree_opaque_iterator iterator
  * or NULL.  Lets a caller walk the tree in steps while it may change between them.
  */
 const DMAMap *iova_tree_next(const IOVATree *tree, hwaddr key, gboolean inclusive);
+
+/* Ours: the callback of iova_tree_foreach_range() and _translated(); true stops the walk. */
+typedef bool (*IOVARangeFn)(const DMAMap *map, void *opaque);
+
+/**
+ * iova_tree_foreach_range: call @fn on every stored map whose key range overlaps
+ * [@first, @last], in key order, until it returns true.  The key is the IOVA, or the
+ * translated address in a tree made by gpa_tree_new().  O(log n + k) for k maps: one
+ * descent to the lowest overlap, then one step to each next map (QEMU's vIOMMUs walk the
+ * whole tree with iova_tree_foreach() for this).  The tree must not change meanwhile.
+ *
+ * Returns: IOVA_OK, or IOVA_ERR_INVALID when @last < @first (nothing is called).
+ */
+int iova_tree_foreach_range(const IOVATree *tree, hwaddr first, hwaddr last, IOVARangeFn fn,
+                            void *opaque);
+
+/**
+ * iova_tree_foreach_translated: call @fn on every stored map whose translated range overlaps
+ * [@first, @last] and, unless @id is NULL, whose id is *@id, until it returns true.  The maps
+ * come in translated-address order (ties by IOVA), not in IOVA order: a caller that wants
+ * them by IOVA sorts the k maps, O(k log k).  Through the reverse tree (the id tree when @id
+ * is given): O(log n + k) when the hits lie together in translated order, as they do without
+ * aliasing.  A GPA tree walks its own key.  The tree must not change meanwhile.
+ *
+ * Returns: IOVA_OK, or IOVA_ERR_INVALID when @last < @first.
+ */
+int iova_tree_foreach_translated(const IOVATree *tree, hwaddr first, hwaddr last,
+                                 const uint64_t *id, IOVARangeFn fn, void *opaque);
 
 /*
  * IOVATreeSweep: single-address look-ups for a batch whose addresses never decrease.  Each
