@@ -126,10 +126,11 @@ def test_every_answer_near_both_ends_of_the_space_is_qemus_or_a_written_deviatio
     random calls a seed crowding 0 and 2**64-1 (inserts with wrapping or unpermitted maps,
     range removals, sized and one-byte look-ups, id-matched reverse look-ups, allocations with
     iova_begin and iova_last at the edges), on IOVA trees and on GPA trees, every answer
-    compared with QEMU's and the two trees compared with memcmp() after each call. Where they differ it must be one of the
-    deviations of docs/contract.md, each seen at least once."""
+    compared with QEMU's and the two trees compared with memcmp() after each call. Where they
+    differ it must be one of the deviations of docs/contract.md, each seen at least once."""
     binary = tmp_path / "qemu-differential"
-    cc([*STRICT, f"-I{INCLUDE}", "-o", str(binary), str(C_TESTS / "qemu-differential.c"), *(str(CSRC / s) for s in CORE), str(qemu_object),
+    cc([*STRICT, f"-I{INCLUDE}", "-o", str(binary), str(C_TESTS / "qemu-differential.c"),
+        *(str(CSRC / s) for s in CORE), str(qemu_object),
         *glib_flags("--cflags"), *glib_flags("--libs")])
     # the deviations each kind of tree must show (3 needs a full top of the space: rare)
     for kind, shown in (("iova", {"1", "2", "4", "7", "8", "11"}), ("gpa", {"4", "8", "9", "11"})):
