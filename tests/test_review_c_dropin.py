@@ -184,3 +184,18 @@ def test_every_function_the_shipped_library_exports_is_declared_by_a_shipped_hea
                 if len(fields) == 3 and fields[1] == "T"}
     assert exported, listing
     assert exported - declared_functions(include) == set()
+
+
+def test_the_shipped_library_carries_no_run_path_of_the_build_machine() -> None:
+    """libiova-native.so was linked with Python's LDSHARED, whose LDFLAGS (a pyenv Python's)
+    gave it RUNPATH /root/.pyenv/versions/.../lib: a folder of the build machine, searched
+    first for libglib-2.0 wherever the wheel is installed. The library needs no run path."""
+    from iova_native import config
+
+    try:
+        lib = Path(config.get_lib_dir()) / "libiova-native.so"
+    except config.ConfigError as exc:
+        pytest.skip(f"the package was built without its C library: {exc}")
+    dynamic = subprocess.run([tool("readelf"), "-d", str(lib)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "RUNPATH" not in dynamic and "RPATH" not in dynamic, dynamic

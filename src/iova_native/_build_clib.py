@@ -50,6 +50,12 @@ def pc_file(version: str) -> str:
     )
 
 
+def plain_linker(command: list[str]) -> list[str]:
+    """The shared-object link ``command`` without its library folders and run paths."""
+    return [arg for arg in command
+            if not arg.startswith(("-L", "-Wl,-rpath", "-Wl,-R", "-Wl,--enable-new-dtags"))]
+
+
 class BuildExtWithLibrary(build_ext):  # type: ignore[misc]
     """``build_ext`` that also builds the plain C library and installs its headers."""
 
@@ -77,11 +83,22 @@ class BuildExtWithLibrary(build_ext):  # type: ignore[misc]
         script = Path(self.build_temp) / "clib" / "exports.map"
         script.write_text("{\n  global:\n" + "".join(f"    {e};\n" for e in EXPORTED)
                           + "  local: *;\n};\n")
-        self.compiler.link_shared_object(
-            objects, str(lib / f"lib{LIBRARY}.so"),
-            libraries=[f[2:] for f in _build.pkg_config("--libs") if f[:2] == "-l"],
-            extra_postargs=[f"-Wl,-soname,lib{LIBRARY}.so", f"-Wl,--version-script={script}"],
-        )
+        libs = _build.pkg_config("--libs")
+        # Python's own LDFLAGS (a pyenv or source-built Python's -L and -Wl,-rpath to its lib
+        # folder) are in the linker command; a C library that never links libpython must not
+        # carry the build machine's folder as its RUNPATH.
+        linker = self.compiler.linker_so
+        self.compiler.linker_so = plain_linker(linker)
+        try:
+            self.compiler.link_shared_object(
+                objects, str(lib / f"lib{LIBRARY}.so"),
+                libraries=[f[2:] for f in libs if f[:2] == "-l"],
+                library_dirs=[f[2:] for f in libs if f[:2] == "-L"],
+                extra_postargs=[f"-Wl,-soname,lib{LIBRARY}.so",
+                                f"-Wl,--version-script={script}"],
+            )
+        finally:
+            self.compiler.linker_so = linker
         version = self.distribution.get_version()
         (lib / "pkgconfig" / f"{LIBRARY}.pc").write_text(pc_file(version))
 
