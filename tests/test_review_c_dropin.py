@@ -7,49 +7,25 @@ process."""
 from __future__ import annotations
 
 import re
-import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CSRC = ROOT / "csrc"
-INCLUDE = CSRC / "include"
-C_TESTS = ROOT / "tests" / "c"
-QEMU = ROOT.parent / "shared" / "qemu"
-CORE = sorted(p.name for p in CSRC.glob("*.c") if not p.name.endswith("-binding.c"))
-STRICT = ["-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"]
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not on PATH")
-    return path
-
-
-def glib_flags(kind: str) -> list[str]:
-    result = subprocess.run([tool("pkg-config"), kind, "glib-2.0"], capture_output=True,
-                            text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip("GLib's development files are missing (pkg-config glib-2.0)")
-    return shlex.split(result.stdout)
-
-
-def cc(args: list[str]) -> None:
-    cmd = [tool("cc"), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"{shlex.join(cmd)}\n{result.stderr}"
-
-
-def run(binary: Path, *args: str) -> str:
-    result = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=600,
-                            check=False)
-    assert result.returncode == 0, f"{binary.name} {' '.join(args)}: exit {result.returncode}\n" \
-                                   f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
+# test_c_library's helpers, and its fixtures qemu and seeded_qemu (QEMU's tree, seed patch)
+from test_c_library import (  # noqa: F401
+    C_TESTS,
+    CORE,
+    CSRC,
+    INCLUDE,
+    STRICT,
+    cc,
+    glib_flags,
+    qemu,
+    run,
+    seeded_qemu,
+    tool,
+)
 
 
 def build_on_core(tmp: Path, name: str, source: str, *flags: str) -> Path:
@@ -98,23 +74,13 @@ def test_removing_many_maps_maps_no_memory_for_holes_it_never_makes(tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
-def qemu_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def qemu_object(seeded_qemu: Path,  # noqa: F811
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
     """QEMU's util/iova-tree.c with the seed patch, its global symbols renamed qemu_*."""
-    if not (QEMU / "util" / "iova-tree.c").is_file():
-        pytest.skip(f"QEMU's files are not at {QEMU} (a clone without ../shared/qemu)")
-    out = tmp_path_factory.mktemp("qemu-renamed")
-    for part in ("include", "util"):
-        shutil.copytree(QEMU / part, out / part)
-    with open(QEMU / "seed-id.patch", "rb") as patch_file:
-        result = subprocess.run([tool("patch"), "-p1", "--fuzz=0"], cwd=out, stdin=patch_file,
-                                capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    plain = out / "plain.o"
-    cc(["-std=gnu11", "-O1", "-g", "-c", f"-I{out / 'include'}", f"-I{QEMU / 'shim'}",
-        "-o", str(plain), str(out / "util" / "iova-tree.c"), *glib_flags("--cflags")])
+    plain = seeded_qemu / "qemu-iova-tree.o"
     names = subprocess.run([tool("nm"), "-g", "--defined-only", str(plain)], capture_output=True,
                            text=True, check=True).stdout.split()[2::3]
-    renamed = out / "qemu-iova-tree.o"
+    renamed = tmp_path_factory.mktemp("qemu-renamed") / "qemu-iova-tree.o"
     subprocess.run([tool("objcopy"), *(f"--redefine-sym={n}=qemu_{n}" for n in names),
                     str(plain), str(renamed)], check=True)
     return renamed

@@ -598,20 +598,10 @@ static void layout_c(Layout *l, uint64_t n)
  * QEMU's own util/iova-tree.c (the seed patch applied), built by scripts/build-tools.sh from
  * ../shared/qemu when that folder is present, its global symbols renamed with a qemu_ prefix
  * (objcopy --redefine-sym) so that both trees link into this one binary.  Its DMAMap is QEMU's
- * packed 36-byte layout, declared here on its own so that this file never needs QEMU's header.
+ * packed 36-byte layout, declared in qemu-iova-tree.h so that this file never needs QEMU's header.
  */
 #ifdef IOVA_BENCH_QEMU
-/* With the seed patch QEMU's DMAMap is the project's: packed, 36 bytes, the same fields. */
-_Static_assert(sizeof(DMAMap) == 36, "DMAMap is QEMU's packed layout");
-typedef struct QemuIOVATree QemuIOVATree;
-QemuIOVATree *qemu_iova_tree_new(void);
-int qemu_iova_tree_insert(QemuIOVATree *tree, const DMAMap *map);
-void qemu_iova_tree_remove(QemuIOVATree *tree, DMAMap map);
-const DMAMap *qemu_iova_tree_find(const QemuIOVATree *tree, const DMAMap *map);
-const DMAMap *qemu_iova_tree_find_iova(const QemuIOVATree *tree, const DMAMap *map);
-int qemu_iova_tree_alloc_map(QemuIOVATree *tree, DMAMap *map, hwaddr iova_begin,
-                             hwaddr iova_last);
-void qemu_iova_tree_destroy(QemuIOVATree *tree);
+#include "qemu-iova-tree.h"
 #define HAVE_QEMU true
 #else
 #define HAVE_QEMU false

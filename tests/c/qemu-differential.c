@@ -29,18 +29,7 @@
 
 #include "qemu/iova-tree.h"
 #include "xorshift.h"
-
-typedef struct QemuIOVATree QemuIOVATree;
-QemuIOVATree *qemu_iova_tree_new(void);
-QemuIOVATree *qemu_gpa_tree_new(void);
-int qemu_iova_tree_insert(QemuIOVATree *tree, const DMAMap *map);
-int qemu_gpa_tree_insert(QemuIOVATree *tree, const DMAMap *map);
-void qemu_iova_tree_remove(QemuIOVATree *tree, DMAMap map);
-const DMAMap *qemu_iova_tree_find(const QemuIOVATree *tree, const DMAMap *map);
-const DMAMap *qemu_iova_tree_find_iova(const QemuIOVATree *tree, const DMAMap *map);
-int qemu_iova_tree_alloc_map(QemuIOVATree *tree, DMAMap *map, hwaddr iova_begin,
-                             hwaddr iova_last);
-void qemu_iova_tree_destroy(QemuIOVATree *tree);
+#include "../../csrc/tools/qemu-iova-tree.h"
 
 #define MAX_MAPS 4096
 #define SPAN 0x4000 /* each end of the space the addresses crowd */

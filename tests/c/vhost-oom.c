@@ -15,60 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "qemu/iova-tree.h"
 #include "hw/virtio/vhost-iova-tree.h"
-#include "wrap-alloc.h"
+#define FAIL_ALLOC_GLIB
+#include "fail-alloc.h"
 #include "xorshift.h"
-
-static long allocs;
-static long fail_at = -1;
-static int sticky;
-static long failed;
-
-static int should_fail(void)
-{
-    long k = allocs++;
-    if (fail_at >= 0 && (k == fail_at || (sticky && k > fail_at))) {
-        failed++;
-        return 1;
-    }
-    return 0;
-}
-
-void *__wrap_malloc(size_t size)
-{
-    return should_fail() ? NULL : __real_malloc(size);
-}
-
-void *__wrap_realloc(void *p, size_t size)
-{
-    return should_fail() ? NULL : __real_realloc(p, size);
-}
-
-void *__wrap_aligned_alloc(size_t align, size_t size)
-{
-    return should_fail() ? NULL : __real_aligned_alloc(align, size);
-}
-
-void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-    return should_fail() ? MAP_FAILED : __real_mmap(addr, len, prot, flags, fd, off);
-}
-
-int __wrap_mprotect(void *addr, size_t len, int prot)
-{
-    return should_fail() ? -1 : __real_mprotect(addr, len, prot);
-}
-
-gpointer __real_g_try_malloc(gsize size);
-gpointer __wrap_g_try_malloc(gsize size);
-
-gpointer __wrap_g_try_malloc(gsize size)
-{
-    return should_fail() ? NULL : __real_g_try_malloc(size);
-}
 
 #define MAX_SNAP 2048
 
