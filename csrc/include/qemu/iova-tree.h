@@ -122,7 +122,8 @@ typedef struct IOVASegment {
 /**
  * iova_tree_new: create an empty tree keyed by IOVA.
  *
- * Returns: the tree, or NULL when memory ran out.
+ * Returns: the tree.  It comes from GLib's allocator, which aborts when memory runs out, as
+ * QEMU's iova_tree_new() does (it never returns NULL).
  */
 IOVATree *iova_tree_new(void);
 

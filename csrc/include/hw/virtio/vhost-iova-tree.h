@@ -28,7 +28,8 @@ typedef struct VhostIOVATree VhostIOVATree;
  * the page size is the host's (sysconf(_SC_PAGESIZE)), as QEMU's qemu_real_host_page_size():
  * address 0 is never handed out, devices dislike it.
  *
- * Returns: the tree, or NULL when memory ran out.
+ * Returns: the tree.  GLib's allocator, which it comes from, aborts when memory runs out, as
+ * in QEMU.
  */
 VhostIOVATree *vhost_iova_tree_new(uint64_t iova_first, uint64_t iova_last);
 
@@ -36,7 +37,7 @@ VhostIOVATree *vhost_iova_tree_new(uint64_t iova_first, uint64_t iova_last);
  * vhost_iova_tree_new_page_size: vhost_iova_tree_new() with the page size given: the first
  * usable IOVA is max(@iova_first, @page_size).
  *
- * Returns: the tree, or NULL when @page_size is not a power of two or memory ran out.
+ * Returns: the tree, or NULL when @page_size is not a power of two.
  */
 VhostIOVATree *vhost_iova_tree_new_page_size(uint64_t iova_first, uint64_t iova_last,
                                              uint64_t page_size);
