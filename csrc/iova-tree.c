@@ -298,6 +298,27 @@ const DMAMap *iova_tree_find_address(const IOVATree *tree, hwaddr iova)
     return lowest_overlap(tree, iova, iova);
 }
 
+/*
+ * A GPA tree's reverse look-up: its key is the translated address, so the maps overlapping
+ * [first, last] are consecutive in its order from the first one reaching @first, and the
+ * first of them with the id is the one QEMU's walk in GPA order meets first: O(log n + k)
+ * for k overlapping maps, where that walk (vhost_iova_tree_find_gpa()'s) visits every map.
+ */
+static const DMAMap *gpa_reverse_find(const IOVATree *tree, hwaddr first, hwaddr last,
+                                      const uint64_t *id)
+{
+    for (GTreeNode *node = first_reaching(tree, first); node; node = g_tree_node_next(node)) {
+        const DMAMap *m = g_tree_node_key(node);
+        if (m->translated_addr > last) {
+            return NULL;
+        }
+        if (!id || m->id == *id) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
 static const DMAMap *reverse_find(const IOVATree *tree, const DMAMap *map, const uint64_t *id)
 {
     hwaddr first = map->translated_addr;
@@ -305,7 +326,7 @@ static const DMAMap *reverse_find(const IOVATree *tree, const DMAMap *map, const
         return NULL;
     }
     if (tree->by_translated) {
-        return iova_tree_find_iova_linear(tree, map, id != NULL);
+        return gpa_reverse_find(tree, first, first + map->size, id);
     }
     IOVARef ref = iova_reverse_find(&tree->reverse, &tree->entries, first, first + map->size, id);
     return ref == IOVA_REF_NONE ? NULL : iova_arena_ptr(&tree->entries, ref);

@@ -171,8 +171,9 @@ const DMAMap *iova_tree_find_iova(const IOVATree *tree, const DMAMap *map);
  * iova_tree_find_iova_any: iova_tree_find_iova() without the id match (the "skip_id_match"
  * of the seed thread), O(log n + k) for k maps overlapping the needle.
  *
- * On a GPA tree (keyed by translated address, with no reverse tree) both forms walk the maps
- * in GPA order and return the first hit: the lowest GPA, not the lowest IOVA.
+ * On a GPA tree (keyed by translated address, with no reverse tree) both forms return the
+ * first hit in GPA order, as QEMU's walk does: the lowest GPA, not the lowest IOVA, found in
+ * O(log n + k) from the first overlapping map.
  */
 const DMAMap *iova_tree_find_iova_any(const IOVATree *tree, const DMAMap *map);
 
