@@ -37,6 +37,7 @@ void iova_arena_init(IOVAArena *arena, uint32_t elem_size)
     memset(arena, 0, sizeof(*arena));
     arena->elem_size = elem_size < sizeof(IOVARef) ? sizeof(IOVARef) : elem_size;
     arena->next_fresh = 1; /* reference 0 means "none" */
+    arena->in_place = true;
 }
 
 static int arena_grow_index(IOVAArena *arena)
@@ -71,54 +72,139 @@ static uint32_t arena_rank(const IOVAArena *arena, uintptr_t base)
     return lo;
 }
 
-/*
- * Reserve the arena's address space, at its first block.  Refused, the arena has no flat
- * blocks and never asks again (flat_max stays 0).  Page-aligned, so cache-line aligned.
- */
-static void arena_reserve_space(IOVAArena *arena)
+static size_t arena_page(void)
 {
-#ifdef MAP_ANONYMOUS
-    size_t block_bytes = (size_t)IOVA_ARENA_BLOCK * arena->elem_size;
-    size_t blocks = IOVA_ARENA_RESERVE / block_bytes;
-    if (blocks > (0xffffffffu >> IOVA_ARENA_SHIFT)) {
-        blocks = 0xffffffffu >> IOVA_ARENA_SHIFT; /* every reference below 2^32 */
-    }
-    if (blocks == 0) {
-        return;
-    }
-    void *base = mmap(NULL, blocks * block_bytes, PROT_NONE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base != MAP_FAILED) {
-        arena->base = base;
-        arena->flat_max = (uint32_t)(blocks << IOVA_ARENA_SHIFT);
-    }
-#else
-    (void)arena;
-#endif
+    return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static size_t round_up(size_t n, size_t to)
+{
+    return (n + to - 1) / to * to;
 }
 
 /*
+ * The most bytes the mapping at the first block may grow to: IOVA_ARENA_RESERVE in whole
+ * blocks, no more than every reference below 2^32 needs.
+ */
+static size_t arena_span_max(const IOVAArena *arena)
+{
+    size_t block_bytes = (size_t)IOVA_ARENA_BLOCK * arena->elem_size;
+    size_t blocks = IOVA_ARENA_RESERVE / block_bytes;
+    if (blocks > (0xffffffffu >> IOVA_ARENA_SHIFT)) {
+        blocks = 0xffffffffu >> IOVA_ARENA_SHIFT;
+    }
+    return blocks * block_bytes;
+}
+
+#ifdef MAP_ANONYMOUS
+static void *arena_map(void *hint, size_t len, int prot)
+{
+    void *p = mmap(hint, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/*
+ * The first block, mapped by the arena itself at the start of a free range as large as the
+ * arena may ever grow in place, which is probed (address space only, PROT_NONE) and given
+ * back at once but for the block: the range above the block stays free for the blocks to
+ * come (the kernel places new mappings at the top of the highest free range, so the ones
+ * made after it fill that range from its far end), while a tree with few maps holds only its
+ * block.  NULL when the probe or the commit is refused (a tight RLIMIT_AS, vm.max_map_count)
+ * or the arena may not map at all: the block comes from aligned_alloc() then, as before.
+ */
+static char *arena_first_block(IOVAArena *arena)
+{
+    size_t span = arena_span_max(arena);
+    size_t first = round_up((size_t)IOVA_ARENA_BLOCK * arena->elem_size, arena_page());
+    if (span == 0) {
+        return NULL;
+    }
+    span = span > first ? round_up(span, arena_page()) : first;
+    char *p = arena_map(NULL, span, PROT_NONE);
+    if (!p) {
+        return NULL;
+    }
+    /* (the commit while the whole probe is held: a failure gives back only what is ours) */
+    if (mprotect(p, first, PROT_READ | PROT_WRITE) != 0 ||
+        (span > first && munmap(p + first, span - first) != 0)) {
+        munmap(p, span);
+        return NULL;
+    }
+    arena->base = p;
+    arena->mapped = first;
+    arena->committed = first;
+    return p;
+}
+
+/*
+ * Map address space (PROT_NONE) right after the mapping at the base, so that it reaches at
+ * least @need bytes: as much as the arena may still grow in place, or less, halving, where
+ * something took part of the free range.  Never MAP_FIXED (that would replace whatever lies
+ * there): a mapping the kernel put elsewhere is given back.  Refused, the arena stops growing
+ * in place: its later blocks come from aligned_alloc().
+ */
+static int arena_extend(IOVAArena *arena, size_t need)
+{
+    size_t page = arena_page();
+    size_t at = arena->mapped;
+    size_t min = round_up(need, page) - at;
+    for (size_t len = round_up(arena_span_max(arena), page) - at;;
+         len = len / 2 > min ? round_up(len / 2, page) : min) {
+        char *p = arena_map(arena->base + at, len, PROT_NONE);
+        if (p == arena->base + at) {
+            arena->mapped = at + len;
+            return 0;
+        }
+        if (p) {
+            munmap(p, len);
+        }
+        if (len == min) {
+            break;
+        }
+    }
+    arena->in_place = false;
+    return -1;
+}
+#else
+static char *arena_first_block(IOVAArena *arena)
+{
+    (void)arena;
+    return NULL;
+}
+
+static int arena_extend(IOVAArena *arena, size_t need)
+{
+    (void)need;
+    arena->in_place = false;
+    return -1;
+}
+#endif
+
+/*
  * The next flat block, made accessible (whole pages: with tiny test blocks a page may hold
- * several), or NULL when there is none: no reservation, a block outside it came first, the
- * reservation is full, or the system refused the memory.
+ * several), or NULL when there is none: the first block came from aligned_alloc(), a block
+ * from aligned_alloc() lies past the flat ones, the range above the blocks is taken or full,
+ * or the system refused the memory.
  */
 static char *arena_flat_block(IOVAArena *arena)
 {
-    if ((arena->nblocks << IOVA_ARENA_SHIFT) != arena->flat) {
-        return NULL; /* a block from aligned_alloc() lies past the flat ones */
+    if (arena->nblocks == 0) {
+        return arena_first_block(arena);
     }
-    if (arena->nblocks == 0 && !arena->base) {
-        arena_reserve_space(arena);
-    }
-    if (arena->flat_max - arena->flat < IOVA_ARENA_BLOCK) {
+    if ((arena->nblocks << IOVA_ARENA_SHIFT) != arena->flat || !arena->in_place) {
         return NULL;
     }
     size_t block_bytes = (size_t)IOVA_ARENA_BLOCK * arena->elem_size;
+    size_t end = (size_t)arena->flat * arena->elem_size + block_bytes;
+    if (end > arena_span_max(arena)) {
+        return NULL;
+    }
+    if (end > arena->mapped && arena_extend(arena, end) < 0) {
+        return NULL;
+    }
     char *block = arena->base + (size_t)arena->flat * arena->elem_size;
-    size_t end = (size_t)(block - arena->base) + block_bytes;
     if (end > arena->committed) {
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
-        size_t upto = (end + page - 1) / page * page;
+        size_t upto = round_up(end, arena_page());
         if (mprotect(arena->base + arena->committed, upto - arena->committed,
                      PROT_READ | PROT_WRITE) != 0) {
             return NULL;
@@ -135,12 +221,16 @@ static int arena_add_block(IOVAArena *arena)
         return -1;
     }
     char *block = arena_flat_block(arena);
-    bool flat = block != NULL;
-    if (!flat) {
+    /* the first block is flat wherever it comes from: base + ref * size needs no mapping */
+    bool flat = block != NULL || arena->nblocks == 0;
+    if (!block) {
         /* Cache-line aligned, so that 64-byte elements each sit in one line. */
         block = aligned_alloc(64, (size_t)IOVA_ARENA_BLOCK * arena->elem_size);
         if (!block) {
             return -1;
+        }
+        if (arena->nblocks == 0) {
+            arena->base = block;
         }
     }
     uint32_t rank = arena_rank(arena, (uintptr_t)block);
@@ -244,8 +334,10 @@ void iova_arena_reset(IOVAArena *arena)
     for (uint32_t i = arena->flat >> IOVA_ARENA_SHIFT; i < arena->nblocks; i++) {
         free(arena->blocks[i]);
     }
-    if (arena->base) {
-        munmap(arena->base, (size_t)arena->flat_max * arena->elem_size);
+    if (arena->mapped) {
+        munmap(arena->base, arena->mapped);
+    } else {
+        free(arena->base); /* the first block, from aligned_alloc() (or NULL: none) */
     }
     free(arena->blocks);
     free(arena->by_address);

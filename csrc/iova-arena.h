@@ -7,19 +7,27 @@
  * arena grows by whole blocks that never move, so a pointer to an element (the GTree key) stays
  * valid for the element's life.  Reference 0 is never handed out: it means "none".
  *
- * Why the blocks lie side by side in one reservation: every step of every descent turns a
- * reference into an address.  With blocks anywhere that is a load from the block table on
- * the way from one element to the next; with the blocks at base + block * block size it is a
- * shift and an add (the block table is still kept, for the blocks past the reservation).
- * The reservation is address space only (mmap with no access); a block becomes memory when
- * it is added (mprotect), exactly as a block from aligned_alloc() did.  When the reservation
- * is refused (a tight RLIMIT_AS, valgrind, a 32-bit host) or a commit fails, the arena goes
- * on with blocks from aligned_alloc() past the last flat one: nothing fails that did not
- * fail before.
+ * Why the blocks lie side by side: every step of every descent turns a reference into an
+ * address.  With blocks anywhere that is a load from the block table on the way from one
+ * element to the next; with the blocks at base + block * block size it is a shift and an add
+ * (the block table is still kept, for the blocks that could not be laid there).
+ *
+ * Why they are laid by growing one mapping in place rather than in a range reserved up front:
+ * a reservation costs address space and mappings whether the arena grows or not, and a tree
+ * with one map would hold hundreds of MiB of the process's RLIMIT_AS and two of its
+ * vm.max_map_count mappings per arena.  The first block is mapped alone (the one mapping a
+ * block from aligned_alloc() cost too), at the start of a free range found by probing for
+ * as much as the arena may ever span; the range is given back at once, and the blocks after
+ * the first are mapped into it (address space with no access, each block made memory when
+ * it is added) only as the arena needs them, right after the ones before.  Where that fails
+ * (the range was taken meanwhile, a tight RLIMIT_AS, valgrind, a 32-bit host, a refused
+ * commit) the arena goes on with blocks from aligned_alloc() found through the block table:
+ * nothing fails that did not fail before.
  */
 #ifndef IOVA_ARENA_H
 #define IOVA_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,15 +42,16 @@ typedef uint32_t IOVARef;
 #define IOVA_ARENA_MASK (IOVA_ARENA_BLOCK - 1)
 
 #ifndef IOVA_ARENA_RESERVE
-/* Address space reserved for an arena's flat blocks (none on a 32-bit host): 4M entries. */
+/* The most address space an arena's flat blocks may span (none on a 32-bit host): 4M entries. */
 #define IOVA_ARENA_RESERVE (sizeof(void *) >= 8 ? (size_t)1 << 28 : 0)
 #endif
 
 typedef struct IOVAArena {
-    char *base;           /* the reservation (NULL: none), flat blocks at its start */
+    char *base;           /* the first block (NULL: none yet), the other flat blocks after it */
     IOVARef flat;         /* references below it are at base + ref * elem_size */
-    uint32_t flat_max;    /* elements the reservation holds, whole blocks; 0: none to come */
-    size_t committed;     /* bytes of the reservation made accessible: iova_arena_mapped() */
+    bool in_place;        /* false once the mapping at the base could not grow */
+    size_t mapped;        /* bytes mapped at the base (0: the first block is aligned_alloc()'s) */
+    size_t committed;     /* bytes of them made accessible: iova_arena_mapped() */
     char **blocks;        /* each holds IOVA_ARENA_BLOCK elements */
     uint32_t *by_address; /* block numbers in the order of their addresses: ref_of() */
     uint32_t nblocks;
@@ -109,7 +118,7 @@ IOVARef iova_arena_ref_of(const IOVAArena *arena, const void *elem);
 
 /**
  * iova_arena_mapped: the bytes of @arena's blocks that are in no malloc() count (the flat
- * blocks, mapped from the reservation).  A heap count such as mallinfo2() sees the other
+ * blocks the arena mapped itself, whole pages).  A heap count such as mallinfo2() sees the other
  * blocks and the tables; this adds the rest, so that memory per map stays measurable.
  */
 static inline size_t iova_arena_mapped(const IOVAArena *arena)
@@ -138,7 +147,7 @@ static inline IOVAArenaView iova_arena_view(const IOVAArena *arena)
  * iova_view_elem: the element behind @ref, from view @v of an arena of @elem_size-byte
  * elements.  Why @elem_size at the call: as a constant, the multiply is a shift and the
  * arena's own size is never loaded.  A flat reference (all of them, but in an arena past 4M
- * elements or one whose reservation was refused) is a shift and an add; the test on it is
+ * elements or one that could not grow in place) is a shift and an add; the test on it is
  * always predicted.
  */
 static inline void *iova_view_elem(const IOVAArenaView *v, IOVARef ref, uint32_t elem_size)

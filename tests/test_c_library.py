@@ -287,13 +287,14 @@ def test_every_answer_matches_a_brute_force_model_at_the_edges_of_the_space(
 
 
 @pytest.mark.parametrize("reserve", ["4096", "0"],
-                         ids=["flat blocks, then blocks past them", "no reservation"])
+                         ids=["flat blocks, then blocks past them", "only the first block flat"])
 def test_an_arena_past_its_reservation_answers_as_the_model(tmp_path: Path, reserve: str) -> None:
-    """An arena lays its first blocks side by side in a reserved range and finds the rest
-    through its block table (csrc/iova-arena.h): with a 4 KiB reservation and 4-element
-    blocks, a tree of a few thousand maps has elements of both kinds, and with none at all
-    (a refused reservation) only the second; either answers tests/c/check-model.c as the
-    shipped core does, removals (an element's reference from its address) included."""
+    """An arena lays its blocks side by side from its first one as far as it may grow in
+    place, and finds the rest through its block table (csrc/iova-arena.h): with 4 KiB to grow
+    in and 4-element blocks, a tree of a few thousand maps has elements of both kinds, and
+    with nothing to grow in (no mapping at all: the first block from aligned_alloc()) all but
+    the first block's are of the second; either answers tests/c/check-model.c as the shipped
+    core does, removals (an element's reference from its address) included."""
     lib = tmp_path / "lib"
     lib.mkdir()
     build_library(lib, "-DIOVA_ARENA_SHIFT=2", f"-DIOVA_ARENA_RESERVE={reserve}")
@@ -303,6 +304,21 @@ def test_an_arena_past_its_reservation_answers_as_the_model(tmp_path: Path, rese
     for holes in ([], ["holes"]):
         out = run(binary, "20000", "3", *holes)
         assert out.startswith("ok ") and int(out.split()[-2]) > 1000, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_an_arena_costs_a_mapping_until_it_grows_and_stays_flat_when_it_does(
+        tmp_path: Path) -> None:
+    """tests/c/check-arena.c: 2,000 one-element arenas cost one mapping and one block of
+    address space each (no range reserved up front); an arena grown to six blocks has all
+    six flat (base + reference * size) in at most two mappings; where a mapping of someone
+    else's sits one or four blocks above the first block, the blocks below it are flat and
+    the rest come from aligned_alloc(), every reference finding its element and back."""
+    binary = tmp_path / "check-arena"
+    cc([*STRICT, f"-I{CSRC}", "-o", str(binary), str(C_TESTS / "check-arena.c"),
+        str(CSRC / "iova-arena.c")])
+    out = run(binary)
+    assert out.rstrip().endswith("ok") and "6 blocks: 6 flat" in out, out
 
 
 @pytest.mark.parametrize("flags", [[], ["-U__SIZEOF_INT128__"]],

@@ -357,9 +357,9 @@ void iova_tree_clear(IOVATree *tree);
 
 /**
  * iova_tree_mapped_bytes: the memory the tree holds outside malloc(): its arenas' blocks
- * mapped from address space it reserved (docs/design.md).  Add it to a heap count
- * (mallinfo2()) for the tree's whole memory.  The reservation itself is address space, not
- * memory, and is not counted.
+ * that they mapped themselves (docs/design.md).  Add it to a heap count (mallinfo2()) for the
+ * tree's whole memory.  Address space mapped for blocks to come is not memory, and is not
+ * counted.
  */
 size_t iova_tree_mapped_bytes(const IOVATree *tree);
 
