@@ -20,9 +20,9 @@
  * as much as the arena may ever span; the range is given back at once, and the blocks after
  * the first are mapped into it (address space with no access, each block made memory when
  * it is added) only as the arena needs them, right after the ones before.  Where that fails
- * (the range was taken meanwhile, a tight RLIMIT_AS, valgrind, a 32-bit host, a refused
- * commit) the arena goes on with blocks from aligned_alloc() found through the block table:
- * nothing fails that did not fail before.
+ * (the range was taken meanwhile, a tight RLIMIT_AS, a 32-bit host, a refused commit) the
+ * arena goes on with blocks from aligned_alloc() found through the block table: nothing
+ * fails that did not fail before.
  */
 #ifndef IOVA_ARENA_H
 #define IOVA_ARENA_H

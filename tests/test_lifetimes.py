@@ -7,7 +7,7 @@
   ``close()`` may be called again; ``closed`` and ``repr`` keep working.
 * A tree dropped without ``close()`` frees its C memory: ``ib_heap_in_use()`` (glibc's count of
   bytes handed out) comes back to where it was, and so does the process's address space (the
-  arenas' reserved ranges, whose blocks ``ib_tree_mapped_bytes()`` counts, are unmapped).
+  arenas' own mappings, whose blocks ``ib_tree_mapped_bytes()`` counts, are unmapped).
 * An iterator keeps its tree's C object alive; changing the tree while iterating raises
   ``RuntimeError``, closing it raises ``ValueError``.
 """
@@ -327,7 +327,7 @@ def mapped(native: ModuleType, objects: list[Any]) -> int:
 
 
 def address_space() -> int:
-    """The process's mapped address space (VmSize), reservations included."""
+    """The process's mapped address space (VmSize), the arenas' mappings included."""
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmSize:"):
@@ -388,7 +388,7 @@ def test_dropped_trees_free_their_memory(native: ModuleType) -> None:
     )
     assert after - before < 256 * 1024
     if space_before:
-        assert space_after - space_before < 64 << 20, "reserved address space not unmapped"
+        assert space_after - space_before < 64 << 20, "the arenas' address space not unmapped"
 
 
 def test_dropped_trees_in_cycles_and_closed_trees_free_their_memory(native: ModuleType) -> None:
