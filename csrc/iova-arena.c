@@ -37,7 +37,6 @@ void iova_arena_init(IOVAArena *arena, uint32_t elem_size)
     memset(arena, 0, sizeof(*arena));
     arena->elem_size = elem_size < sizeof(IOVARef) ? sizeof(IOVARef) : elem_size;
     arena->next_fresh = 1; /* reference 0 means "none" */
-    arena->in_place = true;
 }
 
 static int arena_grow_index(IOVAArena *arena)
@@ -140,8 +139,8 @@ static char *arena_first_block(IOVAArena *arena)
  * Map address space (PROT_NONE) right after the mapping at the base, so that it reaches at
  * least @need bytes: as much as the arena may still grow in place, or less, halving, where
  * something took part of the free range.  Never MAP_FIXED (that would replace whatever lies
- * there): a mapping the kernel put elsewhere is given back.  Refused, the arena stops growing
- * in place: its later blocks come from aligned_alloc().
+ * there): a mapping the kernel put elsewhere is given back.  Refused, the block comes from
+ * aligned_alloc(), and so do all later ones (the flat blocks must be the first ones).
  */
 static int arena_extend(IOVAArena *arena, size_t need)
 {
@@ -162,7 +161,6 @@ static int arena_extend(IOVAArena *arena, size_t need)
             break;
         }
     }
-    arena->in_place = false;
     return -1;
 }
 #else
@@ -174,8 +172,8 @@ static char *arena_first_block(IOVAArena *arena)
 
 static int arena_extend(IOVAArena *arena, size_t need)
 {
+    (void)arena;
     (void)need;
-    arena->in_place = false;
     return -1;
 }
 #endif
@@ -191,8 +189,8 @@ static char *arena_flat_block(IOVAArena *arena)
     if (arena->nblocks == 0) {
         return arena_first_block(arena);
     }
-    if ((arena->nblocks << IOVA_ARENA_SHIFT) != arena->flat || !arena->in_place) {
-        return NULL;
+    if ((arena->nblocks << IOVA_ARENA_SHIFT) != arena->flat || !arena->mapped) {
+        return NULL; /* a block from aligned_alloc() came first: nothing of ours to grow */
     }
     size_t block_bytes = (size_t)IOVA_ARENA_BLOCK * arena->elem_size;
     size_t end = (size_t)arena->flat * arena->elem_size + block_bytes;

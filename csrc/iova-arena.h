@@ -27,7 +27,6 @@
 #ifndef IOVA_ARENA_H
 #define IOVA_ARENA_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,7 +48,6 @@ typedef uint32_t IOVARef;
 typedef struct IOVAArena {
     char *base;           /* the first block (NULL: none yet), the other flat blocks after it */
     IOVARef flat;         /* references below it are at base + ref * elem_size */
-    bool in_place;        /* false once the mapping at the base could not grow */
     size_t mapped;        /* bytes mapped at the base (0: the first block is aligned_alloc()'s) */
     size_t committed;     /* bytes of them made accessible: iova_arena_mapped() */
     char **blocks;        /* each holds IOVA_ARENA_BLOCK elements */
