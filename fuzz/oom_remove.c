@@ -61,7 +61,7 @@ void *__wrap_aligned_alloc(size_t align, size_t size)
     return __real_aligned_alloc(align, size);
 }
 
-/* ... and the commit of a block in the arena's reservation (its mmap itself never fails here) */
+/* ... and the commit of an arena's flat block (its mappings themselves never fail here) */
 int __wrap_mprotect(void *addr, size_t len, int prot)
 {
     if (fail_mallocs > 0) {

@@ -43,7 +43,7 @@ void *__wrap_aligned_alloc(size_t align, size_t size)
     return should_fail() ? NULL : __real_aligned_alloc(align, size);
 }
 
-/* An arena's reservation (refused: it goes on with aligned_alloc() blocks) */
+/* An arena's probe for its first block, or its growth (refused: aligned_alloc() blocks) */
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     return should_fail() ? MAP_FAILED : __real_mmap(addr, len, prot, flags, fd, off);

@@ -3,8 +3,9 @@
  * The allocator of a program linked with -Wl,--wrap=malloc,--wrap=realloc,--wrap=aligned_alloc,
  * --wrap=mmap,--wrap=mprotect: it defines the __wrap_ functions, which our objects' calls
  * reach, and gets memory from the __real_ ones.  How fuzz/oom_remove.c and tests/c/check-oom.c
- * make the core's allocations fail while GLib keeps its own allocator (the arenas reserve
- * address space with mmap and make each flat block memory with mprotect: iova-arena.h).
+ * make the core's allocations fail while GLib keeps its own allocator (the arenas map their
+ * flat blocks' address space with mmap and make each block memory with mprotect:
+ * iova-arena.h).
  */
 #ifndef WRAP_ALLOC_H
 #define WRAP_ALLOC_H
