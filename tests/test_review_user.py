@@ -16,6 +16,7 @@ from iova_native import (
     DivergenceError,
     DMAMap,
     InvalidMapError,
+    IOVAError,
     OverlapError,
     TranslationError,
     differential,
@@ -146,3 +147,95 @@ def test_reproducer_rebuilds_a_memoryview_of_another_byte_order() -> None:
     right = namespace["reproduce"](reference.IOVATree())
     assert isinstance(right, array) and isinstance(left, array)
     assert not differential.same_outcome(left, right)
+
+
+def _hammer(work: Any, seconds: float) -> list[str]:
+    """Run ``work(rng)`` in four threads for ``seconds`` with the GIL switched as often as it
+    can be; return what the threads raised besides the package's own errors."""
+    import random
+    import sys
+    import threading
+    import time
+
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < stop:
+            try:
+                work(rng)
+            except IOVAError:
+                pass
+            except Exception as exc:
+                errors.append(repr(exc))
+                return
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(before)
+    return errors
+
+
+def test_reference_trees_stay_whole_under_threads() -> None:
+    """Swapping the native backend for the reference one changes speed, never results; under
+    threads the reference's steps interleaved: inserts stored overlapping maps (``check()``
+    failed), ``insert`` and ``remove`` raised IndexError, and a VhostIOVATree kept a guest
+    map without its allocation."""
+    tree, gpa = reference.IOVATree(), reference.GPATree()
+    vhost = reference.VhostIOVATree(0, 1 << 40, page_size=4096)
+
+    def work(rng: Any) -> None:
+        if rng.random() < 0.5:
+            tree.insert(DMAMap(rng.randrange(1 << 8), 0, rng.randrange(16)))
+            gpa.insert(DMAMap(0, rng.randrange(1 << 8), rng.randrange(16)))
+        else:
+            tree.remove(rng.randrange(1 << 8), rng.randrange(16))
+            gpa.remove(rng.randrange(1 << 8), rng.randrange(16))
+        m = vhost.map_alloc_gpa(rng.randrange(16), rng.randrange(1 << 8))
+        vhost.remove_gpa(m.translated_addr)
+
+    assert _hammer(work, 1.0) == []
+    tree.check()
+    gpa.check()
+    vhost.check()
+
+
+def test_reference_lock_held_by_a_thread_does_not_hang_a_forked_child() -> None:
+    """The locks are new in a child of fork(): one held by a parent thread (here, inside a
+    call, by an argument's ``__index__``) would be held there for good."""
+    import os
+    import threading
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork()")
+    tree = reference.IOVATree([DMAMap(0, 0, 0xFFF)])
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def __index__(self) -> int:
+            entered.set()
+            release.wait(10)
+            return 0
+
+    thread = threading.Thread(target=lambda: tree.find(Slow()))
+    thread.start()
+    assert entered.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: its only thread must get the tree's lock
+        import signal
+
+        signal.alarm(10)
+        ok = tree.find(0) is not None and len(tree.copy()) == 1
+        os._exit(0 if ok else 1)
+    release.set()
+    thread.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

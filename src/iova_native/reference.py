@@ -14,6 +14,10 @@ change the tree, so a failed call changes nothing.
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
+import weakref
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
@@ -47,6 +51,58 @@ __all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
 _VALID_PERMS = (Perm.RO, Perm.WO, Perm.RW)
 _T = TypeVar("_T", bound="_TreeBase")
 _V = TypeVar("_V", bound="VhostIOVATree")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# --------------------------------------------------------------------------- threads
+#
+# Each tree has a reentrant lock that every public call holds, so that a call's steps (the
+# overlap check and the insert, the allocation and the map) are one step for other threads:
+# swapping the native backend for this one under threads changes speed, never results.  An
+# iterator holds it only for each step.  A child of fork() gets new locks (a lock a parent
+# thread held would be held for good there).
+
+#: Every live tree by id, for the fork handler (trees are unhashable).
+_TREES: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def _new_lock(tree: Any) -> None:
+    tree._lock = threading.RLock()
+    _TREES[id(tree)] = tree
+
+
+def _reset_after_fork() -> None:
+    for tree in list(_TREES.values()):
+        tree._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+def _lock_calls(cls: type, names: tuple[str, ...]) -> None:
+    """Make each call ``names`` of ``cls`` (its own or inherited) hold the tree's lock."""
+    for name in names:
+        setattr(cls, name, _locked(getattr(cls, name)))
+
+
+#: The calls of IOVATree and GPATree that hold the lock (IOVATree's own are added to them).
+#: Not ``update``: it reads the caller's iterable first, which must not run under the lock
+#: (a generator waiting on a thread that uses the tree would wait for good); each of its
+#: inserts holds it, as in the native backend.
+_TREE_CALLS = (
+    "insert", "find", "find_all", "remove", "to_iova_many", "clear", "close", "check",
+    "maps", "__len__", "__iter__", "__contains__", "__enter__", "__repr__",
+    "_change_count", "_equality_state",
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -178,8 +234,10 @@ class _TreeBase(TreeContainer):
     container API of ``_container``."""
 
     _name = "tree"
+    _lock: Any  # threading.RLock(): see "threads" above
 
     def __init__(self, first: Callable[[DMAMap], int], last: Callable[[DMAMap], int]) -> None:
+        _new_lock(self)
         self._store = _SortedMaps(first, last)
         self._closed = False
 
@@ -241,12 +299,14 @@ class _TreeBase(TreeContainer):
     def _iterate(self, mods: int) -> Iterator[DMAMap]:
         i = 0
         while True:
-            self._check_open()
-            if self._store.mods != mods:
-                raise RuntimeError(f"{self._name} changed during iteration")
-            if i >= len(self._store.maps):
-                return
-            yield self._store.maps[i]
+            with self._lock:  # each step, never across a yield
+                self._check_open()
+                if self._store.mods != mods:
+                    raise RuntimeError(f"{self._name} changed during iteration")
+                if i >= len(self._store.maps):
+                    return
+                m = self._store.maps[i]
+            yield m
             i += 1
 
     def _insert_checked(self, map: Any) -> DMAMap:
@@ -594,12 +654,15 @@ class VhostIOVATree(Container):
     ``DMAMap(iova, 0, size, perm, 0)``.
     """
 
+    _lock: Any  # threading.RLock(): see "threads" above
+
     def __init__(self, iova_first: int, iova_last: int, page_size: int | None = None) -> None:
         """Hand out IOVAs in ``[max(iova_first, page_size), iova_last]``; ``page_size`` defaults
         to the host's and must be a power of two.
 
         ``InvalidMapError`` if it is not, or if ``iova_last`` is below the effective first IOVA.
         """
+        _new_lock(self)
         first, iova_last, _ = check_vhost_bounds(iova_first, iova_last, page_size)
         self._iova_first = first
         self._iova_last = iova_last
@@ -888,3 +951,20 @@ class VhostIOVATree(Container):
                 raise AssertionError(
                     f"VhostIOVATree: allocation {a!r} and its map {owners[0]!r} differ in perm"
                 )
+
+
+_lock_calls(
+    IOVATree,
+    _TREE_CALLS
+    + ("find_iova", "find_iova_all", "translate", "alloc", "to_translated_many"),
+)
+_lock_calls(GPATree, _TREE_CALLS)
+_lock_calls(
+    VhostIOVATree,
+    (
+        "map_alloc", "map_alloc_gpa", "find_iova", "find_gpa", "remove", "remove_gpa",
+        "translate", "to_iova_many", "gpa_to_iova_many", "clear", "close", "check",
+        "host_maps", "gpa_maps", "allocated", "__len__", "__contains__", "__enter__",
+        "__repr__", "_equality_state",
+    ),
+)
