@@ -239,3 +239,34 @@ def test_reference_lock_held_by_a_thread_does_not_hang_a_forked_child() -> None:
     thread.join()
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=IDS)
+def test_bytes_through_a_memoryview_are_refused_like_bytes(backend: Any) -> None:
+    """``bytes`` and ``bytearray`` raise TypeError (read as small ints they would hide a
+    caller's mistake), but the same bytes in a memoryview or an mmap were looked up one byte
+    an address: two packed uint64 became sixteen look-ups, answered without a word."""
+    import mmap
+
+    tree = backend.IOVATree([DMAMap(0, 0x10000, 0xFFF)])
+    packed = array("Q", [0x10, 0x20]).tobytes()
+    region = mmap.mmap(-1, len(packed))
+    region.write(packed)
+    for raw in (
+        memoryview(packed),
+        memoryview(bytearray(packed)),
+        memoryview(packed)[::2],
+        memoryview(packed).cast("b"),
+        memoryview(memoryview(packed)),
+        memoryview(region),
+    ):
+        with pytest.raises(TypeError):
+            tree.to_translated_many(raw)
+        with pytest.raises(TypeError):
+            tree.to_iova_many(raw, missing=0)
+    cast = memoryview(packed).cast("Q")
+    assert list(tree.to_translated_many(cast)) == [0x10010, 0x10020]
+    assert list(tree.to_translated_many(memoryview(array("B", [0x10, 0x20])))) == [
+        0x10010,
+        0x10020,
+    ]

@@ -24,6 +24,7 @@ How a scalar becomes an int (:func:`check_u64`, the one conversion every scalar 
 from __future__ import annotations
 
 import enum
+import mmap
 import operator
 import os
 import struct
@@ -231,14 +232,15 @@ def batch_input(values: Any) -> tuple[Any, bool, bool]:
     in one pass (:func:`check_u64_list`; ``checked`` is then True), so a one-shot iterator is
     consumed exactly once and the answers line up with what it gave.
 
-    ``TypeError`` for ``str``, ``bytes``, ``bytearray``, a buffer that is not one-dimensional,
-    or an object that is not iterable.
+    ``TypeError`` for ``str``, ``bytes``, ``bytearray`` (their bytes through a memoryview or an
+    ``mmap`` too), a buffer that is not one-dimensional, or an object that is not iterable.
     """
     if isinstance(values, (str, bytes, bytearray)):
         raise _batch_type_error(values)
     if type(values) in REITERABLE:
         return values, False, False
     foreign = None  # the format of a 1-D memoryview that cannot unpack itself
+    raw = False
     try:
         with memoryview(values) as view:
             ndim = view.ndim
@@ -251,12 +253,19 @@ def batch_input(values: Any) -> tuple[Any, bool, bool]:
             # A memoryview iterates only in those formats; any other object (NumPy's array,
             # a ctypes array) iterates in its own way, and is left to do so.
             foreign_format = view.format not in _ITERABLE_FORMATS
+            if view.format.lstrip("@") in _BYTE_FORMATS and isinstance(view.obj, _BYTE_OBJECTS):
+                raw = True  # bytes seen through a memoryview (or an mmap): refused like bytes
             if ndim == 1 and not in_place and foreign_format and type(values) is memoryview:
                 foreign, data = view.format, view.tobytes()
     except TypeError:  # no buffer interface: an iterable, or not one at all
         ndim = -1
     except (ValueError, NotImplementedError):  # a buffer whose format cannot be exported
         ndim = -1  # (NumPy datetime64): its elements are checked one by one below
+    if raw:
+        raise TypeError(
+            "expected a sequence of ints or a buffer of uint64, not the bytes of "
+            f"{type(values).__name__} (memoryview(...).cast('Q') reads them as uint64)"
+        )
     if foreign in _INT_FORMATS:  # integers in a byte order of their own: struct reads them
         return check_u64_list(x for (x,) in struct.iter_unpack(foreign, data)), False, True
     if foreign is not None:  # a structured record, a float of another byte order, ...
@@ -277,6 +286,10 @@ def batch_input(values: Any) -> tuple[Any, bool, bool]:
 #: order of their own (a memoryview of NumPy's ``>u8``, or cast from ``!Q`` data) struct reads.
 _ITERABLE_FORMATS = frozenset(c + code for c in ("", "@") for code in "cbB?hHiIlLqQnNefdP")
 _INT_FORMATS = frozenset(order + code for order in "<>!=" for code in "bBhHiIlLqQ?")
+#: A buffer of bytes from one of these is text or packed data, never a list of small ints:
+#: refused, as ``bytes`` and ``bytearray`` are, however it is passed.
+_BYTE_FORMATS = ("B", "b", "c")
+_BYTE_OBJECTS = (bytes, bytearray, mmap.mmap)
 
 
 def check_u64_list(values: Any) -> list[int]:
