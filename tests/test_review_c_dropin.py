@@ -6,7 +6,9 @@ process."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -204,3 +206,50 @@ def test_qemus_vhost_file_at_the_top_of_the_space_answers_as_on_qemus_tree(
         assert "calls agree" in out, out
         tops += int(out.split("windows, ")[1].split()[0])
     assert tops > 0  # the top of the space was reached
+
+
+@pytest.mark.parametrize("holes", [[], ["holes"]], ids=["holes at the first alloc", "holes kept"])
+def test_an_iterator_that_changes_the_tree_as_qemus_callers_may_leaves_it_whole(
+        tmp_path: Path, holes: list[str]) -> None:
+    """tests/c/walk-and-change.c: an iova_tree_foreach() iterator that removes a later or an
+    earlier map, inserts, allocates, or removes its own map and stops (GLib's walk steps on
+    after it returns, so QEMU's tree takes all of these): the walk visits what GLib's would,
+    check() passes, and memcheck sees no read of freed memory."""
+    binary = tmp_path / "walk-and-change"
+    cc(["-std=gnu11", "-O0", "-g", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE}", "-o",
+        str(binary), str(C_TESTS / "walk-and-change.c"), *(str(CSRC / s) for s in CORE),
+        *glib_flags("--cflags"), *glib_flags("--libs")])
+    valgrind = shutil.which("valgrind")
+    prefix = [valgrind, "-q", "--error-exitcode=9"] if valgrind else []
+    # (visited, left): 0 removes every third map's successor, 1 every map two below, 2 adds
+    # 64 maps it then visits, 3 allocates 51 times and stops, 4 empties the tree a map a walk
+    expected = {"0": "43 43", "1": "64 2", "2": "128 128", "3": "51 115", "4": "64 0"}
+    for mode, want in expected.items():
+        result = subprocess.run([*prefix, str(binary), mode, *holes], capture_output=True,
+                                text=True, timeout=300, check=False,
+                                env={**os.environ, "G_SLICE": "always-malloc"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.split() == [*want.split(), "ok"], (mode, result.stdout)
+
+
+def test_the_differential_run_is_clean_under_address_and_undefined_behaviour_sanitizers(
+        tmp_path: Path, qemu_object: Path) -> None:
+    """The same calls as the differential test, the core built with ASan and UBSan (and
+    LeakSanitizer: every tree destroyed, populated or not, gives back all it took)."""
+    binary = tmp_path / "qemu-differential-asan"
+    flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+             "-fno-omit-frame-pointer"]
+    probe = subprocess.run([tool("cc"), *flags, "-x", "c", "-o", str(tmp_path / "probe"), "-"],
+                           input="int main(void) { return 0; }\n", capture_output=True,
+                           text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"the compiler cannot build with the sanitizers: {probe.stderr[-300:]}")
+    cc([*STRICT, *flags, f"-I{INCLUDE}", "-o", str(binary),
+        str(C_TESTS / "qemu-differential.c"), *(str(CSRC / s) for s in CORE), str(qemu_object),
+        *glib_flags("--cflags"), *glib_flags("--libs")])
+    env = {**os.environ, "G_SLICE": "always-malloc", "ASAN_OPTIONS": "detect_leaks=1"}
+    for kind in ("iova", "gpa"):
+        result = subprocess.run([str(binary), "20000", "11", kind], capture_output=True,
+                                text=True, timeout=600, check=False, env=env)
+        assert result.returncode == 0 and "calls agree" in result.stdout, \
+            result.stdout + result.stderr[-3000:]
