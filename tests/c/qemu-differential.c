@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "qemu/iova-tree.h"
+#include "print-map.h"
 #include "xorshift.h"
 #include "../../csrc/tools/qemu-iova-tree.h"
 
@@ -72,16 +73,6 @@ static hwaddr random_size(void)
     default:
         return below(0x100);
     }
-}
-
-static void print_map(const char *label, const DMAMap *m)
-{
-    if (!m) {
-        fprintf(stderr, "  %s: none\n", label);
-        return;
-    }
-    fprintf(stderr, "  %s: iova %#" PRIx64 " ta %#" PRIx64 " size %#" PRIx64 " id %" PRIu64
-            " perm %d\n", label, m->iova, m->translated_addr, m->size, m->id, (int)m->perm);
 }
 
 static G_NORETURN void differ(const char *what)

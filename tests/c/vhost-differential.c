@@ -22,6 +22,7 @@
 
 #include "qemu/iova-tree.h"
 #include "hw/virtio/vhost-iova-tree.h"
+#include "print-map.h"
 #include "xorshift.h"
 
 typedef struct QemuVhostIOVATree QemuVhostIOVATree;
@@ -71,16 +72,6 @@ static void fresh(void)
     ours = vhost_iova_tree_new(win_first, win_last);
     theirs = qemu_vhost_iova_tree_new(win_first, win_last);
     resets++;
-}
-
-static void print_map(const char *label, const DMAMap *m)
-{
-    if (!m) {
-        fprintf(stderr, "  %s: none\n", label);
-        return;
-    }
-    fprintf(stderr, "  %s: iova %#" PRIx64 " ta %#" PRIx64 " size %#" PRIx64 " id %#" PRIx64
-            " perm %d\n", label, m->iova, m->translated_addr, m->size, m->id, (int)m->perm);
 }
 
 static G_NORETURN void differ(const char *what)
