@@ -137,17 +137,21 @@ static char *arena_first_block(IOVAArena *arena)
 
 /*
  * Map address space (PROT_NONE) right after the mapping at the base, so that it reaches at
- * least @need bytes: as much as the arena may still grow in place, or less, halving, where
- * something took part of the free range.  Never MAP_FIXED (that would replace whatever lies
- * there): a mapping the kernel put elsewhere is given back.  Refused, the block comes from
- * aligned_alloc(), and so do all later ones (the flat blocks must be the first ones).
+ * least @need bytes: as much again as is mapped already (no more than the arena may still
+ * grow in place), or less, halving, where something took part of the free range.  Why not
+ * all the arena may grow to at once: that would hold 256 MiB of the process's RLIMIT_AS for
+ * every arena past its first block, where doubling holds at most as much again as the arena
+ * has.  Never MAP_FIXED (that would replace whatever lies there): a mapping the kernel put
+ * elsewhere is given back.  Refused, the block comes from aligned_alloc(), and so do all
+ * later ones (the flat blocks must be the first ones).
  */
 static int arena_extend(IOVAArena *arena, size_t need)
 {
     size_t page = arena_page();
     size_t at = arena->mapped;
     size_t min = round_up(need, page) - at;
-    for (size_t len = round_up(arena_span_max(arena), page) - at;;
+    size_t most = round_up(arena_span_max(arena), page) - at;
+    for (size_t len = at > min ? (at < most ? at : most) : min;;
          len = len / 2 > min ? round_up(len / 2, page) : min) {
         char *p = arena_map(arena->base + at, len, PROT_NONE);
         if (p == arena->base + at) {
@@ -179,16 +183,13 @@ static int arena_extend(IOVAArena *arena, size_t need)
 #endif
 
 /*
- * The next flat block, made accessible (whole pages: with tiny test blocks a page may hold
- * several), or NULL when there is none: the first block came from aligned_alloc(), a block
- * from aligned_alloc() lies past the flat ones, the range above the blocks is taken or full,
- * or the system refused the memory.
+ * The flat block after the first, made accessible (whole pages: with tiny test blocks a page
+ * may hold several), or NULL when there is none: the first block came from aligned_alloc(),
+ * a block from aligned_alloc() lies past the flat ones, the range above the blocks is taken
+ * or full, or the system refused the memory.
  */
-static char *arena_flat_block(IOVAArena *arena)
+static char *arena_next_flat_block(IOVAArena *arena)
 {
-    if (arena->nblocks == 0) {
-        return arena_first_block(arena);
-    }
     if ((arena->nblocks << IOVA_ARENA_SHIFT) != arena->flat || !arena->mapped) {
         return NULL; /* a block from aligned_alloc() came first: nothing of ours to grow */
     }
@@ -200,7 +201,6 @@ static char *arena_flat_block(IOVAArena *arena)
     if (end > arena->mapped && arena_extend(arena, end) < 0) {
         return NULL;
     }
-    char *block = arena->base + (size_t)arena->flat * arena->elem_size;
     if (end > arena->committed) {
         size_t upto = round_up(end, arena_page());
         if (mprotect(arena->base + arena->committed, upto - arena->committed,
@@ -209,7 +209,20 @@ static char *arena_flat_block(IOVAArena *arena)
         }
         arena->committed = upto;
     }
-    ARENA_UNWRITTEN(block, block_bytes);
+    return arena->base + (size_t)arena->flat * arena->elem_size;
+}
+
+/*
+ * The next block of the arena's own mapping, the first included, marked unwritten (a fresh
+ * mapping reads as zeros, which memcheck takes for written), or NULL: it comes from
+ * aligned_alloc().
+ */
+static char *arena_flat_block(IOVAArena *arena)
+{
+    char *block = arena->nblocks == 0 ? arena_first_block(arena) : arena_next_flat_block(arena);
+    if (block) {
+        ARENA_UNWRITTEN(block, (size_t)IOVA_ARENA_BLOCK * arena->elem_size);
+    }
     return block;
 }
 

@@ -96,3 +96,32 @@ def test_trees_leave_other_code_its_address_space_under_rlimit_as() -> None:
               f"{(limit - vm_size()) >> 20} MiB of the limit left")
     """)
     assert out.startswith("ok"), out
+
+
+def test_grown_trees_leave_other_code_its_address_space_under_rlimit_as() -> None:
+    """Under an RLIMIT_AS 1 GiB above what the interpreter holds, 8 trees of 5,000 maps each
+    (every arena past its first block) work and pass check(), and a 256 MiB buffer can still
+    be had beside them.  An arena that mapped at its second block all the address space it
+    may ever grow to held 256 MiB of the limit each: two such trees took the whole budget,
+    the third tree's insert raised MemoryError and the buffer could not be had."""
+    out = run_python("""
+        limit = vm_size() + (1 << 30)
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY and hard < limit:
+            print("the hard RLIMIT_AS is below the test's limit")
+            sys.exit(77)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        trees = []
+        for k in range(8):
+            t = native.IOVATree()
+            for i in range(5000):
+                t.insert(DMAMap(i * 0x2000, i * 0x1000, 0xFFF, Perm.RW))
+            t.alloc(0xFFF)  # the holes too
+            trees.append(t)
+        for t in trees:
+            t.check()
+        buffer = bytearray(256 << 20)
+        print(f"ok: {len(trees)} trees of {len(trees[0])} maps, {len(buffer) >> 20} MiB "
+              f"buffer, {(limit - vm_size()) >> 20} MiB of the limit left")
+    """)
+    assert out.startswith("ok"), out

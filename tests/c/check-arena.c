@@ -5,8 +5,12 @@
  *   and give both back when reset;
  * - an arena grown past its first block keeps every block flat (an element at base +
  *   reference * size) in at most two mappings;
+ * - an arena grown past its first block holds at most twice its blocks' address space (not
+ *   all it may ever grow to: that took 256 MiB of an RLIMIT_AS from every such arena);
  * - where something took the range above the blocks, wholly or in part, the arena goes on
- *   with blocks from aligned_alloc() and every reference still finds its element and back.
+ *   with blocks from aligned_alloc() and every reference still finds its element and back;
+ * - with "unwritten", run under valgrind: a field never written reads as undefined in the
+ *   first block, a later one, and the first block of an arena reset and grown again.
  * Prints "ok" and the figures, or the first check that failed.
  */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS under -std=c11 */
@@ -17,6 +21,13 @@
 #include <unistd.h>
 
 #include "iova-arena.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define HAVE_MEMCHECK 1
+#endif
+#endif
 
 #define FEW 2000 /* arenas holding one element each */
 
@@ -124,13 +135,18 @@ static void grown(uint32_t elem_size)
     IOVAArena a;
     iova_arena_init(&a, elem_size);
     long maps0 = count_mappings();
+    long long vm0 = vm_size();
     grow(&a, 5 * IOVA_ARENA_BLOCK + 7);
     long maps = count_mappings() - maps0;
+    long long vm = vm_size() - vm0;
     printf("%u-byte elements, %u blocks: %u flat, %ld mappings\n", elem_size, a.nblocks,
            a.flat >> IOVA_ARENA_SHIFT, maps);
     CHECK(a.flat == a.nblocks << IOVA_ARENA_SHIFT, "%u of %u blocks flat",
           a.flat >> IOVA_ARENA_SHIFT, a.nblocks);
     CHECK(maps <= 2, "%ld mappings for one grown arena", maps);
+    CHECK(vm <= 2 * (long long)a.nblocks * (long long)block_bytes(&a) + 4 * getpagesize(),
+          "%lld KiB of address space for %u blocks of %zu KiB", vm / 1024, a.nblocks,
+          block_bytes(&a) / 1024);
     CHECK(iova_arena_mapped(&a) >= (size_t)a.nblocks * block_bytes(&a),
           "mapped bytes %zu for %u blocks", iova_arena_mapped(&a), a.nblocks);
     check_refs(&a, "grown");
@@ -168,8 +184,47 @@ static void range_taken(uint32_t blocks_free)
     munmap(p, (size_t)getpagesize());
 }
 
-int main(void)
+#ifdef HAVE_MEMCHECK
+/* Reads a field of element @ref never written: memcheck must count one error more. */
+static void read_unwritten(IOVAArena *a, IOVARef ref, const char *what)
 {
+    unsigned before = VALGRIND_COUNT_ERRORS;
+    volatile uint32_t *e = iova_arena_ptr(a, ref);
+    if (e[1] == 0x5a5a5a5au) {
+        printf("%s: ", what); /* a branch on the value, which memcheck reports */
+    }
+    CHECK(VALGRIND_COUNT_ERRORS == before + 1, "%s: an unwritten field read as written", what);
+}
+
+static int unwritten(void)
+{
+    if (!RUNNING_ON_VALGRIND) {
+        printf("skip: not under valgrind\n");
+        return 0;
+    }
+    IOVAArena a;
+    iova_arena_init(&a, 64);
+    read_unwritten(&a, iova_arena_alloc(&a), "the first block");
+    grow(&a, 2 * IOVA_ARENA_BLOCK);
+    read_unwritten(&a, iova_arena_alloc(&a), "the third block");
+    iova_arena_reset(&a);
+    read_unwritten(&a, iova_arena_alloc(&a), "the first block after a reset");
+    iova_arena_reset(&a);
+    printf(failures ? "%d checks failed\n" : "ok\n", failures);
+    return failures != 0;
+}
+#endif
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "unwritten") == 0) {
+#ifdef HAVE_MEMCHECK
+        return unwritten();
+#else
+        printf("skip: no valgrind/memcheck.h\n");
+        return 0;
+#endif
+    }
     if (count_mappings() < 0 || vm_size() < 0) {
         printf("skip: no /proc/self/maps or VmSize\n");
         return 0;
