@@ -19,7 +19,9 @@
  * block from aligned_alloc() cost too), at the start of a free range found by probing for
  * as much as the arena may ever span; the range is given back at once, and the blocks after
  * the first are mapped into it (address space with no access, each block made memory when
- * it is added) only as the arena needs them, right after the ones before.  Where that fails
+ * it is added) only as the arena needs them, right after the ones before, as much again as
+ * is mapped at each growth (all it may grow to at once would hold the 256 MiB of RLIMIT_AS
+ * again for every arena past its first block).  Where that fails
  * (the range was taken meanwhile, a tight RLIMIT_AS, a 32-bit host, a refused commit) the
  * arena goes on with blocks from aligned_alloc() found through the block table: nothing
  * fails that did not fail before.
