@@ -37,6 +37,15 @@ def vm_size():
                 return int(line.split()[1]) * 1024
     raise SystemExit("no VmSize")
 
+def limit_address_space(margin):
+    limit = vm_size() + margin
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        print("the hard RLIMIT_AS is below the test's limit")
+        sys.exit(77)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
+
 def one_map_tree(i):
     t = native.IOVATree()
     t.insert(DMAMap(i * 0x2000, i * 0x1000, 0xFFF, Perm.RW))
@@ -78,12 +87,7 @@ def test_trees_leave_other_code_its_address_space_under_rlimit_as() -> None:
     of 20,000 maps (grown well past one block) work and pass check(), and a 256 MiB buffer
     can still be had beside them."""
     out = run_python("""
-        limit = vm_size() + (1 << 30)
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard != resource.RLIM_INFINITY and hard < limit:
-            print("the hard RLIMIT_AS is below the test's limit")
-            sys.exit(77)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        limit = limit_address_space(1 << 30)
         small = [one_map_tree(i) for i in range(16)]
         big = native.IOVATree()
         for i in range(20000):
@@ -105,12 +109,7 @@ def test_grown_trees_leave_other_code_its_address_space_under_rlimit_as() -> Non
     may ever grow to held 256 MiB of the limit each: two such trees took the whole budget,
     the third tree's insert raised MemoryError and the buffer could not be had."""
     out = run_python("""
-        limit = vm_size() + (1 << 30)
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard != resource.RLIM_INFINITY and hard < limit:
-            print("the hard RLIMIT_AS is below the test's limit")
-            sys.exit(77)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        limit = limit_address_space(1 << 30)
         trees = []
         for k in range(8):
             t = native.IOVATree()
