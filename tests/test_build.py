@@ -62,6 +62,20 @@ def test_extension_is_built_with_debug_info_and_frame_pointers() -> None:
     assert "iova_holes_fit" in symbols.stdout
 
 
+
+def test_extension_exports_only_its_module_init() -> None:
+    """The core's functions are hidden in the extension (``_build.extension_compile_args``):
+    its calls to them stay direct, and a library loaded beside it that defines the same names
+    (QEMU's ``iova_tree_*``, the package's own libiova-native.so) cannot take them over."""
+    core = pytest.importorskip("iova_native._core")
+    nm = subprocess.run(["nm", "-D", "--defined-only", core.__file__], capture_output=True,
+                        text=True, check=False)
+    if nm.returncode != 0:
+        pytest.skip("nm is not available")
+    exported = {line.split()[-1] for line in nm.stdout.splitlines()
+                if line.split()[-2:-1] in (["T"], ["D"], ["B"], ["R"])}
+    assert exported == {"PyInit__core"}
+
 def test_documented_benchmarks_are_the_committed_run() -> None:
     """Every figure in docs/benchmarks.md is bench/results/RESULTS.md's (one run):
     scripts/docs_results.py copies them, and --check fails when someone edits one side."""

@@ -76,6 +76,19 @@ def compile_args() -> list[str]:
             "-Wmissing-prototypes", "-Werror=implicit-function-declaration", *extra]
 
 
+def extension_compile_args() -> list[str]:
+    """The cffi extension's flags: ``compile_args()``, and nothing of ours exported.
+
+    Python needs only ``PyInit__core`` from the module, which ``PyMODINIT_FUNC`` exports
+    whatever the default.  With every other function hidden, the core's calls to its own
+    functions are direct, not through the PLT (a lock taken and let go on every call, the
+    arena's and the tree's entry points), and no library loaded beside it can take them over
+    by defining the same names (QEMU's ``iova_tree_*`` in an embedding process, or the
+    package's own ``libiova-native.so``).  The C library for C programs is built with
+    ``compile_args()`` and exports its API."""
+    return [*compile_args(), "-fvisibility=hidden"]
+
+
 def link_args() -> list[str]:
     """``IOVA_NATIVE_LDFLAGS``: what the sanitizer build links with (its runtime)."""
     return shlex.split(os.environ.get("IOVA_NATIVE_LDFLAGS", ""))
@@ -97,7 +110,7 @@ ffibuilder.set_source(
     '#include "iova-cffi.h"\n',
     sources=SOURCES,
     include_dirs=[CSRC] + [flag[2:] for flag in _cflags if flag.startswith("-I")],
-    extra_compile_args=compile_args() + [f for f in _cflags if not f.startswith("-I")],
+    extra_compile_args=extension_compile_args() + [f for f in _cflags if not f.startswith("-I")],
     libraries=[flag[2:] for flag in pkg_config("--libs") if flag.startswith("-l")],
     extra_link_args=link_args(),
 )
