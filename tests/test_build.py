@@ -65,8 +65,8 @@ def test_extension_is_built_with_debug_info_and_frame_pointers() -> None:
 
 def test_extension_exports_only_its_module_init() -> None:
     """The core's functions are hidden in the extension (``_build.extension_compile_args``):
-    its calls to them stay direct, and a library loaded beside it that defines the same names
-    (QEMU's ``iova_tree_*``, the package's own libiova-native.so) cannot take them over."""
+    its calls to them stay direct, and nothing in the process's global scope that defines
+    the same names (an embedding program's ``iova_tree_*``) can take them over."""
     core = pytest.importorskip("iova_native._core")
     nm = subprocess.run(["nm", "-D", "--defined-only", core.__file__], capture_output=True,
                         text=True, check=False)

@@ -82,10 +82,11 @@ def extension_compile_args() -> list[str]:
     Python needs only ``PyInit__core`` from the module, which ``PyMODINIT_FUNC`` exports
     whatever the default.  With every other function hidden, the core's calls to its own
     functions are direct, not through the PLT (a lock taken and let go on every call, the
-    arena's and the tree's entry points), and no library loaded beside it can take them over
-    by defining the same names (QEMU's ``iova_tree_*`` in an embedding process, or the
-    package's own ``libiova-native.so``).  The C library for C programs is built with
-    ``compile_args()`` and exports its API."""
+    arena's and the tree's entry points), and nothing in the process's global scope can take
+    them over by defining the same names (an embedding program's own ``iova_tree_*``, or
+    ``libiova-native.so`` loaded with ``RTLD_GLOBAL``), since the dynamic linker looks there
+    first.  The C library for C programs is built with ``compile_args()`` and exports its
+    API."""
     return [*compile_args(), "-fvisibility=hidden"]
 
 
