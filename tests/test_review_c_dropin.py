@@ -79,13 +79,8 @@ def test_removing_many_maps_maps_no_memory_for_holes_it_never_makes(tmp_path: Pa
 def qemu_object(seeded_qemu: Path,  # noqa: F811
                 tmp_path_factory: pytest.TempPathFactory) -> Path:
     """QEMU's util/iova-tree.c with the seed patch, its global symbols renamed qemu_*."""
-    plain = seeded_qemu / "qemu-iova-tree.o"
-    names = subprocess.run([tool("nm"), "-g", "--defined-only", str(plain)], capture_output=True,
-                           text=True, check=True).stdout.split()[2::3]
-    renamed = tmp_path_factory.mktemp("qemu-renamed") / "qemu-iova-tree.o"
-    subprocess.run([tool("objcopy"), *(f"--redefine-sym={n}=qemu_{n}" for n in names),
-                    str(plain), str(renamed)], check=True)
-    return renamed
+    return rename_globals([seeded_qemu / "qemu-iova-tree.o"],
+                          tmp_path_factory.mktemp("qemu-renamed") / "qemu-iova-tree.o")
 
 
 def test_every_answer_near_both_ends_of_the_space_is_qemus_or_a_written_deviation(
