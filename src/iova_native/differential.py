@@ -23,7 +23,11 @@ would.  When they do not, it raises :class:`iova_native.DivergenceError` with
   replayed on a fresh pair of backends) that still make the two sides disagree on the same
   method, and **returns** the outcome of the last one: its value, or the exception it raised
   (caught and returned, not raised, so that the outcomes of two classes can be compared).  Earlier
-  operations that raise (on both sides alike) are wrapped in ``try``/``except``.
+  operations that raise (on both sides alike) are wrapped in ``try``/``except``.  Arguments are
+  written as what was passed: a buffer with its format, byte order, step (``a[::2]``) and
+  read-only flag, a one-shot iterator that raised as one that raises the same exception, a
+  ``DMAMap`` forged with ``tuple.__new__`` as that forgery, and an object of another module
+  (``Decimal``, ``strategies.OnlyInt``) with its import.
 
 When the divergent call is a batch form with more than :data:`BATCH_SHRINK_TO` addresses, its
 batch is cut too: to the addresses where the answers part (or that an error names) with two
@@ -34,9 +38,9 @@ an earlier call (``update``'s maps) is cut the same way: to its first :data:`BAT
 elements, else to whichever half still diverges.  The message shows at most
 :data:`MESSAGE_CAP` characters of the call and of the reproducer (``.reproducer`` is whole).
 
-Shrinking is bounded by ``shrink_timeout`` seconds (constructor keyword; default
-:data:`SHRINK_TIMEOUT`); the message says when it stopped early, and the reproducer is then the
-smallest one found so far (still verified to diverge).
+Shrinking is bounded by ``shrink_timeout`` seconds (constructor keyword, a number >= 0 checked
+when the tree is made; default :data:`SHRINK_TIMEOUT`); the message says when it stopped early,
+and the reproducer is then the smallest one found so far (still verified to diverge).
 
 Semantics a plain tree does not have:
 
@@ -335,15 +339,121 @@ def _batch_input(value: Any) -> tuple[Any, Any]:
     if isinstance(value, array):
         return value, array(value.typecode, value)
     if isinstance(value, memoryview):
-        try:
-            shape = list(value.shape or ())
-            copy = memoryview(bytes(value)).cast("B").cast(value.format, shape)  # type: ignore[call-overload]
-            return value, copy
-        except (TypeError, ValueError):  # a format cast() cannot rebuild: keep the original
-            return value, value
+        return value, _copy_view(value)
     if type(value).__module__ == "numpy" and hasattr(value, "copy"):
-        return value, value.copy()
+        step = _step(value)
+        if step == 1:
+            return value, value.copy()
+        import numpy  # the caller's array came from it
+
+        return value, numpy.array(_spread(value.tolist(), step), dtype=value.dtype)[::step]
     return value, value
+
+
+# --------------------------------------------------------------------------- buffer layouts
+#
+# A buffer is copied for the log, cut by the shrinker and written into a reproducer with its
+# layout: the same format (byte order included), the same step between items (a view such as
+# ``a[::2]`` or ``a[::-1]``) and the same read-only flag, so that a backend that mishandles one
+# of them still diverges on the copy, the cut and the reproducer.  The gaps of a strided copy
+# hold the item before them (the caller's gap bytes are not reachable through a memoryview).
+
+
+def _step(value: Any) -> int:
+    """Items between consecutive elements of a 1-D buffer (negative when it runs backwards);
+    1 when contiguous, or laid out in a way no copy rebuilds (a zero stride, a stride that is
+    not a whole number of items)."""
+    try:
+        if value.ndim != 1 or len(value) < 2:
+            return 1
+        (stride,) = value.strides
+        itemsize = value.itemsize
+    except (AttributeError, TypeError, ValueError):
+        return 1
+    if stride == 0 or not itemsize or stride % itemsize:
+        return 1
+    return int(stride // itemsize)
+
+
+def _spread(items: list[Any], step: int) -> list[Any]:
+    """The items of a span, lowest address first, where ``span[::step] == items``; each gap
+    holds the item before it."""
+    if step == 1 or not items:
+        return list(items)
+    order = items if step > 0 else items[::-1]
+    return [x for x in order[:-1] for _ in range(abs(step))] + order[-1:]
+
+
+def _native_code(fmt: str) -> str | None:
+    """The one-letter format ``array`` and ``cast()`` take for ``fmt``, or None."""
+    code = fmt[1:] if fmt[:1] == "@" else fmt
+    return code if len(code) == 1 and code in "bBhHiIlLqQfd" else None
+
+
+def _numpy_dtype(fmt: str, itemsize: int) -> str | None:
+    """NumPy's name of a buffer format in a byte order of its own (``'>Q'``: ``'>u8'``)."""
+    if fmt not in _INT_FORMATS or fmt[1] == "?":
+        return None
+    order = ">" if fmt[0] == "!" else fmt[0]
+    return f"{order}{'u' if fmt[1].isupper() else 'i'}{itemsize}"
+
+
+def _view_items(view: memoryview) -> list[Any] | None:
+    """The elements of a 1-D memoryview, whatever its byte order; None when unreadable."""
+    try:
+        if _native_code(view.format) is not None:
+            return list(view.tolist())
+        if view.format in _INT_FORMATS and view.format[1] != "?":
+            return [x for (x,) in struct.iter_unpack(view.format, view.tobytes())]
+    except (TypeError, ValueError, NotImplementedError, struct.error):
+        pass
+    return None
+
+
+def _view_of(data: bytes, fmt: str, itemsize: int, step: int, readonly: bool) -> memoryview:
+    """A 1-D view in ``fmt`` of ``data`` (the span's bytes), every ``step`` items."""
+    buf: Any = bytes(data) if readonly else bytearray(data)
+    code = _native_code(fmt)
+    view: memoryview
+    if code is not None:
+        view = memoryview(buf).cast("B").cast(code)  # type: ignore[call-overload]
+    else:
+        dtype = _numpy_dtype(fmt, itemsize)
+        if dtype is None:
+            raise ValueError(f"no copy of a memoryview of format {fmt!r}")
+        import numpy  # such a view comes from NumPy, which makes it again
+
+        array_: Any = numpy.frombuffer(buf, dtype=dtype)
+        view = memoryview(array_)
+    return view[::step] if step != 1 else view
+
+
+def _copy_view(value: memoryview) -> memoryview:
+    """A copy of a memoryview with its layout; the view itself when no copy rebuilds it."""
+    if value.ndim != 1:  # not iterable: a bad-input call both sides refuse, kept as it is
+        return value
+    try:
+        step, size = _step(value), value.itemsize
+        logical = bytes(value)
+        chunks = [logical[i : i + size] for i in range(0, len(logical), size)]
+        span = b"".join(_spread(chunks, step))
+        return _view_of(span, value.format, size, step, value.readonly)
+    except (TypeError, ValueError, ImportError):  # a format no copy rebuilds: keep the original
+        return value
+
+
+def _view_like(value: memoryview, items: list[Any]) -> memoryview:
+    """``items`` in a view with the layout of ``value`` (the shrinker's cut)."""
+    step, fmt = _step(value), value.format
+    order = fmt[0] if fmt[:1] in ("@", "=", "<", ">", "!") else ""
+    code = fmt[len(order) :]
+    span = _spread(items, step)
+    data = struct.pack(f"{order}{len(span)}{code}", *span)
+    return _view_of(data, fmt, value.itemsize, step, value.readonly)
+
+
+def _layout_suffix(step: int, readonly: bool = False) -> str:
+    return (f"[::{step}]" if step != 1 else "") + (".toreadonly()" if readonly else "")
 
 
 class _Spec(NamedTuple):
@@ -465,15 +575,15 @@ def _public(outcome: Any) -> Any:
 
 
 def _render(value: Any, imports: set[str]) -> str:
-    """``value`` as Python source with hex integers; records the imports it needs."""
+    """``value`` as Python source with hex integers; records the imports it needs (a name, or
+    a whole ``from ... import ...`` line)."""
     if value is None or type(value) is bool:
         return repr(value)
     if isinstance(value, Perm):
         imports.add("Perm")
         return f"Perm.{value.name}" if value.name else f"Perm({int(value)})"
     if isinstance(value, DMAMap):
-        imports.update(("DMAMap", "Perm"))
-        return repr(value)
+        return _render_map(value, imports)
     if type(value) is int:
         return f"{value:#x}" if value >= 0 else f"-{-value:#x}"
     if type(value) is float:
@@ -486,7 +596,11 @@ def _render(value: Any, imports: set[str]) -> str:
         inner = ", ".join(_render(x, imports) for x in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if type(value) is _OneShot:
-        return f"iter({_render(value.values, imports)})"
+        values = _render(value.values, imports)
+        if value.error is None:
+            return f"iter({values})"
+        imports.add(_THEN_RAISE)  # the caller's iterator raised after its values: so does this
+        return f"_then_raise({values}, {_render_exception(value.error, imports)})"
     if type(value) is range:
         bounds = [value.start, value.stop] + ([value.step] if value.step != 1 else [])
         return f"range({', '.join(_render(x, imports) for x in bounds)})"
@@ -495,33 +609,107 @@ def _render(value: Any, imports: set[str]) -> str:
         items = ", ".join(_render(x, imports) for x in value.tolist())
         return f"array({value.typecode!r}, [{items}])"
     if isinstance(value, memoryview):
-        fmt = value.format.lstrip("@=")
-        if value.ndim == 1 and len(fmt) == 1 and fmt in "bBhHiIlLqQfd":
-            imports.add("array")
-            items = ", ".join(_render(x, imports) for x in value.tolist())
-            return f"memoryview(array({fmt!r}, [{items}]))"
-        if value.ndim == 1 and value.format in _INT_FORMATS and value.format[1] != "?":
-            # cast() makes only native formats: a view in a byte order of its own comes from
-            # NumPy (or the like), and NumPy makes it again.
-            imports.add("numpy")
-            ints = [x for (x,) in struct.iter_unpack(value.format, value.tobytes())]
-            items = _render(ints, imports)
-            order = ">" if value.format[0] == "!" else value.format[0]
-            kind = "u" if value.format[1].isupper() else "i"
-            dtype = f"{order}{kind}{value.itemsize}"
-            return f"memoryview(numpy.array({items}, dtype={dtype!r}))"
-        shape = "" if value.ndim == 1 else f", {list(value.shape or ())!r}"
-        return f"memoryview({bytes(value)!r}).cast({value.format!r}{shape})"
+        return _render_view(value, imports)
     if type(value).__module__ == "numpy":
         imports.add("numpy")
         if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a NumPy scalar
             return f"numpy.{type(value).__name__}({_render(value.item(), imports)})"
         if hasattr(value, "tolist") and hasattr(value, "dtype"):
-            items = _render(value.tolist(), imports)
-            return f"numpy.array({items}, dtype=numpy.{value.dtype.name})"
+            step = _step(value)
+            items = _render(_spread(value.tolist(), step), imports)
+            return f"numpy.array({items}, dtype={_render_dtype(value.dtype)}){_layout_suffix(step)}"
     if isinstance(value, int):  # another int subclass
         return f"{int(value):#x}"
-    return repr(value)  # a user's own object: its repr is the best we can do
+    text = repr(value)  # a user's own object: its repr is the best we can do
+    where = _importable(type(value))
+    if where is not None and text.startswith(f"{where[1]}("):  # Decimal('1.5'), OnlyInt(0x10)
+        imports.add(f"from {where[0]} import {where[1]}")
+    return text
+
+
+#: The helper a reproducer defines when a call's one-shot iterator raised after its values.
+_THEN_RAISE = (
+    "def _then_raise(values, error):\n"
+    '    """A one-shot iterator over ``values`` that then raises ``error``, as the call\'s did.\n'
+    '    """\n'
+    "    yield from values\n"
+    "    raise error\n"
+)
+
+
+def _importable(cls: type) -> tuple[str, str] | None:
+    """``(module, name)`` to import ``cls`` by, or None for a builtin or a local class."""
+    module, name = getattr(cls, "__module__", None), getattr(cls, "__qualname__", "")
+    if not module or module == "builtins" or not name.isidentifier():
+        return None
+    return module, name
+
+
+def _render_map(value: DMAMap, imports: set[str]) -> str:
+    """A map as its constructor call; a forged one (``tuple.__new__``, fields the constructor
+    refuses or normalises) as the same forgery, so that the reproducer passes what the call
+    passed."""
+    imports.update(("DMAMap", "Perm"))
+    fields = tuple(tuple.__iter__(value))
+    try:
+        made: tuple[Any, ...] | None = tuple(tuple.__iter__(DMAMap(*fields)))
+    except Exception:  # the constructor refuses the fields: a forgery
+        made = None
+    if made is not None and len(made) == len(fields) and all(
+        type(a) is type(b) and a == b for a, b in zip(made, fields)
+    ):
+        return repr(value)
+    return f"tuple.__new__(DMAMap, {_render(fields, imports)})"
+
+
+def _render_exception(exc: BaseException, imports: set[str]) -> str:
+    """An exception as the call that makes it again (its class imported when not builtin)."""
+    cls = type(exc)
+    try:
+        reduced = exc.__reduce__()
+        args = reduced[1] if reduced[0] is cls else exc.args
+    except Exception:  # an exception that cannot say how it was made
+        args = exc.args
+    if cls.__module__ != "builtins":
+        where = _importable(cls)
+        if where is None:  # a class no import reaches: an exception with the same text
+            return f"RuntimeError({str(exc)!r})"
+        imports.add(f"from {where[0]} import {where[1]}")
+    return f"{cls.__qualname__}({', '.join(_render(a, imports) for a in args)})"
+
+
+def _render_dtype(dtype: Any) -> str:
+    """A NumPy dtype as source: ``numpy.uint64``, or its string when that name does not say it
+    all (another byte order: ``'>u8'``)."""
+    import numpy
+
+    name = dtype.name
+    if dtype.fields is not None:  # a structured record
+        return f"numpy.dtype({dtype.descr!r})"
+    if name.isidentifier() and hasattr(numpy, name) and numpy.dtype(name) == dtype:
+        return f"numpy.{name}"
+    return repr(dtype.str)
+
+
+def _render_view(value: memoryview, imports: set[str]) -> str:
+    """A memoryview as source with its format, step and read-only flag."""
+    code, items = _native_code(value.format), None
+    if value.ndim == 1:
+        items = _view_items(value)
+    if items is not None:
+        step = _step(value)
+        suffix = _layout_suffix(step, value.readonly)
+        span = _render(_spread(items, step), imports)
+        if code is not None:
+            imports.add("array")
+            return f"memoryview(array({code!r}, {span})){suffix}"
+        # cast() makes only native formats: a view in a byte order of its own comes from
+        # NumPy (or the like), and NumPy makes it again.
+        imports.add("numpy")
+        dtype = _numpy_dtype(value.format, value.itemsize)
+        return f"memoryview(numpy.array({span}, dtype={dtype!r})){suffix}"
+    shape = "" if value.ndim == 1 else f", {list(value.shape or ())!r}"
+    return f"memoryview({bytes(value)!r}).cast({value.format!r}{shape})"
 
 
 def _describe(outcome: Any) -> str:
@@ -553,6 +741,19 @@ def _qualname(cls: Any) -> str:
 # --------------------------------------------------------------------------- the base class
 
 
+def _check_timeout(value: Any) -> float | None:
+    """``shrink_timeout`` checked when the tree is made, not when a divergence needs it (where
+    a bad one would raise in place of the ``DivergenceError``): None, or seconds >= 0
+    (``math.inf``: no bound)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"shrink_timeout must be a number of seconds, not {type(value).__name__}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"shrink_timeout must be >= 0 seconds, not {value!r}")
+    return float(value)
+
+
 def _default_class(module: str, name: str) -> Any:
     try:
         return getattr(importlib.import_module(module), name)
@@ -582,6 +783,12 @@ class _Differential:
         right: Any,
         shrink_timeout: float | None,
     ) -> None:
+        for name, side in (("left", left), ("right", right)):
+            if side is not None and not callable(side):
+                raise TypeError(
+                    f"differential.{self._kind}: {name}= takes a class with the {self._kind} "
+                    f"API (native.{self._kind}, say), not {type(side).__name__}"
+                )
         self._left_cls = (
             left if left is not None else _default_class("iova_native.native", self._kind)
         )
@@ -589,7 +796,7 @@ class _Differential:
             right if right is not None else _default_class("iova_native.reference", self._kind)
         )
         self._ctor_args = ctor_args
-        self.shrink_timeout = shrink_timeout
+        self.shrink_timeout = _check_timeout(shrink_timeout)
         self._log: list[Operation] = []
         # Constructing is compared too (VhostIOVATree checks its arguments).
         lo = _construct(self._left_cls, ctor_args)
@@ -907,14 +1114,7 @@ class _Differential:
             "        return exc",
         ]
         fresh = f"{self._kind}({', '.join(_render(a, imports) for a in self._ctor_args)})"
-        header: list[str] = []
-        if "numpy" in imports:
-            header.append("import numpy")
-        if "array" in imports:
-            header.append("from array import array")
-        names = sorted(imports & {"DMAMap", "Perm"})
-        if names:
-            header.append(f"from iova_native import {', '.join(names)}")
+        header = _header(imports)
         doc = [
             "def reproduce(tree):",
             f'    """Apply to a fresh ``{fresh}`` the fewest calls that make',
@@ -922,7 +1122,7 @@ class _Differential:
             "    return the outcome of the last call (a value, or the exception it raised).",
             '    """',
         ]
-        return "\n".join([*header, *([""] * (2 * bool(header))), *doc, *body]) + "\n"
+        return "\n".join([*header, *doc, *body]) + "\n"
 
     def _diverged(self, op: Operation, lo: Any, ro: Any) -> None:
         found, note = self._shrink(list(self._log), lo, ro)
@@ -947,6 +1147,7 @@ class _Differential:
         operation = f"{self._kind}({args})"
         reproducer = "\n".join(
             [
+                *_header(imports),
                 "def reproduce(tree):",
                 f'    """The constructor itself disagrees: build ``{operation}`` with the',
                 "    class of ``tree``; return the new object or the exception it raised.",
@@ -969,6 +1170,22 @@ class _Differential:
             ]
         )
         raise DivergenceError(message, operation, _public(lo), _public(ro), reproducer)
+
+
+def _header(imports: set[str]) -> list[str]:
+    """The lines before ``reproduce()``: its imports and helpers, then two blank lines."""
+    lines: list[str] = []
+    if "numpy" in imports:
+        lines.append("import numpy")
+    if "array" in imports:
+        lines.append("from array import array")
+    names = sorted(imports & {"DMAMap", "Perm"})
+    if names:
+        lines.append(f"from iova_native import {', '.join(names)}")
+    lines += sorted(line for line in imports if line.startswith("from "))
+    if _THEN_RAISE in imports:
+        lines += ["", "", *_THEN_RAISE.splitlines()]
+    return [*lines, "", ""] if lines else []
 
 
 def _pickles(op: Operation) -> bool:
@@ -1004,7 +1221,9 @@ def _batch_values(value: Any) -> list[Any] | None:
         return list(value.values)
     if type(value) in (list, tuple):
         return list(value)
-    if isinstance(value, (array, memoryview)) or type(value).__module__ == "numpy":
+    if isinstance(value, memoryview):
+        return _view_items(value) if value.ndim == 1 else None
+    if isinstance(value, array) or type(value).__module__ == "numpy":
         if getattr(value, "ndim", 1) == 1 and hasattr(value, "tolist"):
             try:
                 return list(value.tolist())
@@ -1014,19 +1233,24 @@ def _batch_values(value: Any) -> list[Any] | None:
 
 
 def _rebuilt(value: Any, items: list[Any]) -> Any:
-    """``items`` in the same kind of container as the batch argument ``value``."""
+    """``items`` in the same kind of container as the batch argument ``value``, laid out as it
+    is (a one-shot iterator that raised raises after them too)."""
     if type(value) is _OneShot:
-        return _OneShot(iter(items))
+        shot = _OneShot(iter(items))
+        shot.error = value.error
+        return shot
     if type(value) is tuple:
         return tuple(items)
     if isinstance(value, array):
         return array(value.typecode, items)
     if isinstance(value, memoryview):
-        return memoryview(array(value.format.lstrip("@=<"), items))
+        return _view_like(value, items)
     if type(value).__module__ == "numpy":
         import numpy
 
-        return numpy.asarray(items, dtype=value.dtype)
+        step = _step(value)
+        rebuilt = numpy.asarray(_spread(items, step), dtype=value.dtype)
+        return rebuilt[::step] if step != 1 else rebuilt
     return items
 
 

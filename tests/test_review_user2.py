@@ -1,0 +1,237 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A second review playing the package's users (SPEC read alone, probes written before the code
+was read), on the differential backend's reproducers: each test failed before its fix.
+
+SPEC section 7: the reproducer is Python source defining ``reproduce(tree)`` that makes the
+sides disagree.  Each test plants a backend that disagrees, catches the ``DivergenceError`` and
+runs its reproducer on a fresh tree of each side: the outcomes must differ again.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from iova_native import DivergenceError, DMAMap, differential, native, reference
+from iova_native.differential import same_outcome
+from iova_native.strategies import OnlyInt
+
+
+def _diverge(call: Any) -> DivergenceError:
+    with pytest.raises(DivergenceError) as info:
+        call()
+    return info.value
+
+
+def _reproduces(err: DivergenceError, left: Any, right: Any) -> bool:
+    """Whether ``err.reproducer``, run on a fresh ``left`` and a fresh ``right``, disagrees."""
+    namespace: dict[str, Any] = {}
+    exec(err.reproducer, namespace)
+    return not same_outcome(namespace["reproduce"](left), namespace["reproduce"](right))
+
+
+# --------------------------------------------------------------------------- one-shot iterators
+
+
+class _NoRollbackUpdate(reference.IOVATree):
+    """A planted disagreement: ``update`` keeps what it inserted when the iterable raises."""
+
+    def update(self, maps: Any) -> None:
+        for m in maps:
+            self.insert(m)
+
+
+def _raising_maps() -> Any:
+    yield DMAMap(0x1000, 0, 0xFFF)
+    raise RuntimeError("the caller's iterator broke")
+
+
+def test_reproducer_raises_where_the_callers_iterator_raised() -> None:
+    """The one-shot iterator was written as ``iter([...])`` without its exception: the
+    reproducer's update() succeeded on both sides and the disagreement was gone."""
+    tree = differential.IOVATree(right=_NoRollbackUpdate)
+    with pytest.raises(RuntimeError):
+        tree.update(_raising_maps())
+    err = _diverge(lambda: len(tree))
+    assert "RuntimeError(" in err.reproducer
+    assert _reproduces(err, native.IOVATree(), _NoRollbackUpdate())
+
+
+# --------------------------------------------------------------------------- buffer layouts
+
+
+class _RawBuffer(reference.IOVATree):
+    """A planted disagreement: reads a buffer's memory as contiguous native uint64 (ignoring
+    its byte order and its strides), as a careless C binding would."""
+
+    def to_translated_many(self, iovas: Any, missing: Any = None) -> Any:
+        try:
+            view = memoryview(iovas)
+        except TypeError:
+            return super().to_translated_many(iovas, missing)
+        size, count = view.itemsize, len(view)
+        if view.contiguous:
+            raw = view.tobytes()
+        else:  # from the first item on, as if contiguous
+            np = pytest.importorskip("numpy")
+            arr = np.asarray(view)
+            start = arr[-1:] if view.strides[0] < 0 else arr[:1]
+            raw = np.lib.stride_tricks.as_strided(start, (count,), (size,)).tobytes()
+        if size != 8:
+            return super().to_translated_many(iovas, missing)
+        return super().to_translated_many(array("Q", raw), missing)
+
+
+def _layouts() -> list[Any]:
+    np = pytest.importorskip("numpy")
+    return [
+        pytest.param(lambda: np.array([0x10, 0x20], dtype=">u8"), id="numpy-big-endian"),
+        pytest.param(lambda: np.arange(0x10, 0x16, dtype=np.uint64)[::2], id="numpy-strided"),
+        pytest.param(lambda: np.arange(0x10, 0x16, dtype=np.uint64)[::-2], id="numpy-backwards"),
+        pytest.param(lambda: memoryview(array("Q", range(0x10, 0x16)))[::2], id="view-strided"),
+        pytest.param(lambda: memoryview(array("Q", range(0x10, 0x16)))[::-3], id="view-back"),
+    ]
+
+
+@pytest.mark.parametrize("make", _layouts())
+def test_reproducer_keeps_a_buffers_layout(make: Any) -> None:
+    """A NumPy array was written with ``dtype=numpy.uint64`` whatever its byte order, and a
+    strided array or view was logged and written contiguous: the shrinker's replays did not
+    diverge ("could not reproduce on a fresh pair"), nor did the reproducer."""
+    maps = [DMAMap(0, 0x5000, 0xFFFF)]
+    tree = differential.IOVATree(maps, right=_RawBuffer)
+    err = _diverge(lambda: tree.to_translated_many(make(), missing=0))
+    assert "could not reproduce" not in str(err)
+    assert _reproduces(err, native.IOVATree(), _RawBuffer())
+
+
+class _RefusesWritable(reference.IOVATree):
+    """A planted disagreement: refuses a writable buffer (as a binding asking for the wrong
+    buffer flags would refuse the other kind)."""
+
+    def to_iova_many(self, addrs: Any, id: Any = None, missing: Any = None) -> Any:
+        if isinstance(addrs, memoryview) and not addrs.readonly:
+            raise TypeError("writable buffer")
+        return super().to_iova_many(addrs, id, missing)
+
+
+class _RefusesReadOnly(reference.IOVATree):
+    def to_iova_many(self, addrs: Any, id: Any = None, missing: Any = None) -> Any:
+        if isinstance(addrs, memoryview) and addrs.readonly:
+            raise TypeError("read-only buffer")
+        return super().to_iova_many(addrs, id, missing)
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["writable", "read-only"])
+def test_reproducer_keeps_a_views_read_only_flag(readonly: bool) -> None:
+    """The log kept every memoryview as a read-only copy (of bytes), and the reproducer wrote a
+    writable one."""
+    planted = _RefusesReadOnly if readonly else _RefusesWritable
+    view = memoryview(array("Q", [0x5000, 0x5001]))
+    tree = differential.IOVATree([DMAMap(0, 0x5000, 0xFFF)], right=planted)
+    err = _diverge(lambda: tree.to_iova_many(view.toreadonly() if readonly else view))
+    assert "could not reproduce" not in str(err)
+    assert _reproduces(err, native.IOVATree(), planted())
+
+
+def test_big_endian_view_batch_is_cut() -> None:
+    """A long batch in a memoryview of another byte order was not cut (its elements could not
+    be listed): the reproducer held every address."""
+    np = pytest.importorskip("numpy")
+
+    class LastFlipped(reference.IOVATree):
+        def to_translated_many(self, values: Any, missing: Any = None) -> Any:
+            answers = super().to_translated_many(values, missing)
+            answers[-1] ^= 1
+            return answers
+
+    tree = differential.IOVATree([DMAMap(0, 0x10000, 0xFFFF)], left=LastFlipped)
+    err = _diverge(lambda: tree.to_translated_many(memoryview(np.arange(400, dtype=">u8"))))
+    assert "cut from 400 to" in str(err)
+    assert _reproduces(err, LastFlipped(), reference.IOVATree())
+
+
+# --------------------------------------------------------------------------- values to import
+
+
+class _IntConverting(reference.IOVATree):
+    """The scalar bug of issue 15: anything with ``__int__`` taken as an int."""
+
+    def remove(self, iova: Any, size: Any = 0) -> int:
+        return super().remove(int(iova), int(size))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Decimal("4096.7"), OnlyInt(0x1000)],
+    ids=["Decimal", "strategies.OnlyInt"],
+)
+def test_reproducer_imports_the_classes_of_its_values(value: Any) -> None:
+    """``Decimal('4096.7')`` and ``OnlyInt(0x1000)`` (one of the package's own bad values) were
+    written without their imports: the reproducer raised NameError on both sides."""
+    tree = differential.IOVATree([DMAMap(0x1000, 0x5000, 0xFFF)], left=_IntConverting)
+    err = _diverge(lambda: tree.remove(value))
+    assert _reproduces(err, _IntConverting(), reference.IOVATree())
+
+
+class _Normalising(reference.IOVATree):
+    """A planted disagreement: rebuilds every map from its first five fields, so a forged map
+    of six fields is taken."""
+
+    def insert(self, map: Any) -> None:
+        super().insert(DMAMap(*tuple(tuple.__iter__(map))[:5]))
+
+
+def test_reproducer_passes_a_forged_map_as_forged() -> None:
+    """A ``DMAMap`` forged with ``tuple.__new__`` (as ``strategies.bad_values('map')`` makes)
+    was written as an honest constructor call: both sides took it."""
+    forged = tuple.__new__(DMAMap, (0x1000, 0x1000, 0xFFF, 3, 0, 0))
+    tree = differential.IOVATree(right=_Normalising)
+    err = _diverge(lambda: tree.insert(forged))
+    assert "tuple.__new__(DMAMap" in err.reproducer
+    assert _reproduces(err, native.IOVATree(), _Normalising())
+
+
+class _IntVhost(reference.VhostIOVATree):
+    def __init__(self, iova_first: Any, iova_last: Any, page_size: Any = None) -> None:
+        super().__init__(int(iova_first), int(iova_last), page_size)
+
+
+def test_constructor_reproducer_has_its_imports() -> None:
+    err = _diverge(lambda: differential.VhostIOVATree(Decimal(0), 0xFFFFF, right=_IntVhost))
+    namespace: dict[str, Any] = {}
+    exec(err.reproducer, namespace)
+    left = namespace["reproduce"](native.VhostIOVATree(0, 0xFFFFF))
+    right = namespace["reproduce"](_IntVhost(0, 0xFFFFF))
+    assert isinstance(left, TypeError) and isinstance(right, _IntVhost)
+
+
+# --------------------------------------------------------------------------- constructor errors
+
+
+@pytest.mark.parametrize("bad", ["10", None, math.nan, -1.0])
+def test_bad_shrink_timeout_is_refused_when_the_tree_is_made(bad: Any) -> None:
+    """``shrink_timeout="10"`` was taken, and the first divergence raised TypeError in place of
+    the DivergenceError; NaN never timed out."""
+    if bad is None:
+        differential.IOVATree(shrink_timeout=bad)  # None: the default
+        return
+    with pytest.raises(TypeError if isinstance(bad, str) else ValueError):
+        differential.IOVATree(shrink_timeout=bad)
+    with pytest.raises(TypeError if isinstance(bad, str) else ValueError):
+        differential.VhostIOVATree(0, 0xFFFFF, shrink_timeout=bad)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_module_or_an_instance_as_a_side_is_a_type_error(side: str) -> None:
+    """``left=native`` (the module) was reported as the two sides disagreeing on
+    ``IOVATree()``."""
+    for wrong in (native, native.IOVATree()):
+        with pytest.raises(TypeError, match=f"{side}="):
+            differential.IOVATree(**{side: wrong})
+        with pytest.raises(TypeError, match=f"{side}="):
+            differential.GPATree(**{side: wrong})
