@@ -235,3 +235,37 @@ def test_a_module_or_an_instance_as_a_side_is_a_type_error(side: str) -> None:
             differential.IOVATree(**{side: wrong})
         with pytest.raises(TypeError, match=f"{side}="):
             differential.GPATree(**{side: wrong})
+
+
+# --------------------------------------------------------------------------- comparing results
+
+
+class _FloatBatch(reference.IOVATree):
+    """A planted disagreement: batch answers as floats (which lose addresses above 2**53)."""
+
+    def to_translated_many(self, iovas: Any, missing: Any = None) -> Any:
+        return array("d", super().to_translated_many(iovas, missing))
+
+
+class _SignedBatch(reference.IOVATree):
+    """A planted disagreement: batch answers as signed integers (no room for 2**64-1)."""
+
+    def to_iova_many(self, addrs: Any, id: Any = None, missing: Any = None) -> Any:
+        return array("q", super().to_iova_many(addrs, id, missing))
+
+
+def test_a_batch_answer_of_another_element_type_diverges() -> None:
+    """SPEC section 4: the batch forms return ``array('Q')``.  Answers were compared as lists of
+    ``int(x)``: a backend answering ``array('d')`` or ``array('q')`` agreed with the reference
+    on every small address, and the differential returned its floats to the caller."""
+    maps = [DMAMap(0, 0x1000, 0xFFF)]
+    tree = differential.IOVATree(maps, left=_FloatBatch)
+    err = _diverge(lambda: tree.to_translated_many([1, 2]))
+    assert _reproduces(err, _FloatBatch(), reference.IOVATree())
+    tree = differential.IOVATree(maps, left=_SignedBatch)
+    _diverge(lambda: tree.to_iova_many([0x1000]))
+    assert same_outcome(array("Q", [1, 2]), array("Q", [1, 2]))
+    assert not same_outcome(array("Q", [1, 2]), array("d", [1, 2]))
+    np = pytest.importorskip("numpy")
+    assert same_outcome(array("Q", [1, 2]), np.array([1, 2], dtype=np.uint64))
+    assert not same_outcome(array("Q", [1, 2]), np.array([1, 2], dtype=np.float64))

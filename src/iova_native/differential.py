@@ -11,7 +11,8 @@ and the reference class)::
     tree = differential.VhostIOVATree(0x1000, 0xfffff)  # native against reference
 
 Every call runs on ``left`` and then on ``right``.  Return values (maps, segment lists, counts,
-batch arrays, compared element by element), errors (same type, and the same ``.code``,
+batch arrays, compared element by element and by element type: an ``array('Q')`` and a NumPy
+``uint64`` array agree, an ``array('d')`` does not), errors (same type, and the same ``.code``,
 ``.address`` and ``.existing``), ``len``, iteration and the listings must agree.  When they do,
 the call returns the left side's value, or raises the left side's error, exactly as a plain tree
 would.  When they do not, it raises :class:`iova_native.DivergenceError` with
@@ -524,13 +525,31 @@ def _norm(value: Any) -> Any:
         # subclass on one side copies to its own class).
         return ("tree", None if value.closed else _norm(value._equality_state()))
     if isinstance(value, (array, memoryview)) or type(value).__module__ == "numpy":
-        # Batch results: compared as lists of values (an ``array('Q')`` against a NumPy array
-        # with the same numbers agrees).
+        # Batch results: compared as lists of values of an element type (an ``array('Q')``
+        # against a NumPy ``uint64`` array with the same numbers agrees; ``array('d')`` or
+        # ``array('q')`` does not: the contract's answer is unsigned 64-bit).
         try:
-            return ("array", [int(x) for x in value.tolist()])
+            return ("array", _element_type(value), [int(x) for x in value.tolist()])
         except (TypeError, ValueError, AttributeError):
             pass
     return ("other", type(value), value)
+
+
+def _element_type(value: Any) -> str:
+    """``"u64"`` for a buffer of unsigned 64-bit integers, else its own type code."""
+    code: str
+    if isinstance(value, array):
+        code = value.typecode
+    elif isinstance(value, memoryview):
+        code = value.format.lstrip("@=<" if struct.pack("=H", 1) == b"\x01\x00" else "@=>")
+    else:
+        dtype = getattr(value, "dtype", None)
+        if dtype is None:
+            return type(value).__name__
+        if dtype.kind == "u" and dtype.itemsize == 8:
+            return "u64"
+        return str(dtype.str)
+    return "u64" if code in ("Q", "L") and value.itemsize == 8 else code
 
 
 def _same_error(a: BaseException, b: BaseException) -> bool:
@@ -560,7 +579,8 @@ def same_outcome(a: Any, b: Any) -> bool:
     An outcome is a returned value or an exception instance (as ``DivergenceError.left`` /
     ``.right`` and ``reproduce()`` give them).  Exceptions agree when they have the same type,
     ``.code``, ``.address`` and ``.existing``; values when they are equal with the same types,
-    batch arrays compared element by element.
+    batch arrays compared element by element, of unsigned 64-bit integers both (``array('Q')``
+    or a NumPy ``uint64`` array) or of the same type code.
     """
     a = _Raised(a) if isinstance(a, BaseException) else a
     b = _Raised(b) if isinstance(b, BaseException) else b
