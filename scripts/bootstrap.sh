@@ -36,9 +36,8 @@ fi
 # for that is not installed yet (the extras installed before are kept: run.sh after test.sh
 # does not reinstall).
 _stamp=$VENV/.iova-native-build
-_inputs=$(cat "$ROOT"/pyproject.toml "$ROOT"/setup.py "$ROOT"/src/iova_native/_build.py "$ROOT"/src/iova_native/_build_clib.py \
-    "$ROOT"/src/iova_native/_cdef.h "$ROOT"/csrc/*.c "$ROOT"/csrc/*.h \
-    $(find "$ROOT"/csrc/include -name "*.h" | sort) | cksum)
+_inputs=$(bash "$ROOT/scripts/build-inputs.sh" "$ROOT"/src/iova_native/_build.py \
+    "$ROOT"/src/iova_native/_build_clib.py | cksum)
 _installed=$(sed -n 2p "$_stamp" 2>/dev/null || true)
 _wanted=$(printf '%s\n' "${EXTRAS//,/$'\n'}" ${_installed//,/ } | sort -u | paste -sd, -)
 if [ "$(sed -n 1p "$_stamp" 2>/dev/null)" != "$_inputs" ] || [ "$_wanted" != "$_installed" ] ||

@@ -61,9 +61,8 @@ fi
 VENV=$ROOT/build/venv-$kind
 WORK=$ROOT/build/sanitize/$kind
 stamp=$VENV/.iova-native-sanitize-build
-inputs=$( (echo "$flags"; cat "$ROOT"/pyproject.toml "$ROOT"/setup.py "$ROOT"/src/iova_native/*.py \
-    "$ROOT"/src/iova_native/_cdef.h "$ROOT"/csrc/*.c "$ROOT"/csrc/*.h \
-    $(find "$ROOT"/csrc/include -name "*.h" | sort)) | cksum)
+inputs=$( (echo "$flags"; bash "$ROOT/scripts/build-inputs.sh" "$ROOT"/src/iova_native/*.py) |
+    cksum)
 
 if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
     start=$SECONDS
