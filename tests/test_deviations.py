@@ -8,6 +8,8 @@ QEMU behaves differently.
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 import pytest
 
@@ -231,3 +233,54 @@ def test_11_a_permission_outside_qemus_flags_is_invalid(IOVATree, GPATree, Vhost
         with pytest.raises(InvalidMapError):
             v.map_alloc_gpa(0xFFF, 0x5000, perm)
         assert (t.maps(), v.allocated()) == ([], [])
+
+
+def test_8_a_wrapping_needle_is_refused(IOVATree, GPATree, VhostIOVATree):
+    """8. A wrapping needle given to `find`, `find_iova`, `remove` or their GPA forms raises
+    `InvalidMapError`. QEMU compares the wrapped values, so there `find(1, 2**64-1)` can return
+    a map and `remove` can remove one."""
+    low = DMAMap(0, 0, 0xFFF)
+    t = IOVATree([low])
+    for call in (t.find, t.find_iova, t.remove, t.find_all, t.find_iova_all):
+        with pytest.raises(InvalidMapError):
+            call(1, MAX_U64)
+    g = GPATree([low])
+    for call in (g.find, g.remove, g.find_all):
+        with pytest.raises(InvalidMapError):
+            call(1, MAX_U64)
+    v = VhostIOVATree(0, 0xFFFF_FFFF, 0x1000)
+    host, guest = v.map_alloc(0xFFF, 0x1000), v.map_alloc_gpa(0xFFF, 0x1000)
+    for call in (v.find_iova, v.find_gpa, v.remove, v.remove_gpa):
+        with pytest.raises(InvalidMapError):
+            call(MAX_U64, 1)
+    # ... while a needle that ends exactly at 2**64-1 is a look-up like any other.
+    assert t.find(1, MAX_U64 - 1) == low and g.find(1, MAX_U64 - 1) == low
+    assert (t.maps(), g.maps(), v.host_maps(), v.gpa_maps()) == ([low], [low], [host], [guest])
+
+
+def test_9_gpa_tree_refuses_a_map_whose_iova_side_wraps(GPATree):
+    """9. `GPATree` refuses a map whose IOVA side wraps. QEMU's `gpa_tree_insert` checks only
+    the translated side."""
+    # DMAMap(...) refuses it already, so the map is forged past the constructor's check.
+    wrapping = tuple.__new__(DMAMap, (MAX_U64 - 0x10, 0x1000, 0x100, Perm.RW, 0))
+    g = GPATree()
+    with pytest.raises(InvalidMapError):
+        g.insert(wrapping)
+    with pytest.raises(InvalidMapError):
+        g.update([DMAMap(0, 0, 0xFFF), wrapping])
+    assert g.maps() == []
+    g.check()
+
+
+def test_every_deviation_of_the_contract_has_its_test() -> None:
+    """The contract says each deviation has a test here: one `test_N_` per numbered item of
+    docs/contract.md's "Deviations from QEMU", and none for an item that is not there."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "contract.md").read_text()
+    section = page.split("## Deviations from QEMU", 1)[1].split("\n## ", 1)[0]
+    items = {int(n) for n in re.findall(r"^(\d+)\. ", section, re.MULTILINE)}
+    tests = {int(n) for n in re.findall(r"^def test_(\d+)_", Path(__file__).read_text(),
+                                        re.MULTILINE)}
+    assert items == set(range(1, len(items) + 1)) and len(items) >= 9, sorted(items)
+    assert tests == items, f"items without a test: {sorted(items - tests)}, " \
+        f"tests without an item: {sorted(tests - items)}"
