@@ -7,9 +7,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+from iova_native import cli, trace
+
 ROOT = Path(__file__).resolve().parents[1]
+TRACE = ROOT / "tests" / "data" / "traces" / "log.txt"
 SCRIPTS = [ROOT / "run.sh", ROOT / "test.sh", *sorted((ROOT / "scripts").rglob("*.sh"))]
 
 
@@ -43,3 +47,45 @@ def test_no_script_splits_a_find_into_words() -> None:
             for number, line in enumerate(path.read_text().splitlines(), 1)
             if unquoted.search(line)]
     assert hits == []
+
+
+def iova_native(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``python -m iova_native ARGS`` as a user runs it, from outside the checkout."""
+    return subprocess.run([sys.executable, "-m", "iova_native", *args], cwd="/", input=stdin,
+                          capture_output=True, timeout=300, check=False)
+
+
+def test_convert_to_dash_writes_the_op_stream_to_stdout(tmp_path: Path) -> None:
+    """``convert -o -`` wrote a file named ``-`` in the current folder, where TRACE ``-`` reads
+    stdin: now the op stream goes to stdout and its summary to stderr, and ``replay`` reads it
+    back the same as the file."""
+    result = iova_native("convert", "--no-progress", "-o", "-", str(TRACE))
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.startswith(trace.MAGIC)
+    assert result.stderr.decode().startswith("wrote ") and b"to stdout" in result.stderr
+    via_file = tmp_path / "ops.bin"
+    assert iova_native("convert", "--no-progress", "-o", str(via_file), str(TRACE)).returncode == 0
+    assert result.stdout == via_file.read_bytes()
+
+
+def test_compare_with_a_backend_is_refused_not_ignored() -> None:
+    """``replay --compare --backend both`` ran the plain comparison and dropped the backend
+    without a word; now it is a usage error (exit status 2, one line)."""
+    for backend in ("both", "reference", "native"):
+        result = iova_native("replay", "--compare", "--backend", backend, "--no-progress",
+                             str(TRACE))
+        assert result.returncode == 2 and result.stdout == b""
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 1 and "--compare" in lines[0] and "--backend" in lines[0], lines
+    assert iova_native("replay", "--compare", "--no-progress", str(TRACE)).returncode == 0
+
+
+def test_every_exit_status_of_config_is_in_the_help(tmp_path: Path) -> None:
+    """``config`` exits with 1 when pkg-config or GLib is missing; the help's list of exit
+    statuses said 1 meant only that the backends disagreed."""
+    result = subprocess.run([sys.executable, "-m", "iova_native", "config", "--cflags"],
+                            env={"PATH": str(tmp_path)}, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 1 and "pkg-config" in result.stderr
+    status_1 = re.search(r"^  1  (.*(?:\n     .*)*)", cli.EPILOG, re.MULTILINE)
+    assert status_1 is not None and "config" in status_1.group(1), cli.EPILOG

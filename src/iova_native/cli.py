@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 from . import __version__
 from ._types import DivergenceError, DMAMap, Perm
@@ -433,10 +433,14 @@ def run_replay(args: argparse.Namespace, out: IO[str] | None = None,
     if opened is None:
         return 2
     compiled, ops = opened
+    if args.compare and args.backend is not None:
+        print("iova-native replay: error: --compare replays in native, then in reference; it "
+              "takes no --backend (--backend both runs them side by side instead)", file=err)
+        return 2
     try:
         if args.compare:
             return _compare(ops, compiled, args, out)
-        result, iova_tree, gpa_tree = _run(ops, args.backend, args.no_progress)
+        result, iova_tree, gpa_tree = _run(ops, args.backend or "native", args.no_progress)
     except DivergenceError as exc:
         print(f"iova-native replay: the backends diverged:\n{exc}", file=err)
         return 1
@@ -459,26 +463,40 @@ def _note_hidden(compiled: Any, args: argparse.Namespace, err: IO[str]) -> None:
               "shows all)", file=err)
 
 
-def run_convert(args: argparse.Namespace, out: IO[str] | None = None,
+def run_convert(args: argparse.Namespace, out: TextIO | None = None,
                 err: IO[str] | None = None) -> int:
-    """``iova-native convert``; output to ``out`` and ``err`` (default: stdout, stderr)."""
+    """``iova-native convert``; output to ``out`` and ``err`` (default: stdout, stderr).  With
+    ``-o -`` the op stream goes to ``out.buffer``."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     from . import trace
 
+    to_stdout = args.output == "-"
+    if to_stdout and out.isatty():
+        print("iova-native convert: error: an op stream is binary: not written to a terminal "
+              "(redirect stdout, or give -o FILE)", file=err)
+        return 2
     opened = _open_ops("convert", args, err)
     if opened is None:
         return 2
     compiled, ops = opened
     _note_hidden(compiled, args, err)
-    try:
-        ops.write(args.output)
-    except OSError as exc:
-        print(f"iova-native convert: error: cannot write {args.output}: {exc.strerror}", file=err)
-        return 2
+    if to_stdout:
+        # The stream goes to stdout as `-` reads stdin elsewhere; the summary to stderr then.
+        out.flush()
+        out.buffer.write(ops.to_bytes())
+        out.buffer.flush()
+    else:
+        try:
+            ops.write(args.output)
+        except OSError as exc:
+            print(f"iova-native convert: error: cannot write {args.output}: {exc.strerror}",
+                  file=err)
+            return 2
     counts = ops.counts()
     kinds = ", ".join(f"{counts[k]} {trace.OP_NAMES[k]}" for k in trace.OpKind if counts[k])
-    print(f"wrote {_plural(len(ops), 'op')} to {args.output} ({kinds})", file=out)
+    print(f"wrote {_plural(len(ops), 'op')} to {'stdout' if to_stdout else args.output} "
+          f"({kinds})", file=err if to_stdout else out)
     return 0
 
 
@@ -497,7 +515,8 @@ iova-native prints this help.
 
 exit status:
   0  done, or help shown
-  1  the backends disagreed (replay --backend both, replay --compare)
+  1  the backends disagreed (replay --backend both, replay --compare); config:
+     the C library, pkg-config or GLib's development files are missing
   2  bad input: a file that is not a trace or holds no vhost-vDPA event, a malformed
      event with --strict, a bad op stream, or a wrong option; or output that cannot
      be written"""
@@ -585,14 +604,14 @@ def _add_replay(commands: Any) -> None:
         "replay", help="replay a QEMU trace against the trees and report",
         description=REPLAY_DESCRIPTION, formatter_class=_formatter)
     _trace_options(replay, "any format above")
-    replay.add_argument("--backend", choices=BACKENDS, default="native",
+    replay.add_argument("--backend", choices=BACKENDS, default=None,
                         help="native (the C core, default), reference (pure Python) or both "
                              "(the differential backend: every call on both, stops at the "
                              "first disagreement with a reproducer, exit status 1)")
     replay.add_argument("--compare", action="store_true",
                         help="replay in native, then in reference, and compare their speed "
                              "and the digests of their final trees (exit status 1 if these "
-                             "differ)")
+                             "differ); not with --backend")
     replay.set_defaults(run=run_replay)
 
 
@@ -602,7 +621,8 @@ def _add_convert(commands: Any) -> None:
         description=CONVERT_DESCRIPTION, formatter_class=_formatter)
     _trace_options(convert, "any format that replay reads (see replay --help)")
     convert.add_argument("-o", "--output", required=True, metavar="FILE",
-                         help="the op stream file to write")
+                         help="the op stream file to write; '-' writes it to stdout (the "
+                              "summary line then goes to stderr)")
     convert.set_defaults(run=run_convert)
 
 
