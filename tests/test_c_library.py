@@ -531,10 +531,14 @@ def test_a_perm_above_iommu_rw_is_refused_where_qemu_stores_it(
 
 
 def iova_native_config(*options: str) -> list[str]:
+    """What ``iova-native config OPTIONS`` prints: flags split as a shell splits them, folders
+    (``--includedir`` and the like) one a line as printed, spaces and all."""
     result = subprocess.run([sys.executable, "-m", "iova_native", "config", *options],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    return shlex.split(result.stdout)
+    if set(options) <= {"--cflags", "--libs"}:
+        return shlex.split(result.stdout)
+    return result.stdout.splitlines()
 
 
 def test_a_program_builds_against_the_installed_package(tmp_path: Path) -> None:
