@@ -89,3 +89,24 @@ def test_every_exit_status_of_config_is_in_the_help(tmp_path: Path) -> None:
     assert result.returncode == 1 and "pkg-config" in result.stderr
     status_1 = re.search(r"^  1  (.*(?:\n     .*)*)", cli.EPILOG, re.MULTILINE)
     assert status_1 is not None and "config" in status_1.group(1), cli.EPILOG
+
+
+def test_an_empty_file_name_is_named_as_given() -> None:
+    """``replay ''`` said "cannot read <embedded default-trace.log.gz>: Is a directory" (the
+    empty name was taken for no name, then opened as the current folder); ``convert -o ''``
+    said "cannot write : Is a directory"."""
+    for args, said in ((["replay", ""], "empty file name"), (["convert", "-o", ""], "empty")):
+        result = iova_native(*args, "--no-progress")
+        lines = result.stderr.decode().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, lines
+        assert said in lines[0] and "embedded" not in lines[0] and "directory" not in lines[0]
+
+
+def test_stdin_is_named_alike_in_every_message() -> None:
+    """A malformed event read from stdin was reported as ``-:1:``, the refusal of the same input
+    as ``<stdin>``."""
+    bad = b"vhost_vdpa_dma_map vdpa:0x1 asid: 0 iova: 0x1000 size: 0x1000 perm: 3 type: 2\n"
+    result = iova_native("replay", "--no-progress", "-", stdin=bad)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2 and len(lines) == 2, lines
+    assert lines[0].startswith("iova-native: <stdin>:1: ") and "<stdin>" in lines[1], lines

@@ -171,6 +171,8 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
     """Compile a trace, or read an op stream file (told by its magic); UsageError when bad."""
     from . import trace
 
+    if source == "":  # Path("") is the current folder: say what was given instead
+        raise UsageError("an empty file name (give a trace file, or '-' for stdin)")
     if source not in (None, "-"):
         path = Path(str(source))
         magic = b""
@@ -187,7 +189,8 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
                 return trace.OpStream.read(path)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-    name = source or f"<embedded {trace.DEFAULT_TRACE}>"
+    name = f"<embedded {trace.DEFAULT_TRACE}>" if source is None else \
+        "<stdin>" if source == "-" else source
 
     def warn(exc: trace.MalformedLine) -> None:
         if args.verbose or len(shown) < trace.MAX_SHOWN_MALFORMED:
@@ -472,6 +475,9 @@ def run_convert(args: argparse.Namespace, out: TextIO | None = None,
     from . import trace
 
     to_stdout = args.output == "-"
+    if args.output == "":
+        print("iova-native convert: error: -o was given an empty file name", file=err)
+        return 2
     if to_stdout and out.isatty():
         print("iova-native convert: error: an op stream is binary: not written to a terminal "
               "(redirect stdout, or give -o FILE)", file=err)
