@@ -22,6 +22,14 @@ PYEOF
 if ((${#_apt_missing[@]})); then
     _sudo=""
     [ "$(id -u)" -eq 0 ] || _sudo=sudo
+    # Without apt-get (or, not root, without sudo) one line says what to install by hand.
+    if ! command -v apt-get >/dev/null 2>&1 ||
+        { [ -n "$_sudo" ] && ! command -v sudo >/dev/null 2>&1; }; then
+        _say "missing: ${_apt_missing[*]} (Debian's names; GLib 2.68 or later); without" \
+            "apt-get${_sudo:+ and sudo} they cannot be installed from here: install them," \
+            "then run this again"
+        return 1 2>/dev/null || exit 1
+    fi
     _say "installing ${_apt_missing[*]} with apt-get"
     $_sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $_sudo apt-get install -y -qq "${_apt_missing[@]}" >/dev/null

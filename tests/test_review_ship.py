@@ -110,3 +110,26 @@ def test_stdin_is_named_alike_in_every_message() -> None:
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 2 and len(lines) == 2, lines
     assert lines[0].startswith("iova-native: <stdin>:1: ") and "<stdin>" in lines[1], lines
+
+
+def test_setup_without_sudo_names_what_is_missing(tmp_path: Path) -> None:
+    """Not root, without sudo (a container, a CI image): bootstrap.sh stopped with "sudo:
+    command not found"; now it names the packages to install and stops with status 1, before
+    anything else is done."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("id", "echo 1000"), ("python3", "exit 1")):  # a user; no venv, no headers
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    venv = tmp_path / "venv"
+    result = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", "-c",
+         f'set -euo pipefail; source "{ROOT}/scripts/bootstrap.sh"; echo went on'],
+        env={"PATH": str(bin_dir), "ROOT": str(ROOT), "IOVA_NATIVE_VENV": str(venv)},
+        capture_output=True,
+        text=True, timeout=60, check=False)
+    assert result.returncode == 1 and "went on" not in result.stdout, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    for package in ("pkg-config", "libglib2.0-dev", "python3-venv", "python3-dev", "sudo"):
+        assert package in line, line
+    assert not venv.exists()
