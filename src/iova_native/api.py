@@ -21,12 +21,17 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from ._types import DMAMap, Perm
 
 #: What the batch forms accept: a sequence of ints, or any buffer of unsigned 64-bit integers.
 U64Input = Union[Sequence[int], Iterable[int], memoryview, array, Any]
+if TYPE_CHECKING:
+    #: What the batch forms return: ``array('Q')``, whose items a type checker sees as ints.
+    U64Array = array[int]
+else:  # array is not subscriptable at run time before Python 3.12
+    U64Array = array
 #: A segment of a translation: ``(iova, nbytes)``.
 Segment = tuple[int, int]
 
@@ -108,12 +113,12 @@ class IOVATreeAPI(TreeContainerAPI, Protocol):
         """Every stored map whose translated range overlaps (and whose ``id`` equals ``id``
         unless it is None), in IOVA order."""
 
-    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
+    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> U64Array:
         """Batch IOVA -> translated address."""
 
     def to_iova_many(
         self, translated_addrs: U64Input, id: int | None = None, missing: int | None = None
-    ) -> array:
+    ) -> U64Array:
         """Batch translated address -> IOVA, through ``find_iova(addr, 0, id)``."""
 
     def __len__(self) -> int: ...
@@ -144,7 +149,7 @@ class GPATreeAPI(TreeContainerAPI, Protocol):
     def find_all(self, translated_addr: int, size: int = 0) -> list[DMAMap]:
         """Every map whose translated range overlaps the range, in translated order."""
 
-    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> array:
+    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> U64Array:
         """Batch GPA -> IOVA."""
 
     def __len__(self) -> int: ...
@@ -179,8 +184,8 @@ class VhostIOVATreeAPI(ContainerAPI, Protocol):
         same buffer, known to the guest at ``gpa``, through the GPA->IOVA tree (``hva`` is only
         checked, as SVQ does)."""
 
-    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array: ...
-    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> array: ...
+    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> U64Array: ...
+    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> U64Array: ...
     def __len__(self) -> int: ...
     def host_maps(self) -> list[DMAMap]: ...
     def gpa_maps(self) -> list[DMAMap]: ...

@@ -70,7 +70,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ._container import same_kind
 from ._types import _INT_FORMATS, MAX_U64, DivergenceError, DMAMap, Perm
-from .api import Segment, U64Input
+from .api import Segment, U64Array, U64Input
 
 __all__ = [
     "BATCH_SHRINK_TO",
@@ -1465,13 +1465,13 @@ class IOVATree(_Differential):
         """Remove every map overlapping ``[iova, iova + size]``; return how many."""
         return self._call("remove", (iova, size))  # type: ignore[no-any-return]
 
-    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
+    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> U64Array:
         """Batch IOVA -> translated address."""
         return self._call("to_translated_many", (iovas, missing))  # type: ignore[no-any-return]
 
     def to_iova_many(
         self, translated_addrs: U64Input, id: int | None = None, missing: int | None = None
-    ) -> array:
+    ) -> U64Array:
         """Batch translated address -> IOVA."""
         values = (translated_addrs, id, missing)
         return self._call("to_iova_many", values)  # type: ignore[no-any-return]
@@ -1528,7 +1528,7 @@ class GPATree(_Differential):
         """Remove every map whose translated range overlaps; return how many."""
         return self._call("remove", (translated_addr, size))  # type: ignore[no-any-return]
 
-    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> array:
+    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> U64Array:
         """Batch GPA -> IOVA."""
         return self._call("to_iova_many", (translated_addrs, missing))  # type: ignore[no-any-return]
 
@@ -1597,11 +1597,11 @@ class VhostIOVATree(_Differential):
         """Segments through the host-only tree, or through the GPA tree with ``gpa``."""
         return self._call("translate", (hva, length, gpa))  # type: ignore[no-any-return]
 
-    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array:
+    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> U64Array:
         """Batch HVA -> IOVA through the host-only maps."""
         return self._call("to_iova_many", (hvas, missing))  # type: ignore[no-any-return]
 
-    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> array:
+    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> U64Array:
         """Batch GPA -> IOVA through the guest maps."""
         return self._call("gpa_to_iova_many", (gpas, missing))  # type: ignore[no-any-return]
 

@@ -51,6 +51,7 @@ from ._types import (
     Perm,
     TranslationError,
 )
+from .api import U64Array
 
 
 def _load_core() -> tuple[Any, Any]:
@@ -412,7 +413,7 @@ class _Native:
             raise TranslationError(f"no map covers address {address:#x}", address)
         self._fail(rc)
 
-    def _batch(self, call: Callable[..., int], values: Any, missing: Any) -> array:
+    def _batch(self, call: Callable[..., int], values: Any, missing: Any) -> U64Array:
         """``call(src, n, out, has_missing, missing, miss)`` over a whole input at once."""
         if missing is not None and (type(missing) is not int or not 0 <= missing <= MAX_U64):
             self._check_open()
@@ -1023,7 +1024,7 @@ class IOVATree(_Tree):
             self._fail(r)
         return _make((r, taddr, size, perm, id))
 
-    def to_translated_many(self, iovas: Any, missing: int | None = None) -> array:
+    def to_translated_many(self, iovas: Any, missing: int | None = None) -> U64Array:
         """For each IOVA, ``map.translated_addr + (iova - map.iova)``, in one C call."""
         h = self._h
 
@@ -1034,7 +1035,7 @@ class IOVATree(_Tree):
 
     def to_iova_many(
         self, translated_addrs: Any, id: int | None = None, missing: int | None = None
-    ) -> array:
+    ) -> U64Array:
         """For each translated address, the IOVA ``find_iova(addr, 0, id)`` gives."""
         if id is not None and (type(id) is not int or not 0 <= id <= MAX_U64):
             self._check_open()
@@ -1069,7 +1070,7 @@ class GPATree(_Tree):
         """Every map whose translated range overlaps the range, in translated order."""
         return self._find_all_key(translated_addr, size)
 
-    def to_iova_many(self, translated_addrs: Any, missing: int | None = None) -> array:
+    def to_iova_many(self, translated_addrs: Any, missing: int | None = None) -> U64Array:
         """For each GPA, ``map.iova + (gpa - map.translated_addr)``, in one C call."""
         h = self._h
 
@@ -1250,11 +1251,11 @@ class VhostIOVATree(_Native, Container):
         gpa = T.check_length(gpa, length, "gpa")[0]
         return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
 
-    def to_iova_many(self, hvas: Any, missing: int | None = None) -> array:
+    def to_iova_many(self, hvas: Any, missing: int | None = None) -> U64Array:
         """For each HVA, the IOVA through the host-only map covering it."""
         return self._batch(self._batch_call(0), hvas, missing)
 
-    def gpa_to_iova_many(self, gpas: Any, missing: int | None = None) -> array:
+    def gpa_to_iova_many(self, gpas: Any, missing: int | None = None) -> U64Array:
         """For each GPA, the IOVA through the guest map covering it."""
         return self._batch(self._batch_call(1), gpas, missing)
 

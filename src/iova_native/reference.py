@@ -44,7 +44,7 @@ from ._types import (
     check_u64_list,
     check_vhost_bounds,
 )
-from .api import Segment, U64Input
+from .api import Segment, U64Array, U64Input
 
 __all__ = ["IOVATree", "GPATree", "VhostIOVATree"]
 
@@ -512,7 +512,7 @@ class IOVATree(_TreeBase):
         self._check_open()  # an argument's __index__ may have closed it
         return len(self._store.discard(iova, iova + size))
 
-    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> array:
+    def to_translated_many(self, iovas: U64Input, missing: int | None = None) -> U64Array:
         """For each IOVA, ``map.translated_addr + (iova - map.iova)`` as ``array('Q')``.
 
         A miss raises ``TranslationError`` naming the first IOVA missed, unless ``missing`` is
@@ -536,7 +536,7 @@ class IOVATree(_TreeBase):
 
     def to_iova_many(
         self, translated_addrs: U64Input, id: int | None = None, missing: int | None = None
-    ) -> array:
+    ) -> U64Array:
         """For each translated address, the IOVA through ``find_iova(addr, 0, id)``.
 
         A miss raises ``TranslationError`` naming the first address missed, unless ``missing``
@@ -619,7 +619,7 @@ class GPATree(_TreeBase):
                 return segments
             p = stop + 1
 
-    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> array:
+    def to_iova_many(self, translated_addrs: U64Input, missing: int | None = None) -> U64Array:
         """For each GPA, ``map.iova + (gpa - map.translated_addr)`` as ``array('Q')``.
 
         A miss raises ``TranslationError`` naming the first GPA missed, unless ``missing`` is an
@@ -878,12 +878,12 @@ class VhostIOVATree(Container):
         self._check_open()  # an argument's __index__ may have closed it
         return self._gpa._translate(gpa, length)
 
-    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> array:
+    def to_iova_many(self, hvas: U64Input, missing: int | None = None) -> U64Array:
         """Batch HVA -> IOVA through the host-only maps (lowest IOVA among aliases)."""
         self._check_open()
         return self._host.to_iova_many(hvas, None, missing)
 
-    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> array:
+    def gpa_to_iova_many(self, gpas: U64Input, missing: int | None = None) -> U64Array:
         """Batch GPA -> IOVA through the guest maps."""
         self._check_open()
         return self._gpa.to_iova_many(gpas, missing)
