@@ -157,3 +157,16 @@ def test_the_batch_forms_return_arrays_of_ints_to_mypy(tmp_path: Path) -> None:
     result = run_mypy(tmp_path, BATCH_SCRIPT)
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 8 and all('"int"' in line for line in errors), result.stdout
+
+
+def test_lookups_with_an_op_stream_is_refused_not_ignored(tmp_path: Path) -> None:
+    """``replay OPS.bin --lookups 5`` replayed the stream's own look-ups and said nothing (they
+    were compiled in by ``convert``); now it is a usage error that points to ``convert``."""
+    ops = tmp_path / "ops.bin"
+    assert iova_native("convert", "--no-progress", "-o", str(ops), str(TRACE)).returncode == 0
+    result = iova_native("replay", "--no-progress", "--lookups", "5", str(ops))
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "convert" in lines[0], lines
+    assert iova_native("replay", "--no-progress", str(ops)).returncode == 0
+    fewer = iova_native("replay", "--no-progress", "--lookups", "0", str(TRACE))
+    assert fewer.returncode == 0 and b"--lookups" not in fewer.stderr

@@ -79,6 +79,8 @@ class UsageError(Exception):
     """Bad input: printed as one line, exit status 2."""
 
 
+#: Look-ups after each map and unmap when --lookups is not given.
+DEFAULT_LOOKUPS = 2
 #: Histogram columns shown at most (the tails are folded into the first and last).
 MAX_COLUMNS = 9
 BACKENDS = ("native", "reference", "both")
@@ -185,6 +187,9 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
         if magic == trace.MAGIC:
+            if args.lookups is not None:  # the stream holds the look-ups convert compiled in
+                raise UsageError(f"{source} is an op stream, whose look-ups were fixed when it "
+                                 "was written: --lookups goes to convert")
             try:
                 return trace.OpStream.read(path)
             except ValueError as exc:
@@ -207,7 +212,8 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
             last[0] = done
 
         try:
-            return trace.compile_trace(source, lookups=args.lookups, strict=args.strict,
+            lookups = DEFAULT_LOOKUPS if args.lookups is None else args.lookups
+            return trace.compile_trace(source, lookups=lookups, strict=args.strict,
                                        on_malformed=warn, progress=progress)
         except trace.MalformedLine as exc:
             raise UsageError(f"{_where(name, exc)}: {exc.reason} (--strict)") from None
@@ -590,10 +596,11 @@ def _trace_options(cmd: argparse.ArgumentParser, formats: str) -> None:
                      help=f"the trace file, {formats}, plain or gzip; '-' reads "
                           "stdin; an op stream file (from 'convert') is read too; default: "
                           "the trace embedded in the package")
-    cmd.add_argument("--lookups", type=_lookups, default=2, metavar="N",
+    cmd.add_argument("--lookups", type=_lookups, default=None, metavar="N",
                      help="SVQ data-path look-ups (translate and find_gpa of a guest "
                           "buffer, which a trace does not show) made after each dma_map and "
-                          "dma_unmap; 0 to 100, default 2")
+                          f"dma_unmap; 0 to 100, default {DEFAULT_LOOKUPS} (a trace only: "
+                          "an op stream has them already)")
     cmd.add_argument("--strict", action="store_true",
                      help="stop at the first malformed vhost_vdpa event (exit status 2) "
                           "instead of skipping it; lines that are not trace events never stop "
