@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from iova_native import cli, trace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,3 +172,20 @@ def test_lookups_with_an_op_stream_is_refused_not_ignored(tmp_path: Path) -> Non
     assert iova_native("replay", "--no-progress", str(ops)).returncode == 0
     fewer = iova_native("replay", "--no-progress", "--lookups", "0", str(TRACE))
     assert fewer.returncode == 0 and b"--lookups" not in fewer.stderr
+
+
+def test_iova_bench_refuses_a_section_it_does_not_have() -> None:
+    """``iova-bench --only layout`` (for ``layouts``) or any misspelt section ran nothing and
+    exited 0, and ``--only a`` ran every section whose name holds an "a"; now each item must
+    name a section, or the usage is printed with exit status 2 before anything runs."""
+    build = subprocess.run(["bash", str(ROOT / "scripts" / "build-tools.sh"), "iova-bench"],
+                           capture_output=True, text=True, timeout=600, check=False)
+    tool = ROOT / "tools-build" / "iova-bench"
+    if build.returncode != 0 or not tool.exists():
+        pytest.skip(f"cannot build tools-build/iova-bench: {build.stderr.strip()[-300:]}")
+    for only in ("layout", "bogus", "a", "mem,", "alloc,frag,,vhost"):
+        result = subprocess.run([str(tool), "--quick", "--only", only], capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 2 and result.stdout == "", (only, result.stdout[:300])
+        assert result.stderr.startswith("usage: iova-bench") and "--only: no section" in \
+            result.stderr, result.stderr

@@ -143,9 +143,47 @@ static size_t heap_in_use(void)
     return info.uordblks + info.hblkhd;
 }
 
+/* The sections --only picks from, in the order they run. */
+static const char *const SECTIONS[] = {
+    "mem", "layouts", "alloc", "frag", "vhost", "qemu", "anchor", "misaligned",
+};
+
+/* Whether the comma-separated @list holds @name as a whole item ("alloc" is not "all"). */
+static bool list_has(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *item = list; item; item = strchr(item, ',')) {
+        item += *item == ',';
+        if (strncmp(item, name, len) == 0 && (item[len] == ',' || item[len] == '\0')) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool section_on(const Options *o, const char *name)
 {
-    return !o->only || strstr(o->only, name) != NULL;
+    return !o->only || list_has(o->only, name);
+}
+
+/* The first item of --only's @list that names no section, or NULL: a typo must not run an
+ * empty benchmark that exits 0. */
+static const char *unknown_section(const char *list, char *item, size_t size)
+{
+    for (const char *start = list; start; ) {
+        const char *comma = strchr(start, ',');
+        size_t len = comma ? (size_t)(comma - start) : strlen(start);
+        bool known = false;
+        for (size_t k = 0; k < sizeof(SECTIONS) / sizeof(SECTIONS[0]); k++) {
+            known |= strlen(SECTIONS[k]) == len && strncmp(SECTIONS[k], start, len) == 0;
+        }
+        if (!known) {
+            snprintf(item, size, "%.*s", (int)len, start);
+            return item;
+        }
+        start = comma ? comma + 1 : NULL;
+    }
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ measurement */
@@ -2144,7 +2182,13 @@ static void parse_args(Options *o, int argc, char **argv)
         } else if (flag_is(argv[i], "--tsv")) {
             tsv = arg_value(argc, argv, &i);
         } else if (flag_is(argv[i], "--only")) {
+            char bad[64];
             o->only = arg_value(argc, argv, &i);
+            if (unknown_section(o->only, bad, sizeof(bad))) {
+                usage(stderr);
+                fprintf(stderr, "iova-bench: --only: no section '%s'\n", bad);
+                exit(2);
+            }
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             exit(0);
