@@ -174,18 +174,48 @@ def test_lookups_with_an_op_stream_is_refused_not_ignored(tmp_path: Path) -> Non
     assert fewer.returncode == 0 and b"--lookups" not in fewer.stderr
 
 
+def c_tool(name: str) -> Path:
+    """``tools-build/NAME``, built by scripts/build-tools.sh (skip if it cannot be)."""
+    build = subprocess.run(["bash", str(ROOT / "scripts" / "build-tools.sh"), name],
+                           capture_output=True, text=True, timeout=600, check=False)
+    tool = ROOT / "tools-build" / name
+    if build.returncode != 0 or not tool.exists():
+        pytest.skip(f"cannot build tools-build/{name}: {build.stderr.strip()[-300:]}")
+    return tool
+
+
 def test_iova_bench_refuses_a_section_it_does_not_have() -> None:
     """``iova-bench --only layout`` (for ``layouts``) or any misspelt section ran nothing and
     exited 0, and ``--only a`` ran every section whose name holds an "a"; now each item must
     name a section, or the usage is printed with exit status 2 before anything runs."""
-    build = subprocess.run(["bash", str(ROOT / "scripts" / "build-tools.sh"), "iova-bench"],
-                           capture_output=True, text=True, timeout=600, check=False)
-    tool = ROOT / "tools-build" / "iova-bench"
-    if build.returncode != 0 or not tool.exists():
-        pytest.skip(f"cannot build tools-build/iova-bench: {build.stderr.strip()[-300:]}")
+    tool = c_tool("iova-bench")
     for only in ("layout", "bogus", "a", "mem,", "alloc,frag,,vhost"):
         result = subprocess.run([str(tool), "--quick", "--only", only], capture_output=True,
                                 text=True, timeout=60, check=False)
         assert result.returncode == 2 and result.stdout == "", (only, result.stdout[:300])
         assert result.stderr.startswith("usage: iova-bench") and "--only: no section" in \
             result.stderr, result.stderr
+    # --budget-ms and --frag-ops that do not parse fell back to the defaults without a word.
+    for option, value in (("--budget-ms", "x"), ("--budget-ms", "-1"), ("--frag-ops", "lots")):
+        result = subprocess.run([str(tool), "--quick", option, value, "--only", "bogus"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2 and f"bad {option}" in result.stderr, result.stderr
+
+
+def test_iova_replay_refuses_a_repeat_it_cannot_do(tmp_path: Path) -> None:
+    """``iova-replay --repeat -1`` aborted in GLib ("overflow allocating 18446744073709551614*8
+    bytes"): strtoul() read -1 as 2**64-1 and the timings' g_new() gave up.  Now a count is
+    digits only, and timings that cannot be held are one line and exit status 1, never an
+    abort."""
+    tool = c_tool("iova-replay")
+    ops = tmp_path / "ops.bin"
+    assert iova_native("convert", "--no-progress", "-o", str(ops), str(TRACE)).returncode == 0
+    for repeat, status, said in (("-1", 2, "positive number"), ("+2", 2, "positive number"),
+                                 ("18446744073709551615", 1, "no memory for the timings")):
+        result = subprocess.run([str(tool), "--repeat", repeat, str(ops)], capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == status, (repeat, result.returncode, result.stderr)
+        assert said in result.stderr and "GLib" not in result.stderr, result.stderr
+    again = subprocess.run([str(tool), "--repeat", "2", str(ops)], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert again.returncode == 0 and "x 2," in again.stdout, again.stderr

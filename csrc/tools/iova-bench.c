@@ -2176,9 +2176,20 @@ static void parse_args(Options *o, int argc, char **argv)
                 exit(2);
             }
         } else if (flag_is(argv[i], "--budget-ms")) {
-            budget_ms = atof(arg_value(argc, argv, &i));
+            const char *text = arg_value(argc, argv, &i);
+            char *end;
+            budget_ms = strtod(text, &end);
+            if (end == text || *end || !(budget_ms > 0 && budget_ms <= 1e6)) {
+                fprintf(stderr, "iova-bench: bad --budget-ms '%s' (above 0, at most 1e6)\n",
+                        text);
+                exit(2);
+            }
         } else if (flag_is(argv[i], "--frag-ops")) {
             frag_given = parse_size(arg_value(argc, argv, &i), &o->frag_ops);
+            if (!frag_given) {
+                fprintf(stderr, "iova-bench: bad --frag-ops (e.g. 100k; 8 to 4e9)\n");
+                exit(2);
+            }
         } else if (flag_is(argv[i], "--tsv")) {
             tsv = arg_value(argc, argv, &i);
         } else if (flag_is(argv[i], "--only")) {

@@ -634,9 +634,11 @@ static int parse_options(int argc, char **argv, Options *opts)
             opts->timing = FALSE;
         } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
             char *end;
+            const char *text = argv[++i];
             errno = 0;
-            opts->repeat = strtoul(argv[++i], &end, 10);
-            if (errno || *end || opts->repeat == 0) {
+            opts->repeat = strtoul(text, &end, 10);
+            /* strtoul() reads "-1" as ULONG_MAX: only digits are a count here. */
+            if (!g_ascii_isdigit(text[0]) || errno || *end || opts->repeat == 0) {
                 fprintf(stderr, "iova-replay: --repeat wants a positive number\n");
                 return -1;
             }
@@ -657,6 +659,18 @@ static int parse_options(int argc, char **argv, Options *opts)
     return 0;
 }
 
+static void times_free(KindTimes *times)
+{
+    for (int k = 0; k < OP_KINDS; k++) {
+        g_free(times[k].ns);
+    }
+    g_free(times);
+}
+
+/*
+ * One timing slot per call of every pass, or NULL when they cannot be held (a --repeat so
+ * large that the count overflows or malloc() says no): g_new() would abort the program.
+ */
 static KindTimes *times_new(const OpStream *stream, const Options *opts)
 {
     KindTimes *times = g_new0(KindTimes, OP_KINDS);
@@ -665,20 +679,17 @@ static KindTimes *times_new(const OpStream *stream, const Options *opts)
     for (size_t i = 0; i < stream->count; i++) {
         per_kind[stream->ops[i].kind]++;
     }
-    for (int k = 0; k < OP_KINDS; k++) {
-        if (opts->timing && per_kind[k]) {
-            times[k].ns = g_new(uint64_t, per_kind[k] * opts->repeat);
+    for (int k = 0; k < OP_KINDS && opts->timing; k++) {
+        if (!per_kind[k]) {
+            continue;
+        }
+        if (per_kind[k] > SIZE_MAX / sizeof(uint64_t) / opts->repeat ||
+            !(times[k].ns = g_try_new(uint64_t, per_kind[k] * opts->repeat))) {
+            times_free(times);
+            return NULL;
         }
     }
     return times;
-}
-
-static void times_free(KindTimes *times)
-{
-    for (int k = 0; k < OP_KINDS; k++) {
-        g_free(times[k].ns);
-    }
-    g_free(times);
 }
 
 /**
@@ -702,6 +713,12 @@ static int run(const OpStream *stream, const Options *opts)
     Replay r;
     uint64_t state = 0, outcomes = 0, wall = 0;
     int rc = 0;
+
+    if (!times) {
+        fprintf(stderr, "iova-replay: no memory for the timings of %zu ops x %lu passes "
+                "(--no-timing, or a smaller --repeat)\n", stream->count, opts->repeat);
+        return -1;
+    }
 
     for (unsigned long pass = 0; pass < opts->repeat && rc == 0; pass++) {
         replay_init(&r, opts, times);
