@@ -269,3 +269,32 @@ def test_a_batch_answer_of_another_element_type_diverges() -> None:
     np = pytest.importorskip("numpy")
     assert same_outcome(array("Q", [1, 2]), np.array([1, 2], dtype=np.uint64))
     assert not same_outcome(array("Q", [1, 2]), np.array([1, 2], dtype=np.float64))
+
+
+# --------------------------------------------------------------------------- the fewest calls
+
+
+class _TwoWays(reference.IOVATree):
+    """A planted disagreement with two causes: three maps of any kind, or two of id 7."""
+
+    def find(self, iova: Any, size: Any = 0) -> Any:
+        maps = self.maps()
+        if len(maps) >= 3 or sum(m.id == 7 for m in maps) >= 2:
+            return None
+        return super().find(iova, size)
+
+
+def test_reproducer_is_the_fewest_calls_of_the_log() -> None:
+    """SPEC section 7: "the fewest operations".  Delta debugging kept the first half of the log
+    that diverged (three plain inserts) and cut it to where no single call can go: three
+    inserts, where the two inserts of id 7 later in the log suffice."""
+    tree = differential.IOVATree(right=_TwoWays)
+    for i in range(3):
+        tree.insert(DMAMap(i * 0x1000, 0, 0xFFF))
+    tree.insert(DMAMap(0x10000, 0, 0xFFF, id=7))
+    tree.insert(DMAMap(0x20000, 0, 0xFFF, id=7))
+    err = _diverge(lambda: tree.find(0, 0xFFFFF))
+    body = err.reproducer.split("def reproduce(tree):")[1]
+    inserts = [line for line in body.splitlines() if line.strip().startswith("tree.insert(")]
+    assert len(inserts) == 2 and all("id=0x7" in line for line in inserts)
+    assert _reproduces(err, native.IOVATree(), _TwoWays())

@@ -20,8 +20,9 @@ would.  When they do not, it raises :class:`iova_native.DivergenceError` with
 * ``.operation``: the call as text, e.g. ``tree.find(0x1000)``;
 * ``.left`` / ``.right``: the two outcomes, each a value or the exception instance raised;
 * ``.reproducer``: Python source defining ``reproduce(tree)``.  It applies to a fresh ``tree``
-  the fewest operations (found by delta debugging over the recorded call log, each candidate
-  replayed on a fresh pair of backends) that still make the two sides disagree on the same
+  the fewest operations (found by delta debugging over the recorded call log, then every
+  smaller set of the log's calls while a size has at most :data:`FEWEST_BUDGET` sets; each
+  candidate replayed on a fresh pair of backends) that still make the two sides disagree on the same
   method, and **returns** the outcome of the last one: its value, or the exception it raised
   (caught and returned, not raised, so that the outcomes of two classes can be compared).  Earlier
   operations that raise (on both sides alike) are wrapped in ``try``/``except``.  Arguments are
@@ -60,6 +61,7 @@ results of a reproducer.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import pickle
 import struct
@@ -74,6 +76,7 @@ from .api import Segment, U64Array, U64Input
 
 __all__ = [
     "BATCH_SHRINK_TO",
+    "FEWEST_BUDGET",
     "MESSAGE_CAP",
     "SHRINK_TIMEOUT",
     "GPATree",
@@ -1079,6 +1082,8 @@ class _Differential:
                 if n >= len(prefix):
                     break  # 1-minimal: removing any single call loses the divergence
                 n = min(len(prefix), 2 * n)
+        if not timed_out:  # ddmin's answer is 1-minimal; a smaller set may lie elsewhere in the log
+            best = _fewest(ops, best, attempt, lambda: timed_out) or best
         batch_note = ""
         if not timed_out:
             shrunk = _shrink_batch(best, attempt)
@@ -1190,6 +1195,50 @@ class _Differential:
             ]
         )
         raise DivergenceError(message, operation, _public(lo), _public(ro), reproducer)
+
+
+#: Replays the search for a smaller set than delta debugging's may take, at most.
+FEWEST_BUDGET = 2000
+
+
+def _fewest(
+    ops: list[Operation], best: _Replay, attempt: Any, expired: Any
+) -> _Replay | None:
+    """A set of fewer calls than ``best``'s, taken from the whole log ``ops``, that diverges.
+
+    Delta debugging keeps cutting the set it holds, so it ends where removing any one call
+    loses the divergence: the fewest calls within that set, not always within the log (with
+    a bug that needs two maps of one kind or three of any, a log of three plain inserts and
+    then two of that kind shrinks to the three).  Every smaller set of the log's calls before
+    the divergent one is tried, smallest first, while a size has at most FEWEST_BUDGET sets
+    left to try (calls that read the same are one)."""
+    prefix, last = ops[:-1], ops[-1:]
+    budget = FEWEST_BUDGET
+    keys: list[Any] | None = None
+    for size in range(1, len(best.ops) - 1):
+        if math.comb(len(prefix), size) > budget:
+            return None
+        keys = keys or [_same_call_key(i, op) for i, op in enumerate(prefix)]
+        seen: set[tuple[Any, ...]] = set()
+        for combo in itertools.combinations(range(len(prefix)), size):
+            key = tuple(keys[i] for i in combo)
+            if key in seen:
+                continue
+            seen.add(key)
+            budget -= 1
+            found: _Replay | None = attempt([prefix[i] for i in combo] + last)
+            if found is not None:
+                return found
+            if expired():
+                return None
+    return None
+
+
+def _same_call_key(index: int, op: Operation) -> Any:
+    """Equal for two calls that read the same (its source); a long batch is never rendered."""
+    if op.args and len(_batch_values(op.args[0]) or ()) > BATCH_SHRINK_TO:
+        return ("#", index)
+    return op.render()
 
 
 def _header(imports: set[str]) -> list[str]:
