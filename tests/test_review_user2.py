@@ -298,3 +298,26 @@ def test_reproducer_is_the_fewest_calls_of_the_log() -> None:
     inserts = [line for line in body.splitlines() if line.strip().startswith("tree.insert(")]
     assert len(inserts) == 2 and all("id=0x7" in line for line in inserts)
     assert _reproduces(err, native.IOVATree(), _TwoWays())
+
+
+# --------------------------------------------------------------------------- in, VhostIOVATree
+
+
+@pytest.mark.parametrize("backend", [native, reference, differential], ids=lambda m: m.__name__)
+def test_vhost_in_tries_the_guest_tree_when_the_iova_is_no_int(backend: Any) -> None:
+    """A map forged with a ``Decimal`` IOVA and a guest map's other fields: the reference found
+    it through the GPA tree (the key there is the GPA, an int) and answered True; native gave
+    up after the host tree's key check and answered False (the differential diverged)."""
+    tree = backend.VhostIOVATree(0, 0xFFFFFF)
+    guest = tree.map_alloc_gpa(0xFFF, 0x50000)
+    host = tree.map_alloc(0xFFF, 0x90000)
+
+    def forged(m: DMAMap, field: int, value: Any) -> DMAMap:
+        fields = [value if i == field else x for i, x in enumerate(m)]
+        return tuple.__new__(DMAMap, tuple(fields))  # type: ignore[no-any-return]
+
+    assert forged(guest, 0, Decimal(guest.iova)) in tree
+    assert forged(guest, 0, float(guest.iova)) in tree
+    assert forged(host, 1, Decimal(host.translated_addr)) in tree
+    assert forged(guest, 1, Decimal(guest.translated_addr)) not in tree  # the GPA is its key
+    assert forged(host, 0, Decimal(host.iova)) not in tree  # the IOVA is its key

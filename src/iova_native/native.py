@@ -1147,7 +1147,7 @@ class VhostIOVATree(_Native, Container):
             try:  # the reference's check of the key, so that forged maps are told alike
                 key = T.check_u64(tuple.__getitem__(item, field), "key")
             except (*_ARG_ERRORS, InvalidMapError, IndexError):
-                return False
+                continue  # no key of this tree (a forged field): the other tree may match
             found = self._one_map(lib.ib_vhost_find_key, (which, key, 0))
             if found is not None and tuple.__eq__(found, item):
                 return True
