@@ -350,7 +350,10 @@ def _batch_input(value: Any) -> tuple[Any, Any]:
             return value, value.copy()
         import numpy  # the caller's array came from it
 
-        return value, numpy.array(_spread(value.tolist(), step), dtype=value.dtype)[::step]
+        # _spread() in NumPy: each item |step| times in address order, the last once.
+        order = value if step > 0 else value[::-1]
+        span = numpy.repeat(order, abs(step))[: (len(value) - 1) * abs(step) + 1]
+        return value, span[::step]
     return value, value
 
 
@@ -438,9 +441,10 @@ def _copy_view(value: memoryview) -> memoryview:
         return value
     try:
         step, size = _step(value), value.itemsize
-        logical = bytes(value)
-        chunks = [logical[i : i + size] for i in range(0, len(logical), size)]
-        span = b"".join(_spread(chunks, step))
+        span = bytes(value)  # the items in order, contiguous: the span of a step of 1
+        if step != 1:
+            chunks = [span[i : i + size] for i in range(0, len(span), size)]
+            span = b"".join(_spread(chunks, step))
         return _view_of(span, value.format, size, step, value.readonly)
     except (TypeError, ValueError, ImportError):  # a format no copy rebuilds: keep the original
         return value
