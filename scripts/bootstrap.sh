@@ -11,6 +11,14 @@ EXTRAS=${IOVA_NATIVE_EXTRAS:-testing,replay,bench,fuzz,packaging,docs}
 
 _say() { printf 'iova-native setup: %s\n' "$*" >&2; }
 
+# The package needs Python 3.9 or later; an older python3 would get its venv and GLib's
+# headers first, then a page of pip's resolver errors.
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
+    _say "Python 3.9 or later is needed; python3 is" \
+        "$(python3 -V 2>&1 || echo missing) (put a later one first on PATH as python3)"
+    return 1 2>/dev/null || exit 1
+fi
+
 _apt_missing=()
 command -v pkg-config >/dev/null 2>&1 || _apt_missing+=(pkg-config)
 pkg-config --exists glib-2.0 2>/dev/null || _apt_missing+=(libglib2.0-dev)

@@ -120,7 +120,9 @@ def test_setup_without_sudo_names_what_is_missing(tmp_path: Path) -> None:
     anything else is done."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, body in (("id", "echo 1000"), ("python3", "exit 1")):  # a user; no venv, no headers
+    # A user's id; a python3 new enough, without venv or headers.
+    python3 = 'case "$*" in *version_info*) exit 0;; esac; exit 1'
+    for name, body in (("id", "echo 1000"), ("python3", python3)):
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     venv = tmp_path / "venv"
@@ -219,3 +221,22 @@ def test_iova_replay_refuses_a_repeat_it_cannot_do(tmp_path: Path) -> None:
     again = subprocess.run([str(tool), "--repeat", "2", str(ops)], capture_output=True,
                            text=True, timeout=60, check=False)
     assert again.returncode == 0 and "x 2," in again.stdout, again.stderr
+
+
+def test_setup_with_a_python_too_old_says_so_first(tmp_path: Path) -> None:
+    """A python3 older than 3.9 went on to apt-get, the venv and pip, which then failed with a
+    page of resolver errors; now the setup stops first with one line naming the version."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    old = bin_dir / "python3"  # answers like Python 3.8: too old for the version check
+    old.write_text('#!/bin/sh\n[ "$1" = -V ] && echo "Python 3.8.18" && exit 0\nexit 1\n')
+    old.chmod(0o755)
+    venv = tmp_path / "venv"
+    result = subprocess.run(
+        ["/bin/bash", "-c", f'set -euo pipefail; source "{ROOT}/scripts/bootstrap.sh"; echo on'],
+        env={"PATH": str(bin_dir), "ROOT": str(ROOT), "IOVA_NATIVE_VENV": str(venv)},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1 and "on" not in result.stdout.split(), result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "3.9 or later" in lines[0] and "Python 3.8.18" in lines[0], lines
+    assert not venv.exists()
