@@ -240,3 +240,26 @@ def test_setup_with_a_python_too_old_says_so_first(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "3.9 or later" in lines[0] and "Python 3.8.18" in lines[0], lines
     assert not venv.exists()
+
+
+def numbered_items(text: str) -> dict[int, str]:
+    """The items ``N. ...`` of a Markdown list, by number."""
+    parts = re.split(r"^(\d+)\. ", text, flags=re.MULTILINE)
+    return {int(parts[i]): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def test_the_contract_lists_every_deviation_of_the_spec_under_its_number() -> None:
+    """Every deviation of the developers' SPEC (section 8) is the same-numbered item of
+    docs/contract.md's list, naming what it names (each identifier in backquotes), so users
+    read them all in the repository."""
+    spec_path = ROOT.parent / "shared" / "SPEC.md"
+    if not spec_path.is_file():
+        pytest.skip(f"no {spec_path} (a clone without ../shared)")
+    spec = spec_path.read_text().split("## 8. Deviations from QEMU", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "contract.md").read_text()
+    ours = numbered_items(page.split("## Deviations from QEMU", 1)[1].split("\n## ", 1)[0])
+    theirs = numbered_items(spec)
+    assert len(theirs) >= 9 and set(theirs) <= set(ours), (sorted(theirs), sorted(ours))
+    for number, text in theirs.items():
+        names = set(re.findall(r"`([^`]+)`", text))
+        assert all(name in ours[number] for name in names), (number, names, ours[number])
