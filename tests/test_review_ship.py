@@ -4,6 +4,7 @@ wheel, the pages' examples): each test failed before its fix."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import shutil
 import subprocess
@@ -263,3 +264,20 @@ def test_the_contract_lists_every_deviation_of_the_spec_under_its_number() -> No
     for number, text in theirs.items():
         names = set(re.findall(r"`([^`]+)`", text))
         assert all(name in ours[number] for name in names), (number, names, ours[number])
+
+
+def test_a_gzipped_op_stream_is_read_as_a_gzipped_trace_is(tmp_path: Path) -> None:
+    """``replay ops.bin.gz`` said "an op stream (...; give it as a file, not on stdin)" of a
+    file: traces are read gzipped, op streams were not.  Now it replays as ``ops.bin`` does."""
+    ops = tmp_path / "ops.bin"
+    assert iova_native("convert", "--no-progress", "-o", str(ops), str(TRACE)).returncode == 0
+    zipped = tmp_path / "ops.bin.gz"
+    zipped.write_bytes(gzip.compress(ops.read_bytes()))
+    plain, unzipped = (iova_native("replay", "--no-progress", str(path)) for path in (ops, zipped))
+    assert unzipped.returncode == 0, unzipped.stderr.decode()
+    digest = re.compile(rb"^digest .*$", re.MULTILINE)
+    assert digest.findall(unzipped.stdout) == digest.findall(plain.stdout) != []
+    cut = tmp_path / "cut.bin.gz"  # a gzipped stream cut short is one line, exit status 2
+    cut.write_bytes(gzip.compress(ops.read_bytes()[:1000]))
+    result = iova_native("replay", "--no-progress", str(cut))
+    assert result.returncode == 2 and b"records" in result.stderr, result.stderr

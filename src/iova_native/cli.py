@@ -10,6 +10,7 @@ without arguments the command prints its help and exits with status 0.
 from __future__ import annotations
 
 import argparse
+import gzip
 import stat
 import sys
 import textwrap
@@ -177,13 +178,12 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
         raise UsageError("an empty file name (give a trace file, or '-' for stdin)")
     if source not in (None, "-"):
         path = Path(str(source))
-        magic = b""
+        magic, zipped = b"", False
         try:
             # Only a regular file can be read twice: a FIFO or a <(command) pipe is read once,
             # as a trace (opening it again would wait for a writer that is gone).
             if stat.S_ISREG(path.stat().st_mode):
-                with open(path, "rb") as f:
-                    magic = f.read(len(trace.MAGIC))
+                magic, zipped = _head(path, len(trace.MAGIC))
         except OSError as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
         if magic == trace.MAGIC:
@@ -191,9 +191,12 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
                 raise UsageError(f"{source} is an op stream, whose look-ups were fixed when it "
                                  "was written: --lookups goes to convert")
             try:
-                return trace.OpStream.read(path)
+                data = gzip.decompress(path.read_bytes()) if zipped else path.read_bytes()
+                return trace.OpStream.from_bytes(data, str(path))
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
+            except (OSError, EOFError, zlib.error) as exc:
+                raise UsageError(f"cannot read {source}: {exc}") from None
     name = f"<embedded {trace.DEFAULT_TRACE}>" if source is None else \
         "<stdin>" if source == "-" else source
 
@@ -223,6 +226,20 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
             raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
         except (EOFError, zlib.error) as exc:  # a gzip file cut short or damaged
             raise UsageError(f"cannot read {name}: {exc}") from None
+
+
+def _head(path: Path, size: int) -> tuple[bytes, bool]:
+    """The first ``size`` bytes of the file, gunzipped when it is gzip (and whether it was): an
+    op stream is read gzipped too, as a trace is."""
+    with open(path, "rb") as f:
+        head = f.read(size)
+    if head[:2] != b"\x1f\x8b":
+        return head, False
+    try:
+        with gzip.open(path, "rb") as g:
+            return g.read(size), True
+    except (OSError, EOFError, zlib.error):  # damaged: the trace reader says how
+        return b"", True
 
 
 def _where(name: str, exc: Any) -> str:
@@ -594,8 +611,8 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def _trace_options(cmd: argparse.ArgumentParser, formats: str) -> None:
     cmd.add_argument("trace", nargs="?", default=None, metavar="TRACE",
                      help=f"the trace file, {formats}, plain or gzip; '-' reads "
-                          "stdin; an op stream file (from 'convert') is read too; default: "
-                          "the trace embedded in the package")
+                          "stdin; an op stream file (from 'convert', plain or gzip) is read "
+                          "too; default: the trace embedded in the package")
     cmd.add_argument("--lookups", type=_lookups, default=None, metavar="N",
                      help="SVQ data-path look-ups (translate and find_gpa of a guest "
                           "buffer, which a trace does not show) made after each dma_map and "
