@@ -29,6 +29,7 @@
 #ifndef IOVA_ARENA_H
 #define IOVA_ARENA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -85,6 +86,16 @@ IOVARef iova_arena_alloc(IOVAArena *arena);
  * Returns: 0, or -1 when memory ran out (nothing is lost: the arena is as before, or larger).
  */
 int iova_arena_reserve(IOVAArena *arena, uint32_t count);
+
+/**
+ * iova_arena_spare: whether the next iova_arena_alloc() needs no memory from the system (an
+ * element is waiting on the free list, or its block is there already).
+ */
+static inline bool iova_arena_spare(const IOVAArena *arena)
+{
+    return arena->free_count > 0 ||
+           (uint64_t)arena->nblocks * IOVA_ARENA_BLOCK > arena->next_fresh;
+}
 
 /**
  * iova_arena_release: give element @ref back; its contents are lost.

@@ -106,10 +106,20 @@ static void hole_link_beside(IOVAHoles *holes, IOVARef spare, AvlPath *path, int
     holes->root = avl_insert_worse(arena, &hole_ops, holes->root, spare, path, at, old_cap);
 }
 
+/* No range pending. */
+static void pending_clear(IOVAHolesPending *p)
+{
+    p->count = 0;
+    p->evict = 0;
+    p->low = HWADDR_MAX;
+    p->high = 0;
+}
+
 int iova_holes_init(IOVAHoles *holes)
 {
     iova_arena_init(&holes->arena, sizeof(IOVAHole));
     holes->root = IOVA_REF_NONE;
+    pending_clear(&holes->pending);
     IOVARef all = iova_arena_alloc(&holes->arena);
     if (all == IOVA_REF_NONE) {
         return IOVA_ERR_OOM;
@@ -145,6 +155,7 @@ int iova_holes_build(IOVAHoles *holes, IOVAHolesNext next, void *opaque, size_t 
 {
     iova_arena_init(&holes->arena, sizeof(IOVAHole));
     holes->root = IOVA_REF_NONE;
+    pending_clear(&holes->pending);
     IOVARef *refs = nmaps < UINT32_MAX ? malloc((nmaps + 1) * sizeof(*refs)) : NULL;
     if (!refs || iova_arena_reserve(&holes->arena, (uint32_t)nmaps + 1) < 0) {
         free(refs);
@@ -177,6 +188,7 @@ void iova_holes_destroy(IOVAHoles *holes)
 {
     iova_arena_reset(&holes->arena);
     holes->root = IOVA_REF_NONE;
+    pending_clear(&holes->pending);
 }
 
 /*
@@ -321,6 +333,133 @@ int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwa
     return IOVA_OK;
 }
 
+/* Put [first, last] in slot @slot and widen the bounds over it. */
+static void pending_set(IOVAHolesPending *p, uint32_t slot, hwaddr first, hwaddr last)
+{
+    p->first[slot] = first;
+    p->last[slot] = last;
+    p->low = first < p->low ? first : p->low;
+    p->high = last > p->high ? last : p->high;
+}
+
+bool iova_holes_defer(IOVAHoles *holes, hwaddr first, hwaddr last)
+{
+    IOVAHolesPending *p = &holes->pending;
+    if (p->count == IOVA_HOLES_PENDING) {
+        return false;
+    }
+    pending_set(p, p->count++, first, last);
+    return true;
+}
+
+void iova_holes_pending_swap(IOVAHoles *holes, hwaddr *first, hwaddr *last)
+{
+    IOVAHolesPending *p = &holes->pending;
+    uint32_t slot = p->evict;
+    hwaddr old_first = p->first[slot], old_last = p->last[slot];
+
+    /* round the slots in turn: the range evicted is about the oldest */
+    p->evict = (slot + 1) % IOVA_HOLES_PENDING;
+    pending_set(p, slot, *first, *last);
+    *first = old_first;
+    *last = old_last;
+}
+
+void iova_holes_pending_drop(IOVAHoles *holes, int slot)
+{
+    IOVAHolesPending *p = &holes->pending;
+    uint32_t end = --p->count;
+    p->first[slot] = p->first[end];
+    p->last[slot] = p->last[end];
+    if (p->count == 0) {
+        pending_clear(p);
+    }
+}
+
+bool iova_holes_pending_touch(const IOVAHoles *holes, hwaddr first, hwaddr last)
+{
+    const IOVAHolesPending *p = &holes->pending;
+    for (uint32_t i = 0; i < p->count; i++) {
+        if (p->first[i] <= last && first <= p->last[i]) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool iova_holes_pending_may_fit(const IOVAHoles *holes, const IOVAFitRequest *req, bool found,
+                                hwaddr iova)
+{
+    const IOVAHolesPending *p = &holes->pending;
+    if (p->count == 0) {
+        return false;
+    }
+    /* the bounds first: a fit below (above) every pending range stands */
+    if (found && (req->top_down ? p->high <= iova + req->size : p->low >= iova)) {
+        return false;
+    }
+    for (uint32_t i = 0; i < p->count; i++) {
+        if (p->last[i] < req->begin || p->first[i] > req->last) {
+            continue;
+        }
+        if (!found || (req->top_down ? p->last[i] > iova + req->size : p->first[i] < iova)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Walk @s to its end, alone. */
+static void hole_search_run(IOVAHoleSearch *s)
+{
+    IOVAHoleCursor c = iova_hole_cursor_begin(s);
+    while (iova_hole_cursor_step(&c)) {
+    }
+    iova_hole_cursor_end(s, &c);
+}
+
+int iova_holes_flush(IOVAHoles *holes)
+{
+    IOVAHolesPending *p = &holes->pending;
+    while (p->count > 0) {
+        uint32_t slot = p->count - 1;
+        IOVAHoleSearch search;
+        iova_holes_give_search(holes, p->first[slot], &search);
+        hole_search_run(&search);
+        int rc = iova_holes_give_found(holes, &search, p->first[slot], p->last[slot]);
+        if (rc != IOVA_OK) {
+            return rc;
+        }
+        iova_holes_pending_drop(holes, (int)slot);
+    }
+    return IOVA_OK;
+}
+
+int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last)
+{
+    IOVAHoleSearch search;
+    iova_holes_take_search(holes, first, &search);
+    hole_search_run(&search);
+    return iova_holes_take_found(holes, &search, first, last);
+}
+
+size_t iova_holes_pending_sorted(const IOVAHoles *holes, hwaddr *first, hwaddr *last)
+{
+    const IOVAHolesPending *p = &holes->pending;
+    size_t n = p->count;
+    for (size_t i = 0; i < n; i++) {
+        /* insertion sort: at most IOVA_HOLES_PENDING ranges */
+        size_t j = i;
+        for (; j > 0 && first[j - 1] > p->first[i]; j--) {
+            first[j] = first[j - 1];
+            last[j] = last[j - 1];
+        }
+        first[j] = p->first[i];
+        last[j] = p->last[i];
+    }
+    return n;
+}
+
 /* Where in @h a map fits per @req, clipped to [begin, last] and aligned. */
 static bool hole_fits(const IOVAHole *h, const IOVAFitRequest *req, hwaddr *iova)
 {
@@ -456,9 +595,27 @@ static bool hole_walk_step(const IOVAHole *h, void *opaque)
     return true;
 }
 
+/* The pending ranges' own bookkeeping: a count in range, ranges the right way round, bounds
+ * that bound them. */
+static int pending_check(const IOVAHolesPending *p, char *err, size_t errlen)
+{
+    bool bad = p->count > IOVA_HOLES_PENDING || p->evict >= IOVA_HOLES_PENDING;
+    for (uint32_t i = 0; !bad && i < p->count; i++) {
+        bad = p->first[i] > p->last[i] || p->first[i] < p->low || p->last[i] > p->high;
+    }
+    if (bad) {
+        snprintf(err, errlen, "hole tree: the pending ranges' count, order or bounds are wrong");
+        return -1;
+    }
+    return 0;
+}
+
 int iova_holes_check(const IOVAHoles *holes, char *err, size_t errlen)
 {
     size_t count;
+    if (pending_check(&holes->pending, err, errlen) < 0) {
+        return -1;
+    }
     if (avl_check(&holes->arena, &hole_ops, holes->root, &count, err, errlen) < 0) {
         return -1;
     }

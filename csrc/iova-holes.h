@@ -30,9 +30,32 @@ typedef struct IOVAHole {
                         * 2^k (64: one starts at 0): alloc skips subtrees misaligned for it */
 } IOVAHole;
 
+/* How many freed ranges may wait to be given back to the holes (IOVAHolesPending). */
+#define IOVA_HOLES_PENDING 16
+
+/*
+ * Ranges freed by removals and not yet given back to the hole tree.  Why wait: a range that
+ * is removed and then inserted again as it was (a guest unmapping and mapping the same IOVAs
+ * again, which Linux's IOVA caches make the common case) would merge two holes into one and
+ * split it again, one AVL removal and one AVL insert in the hole tree; taken from here
+ * instead, neither happens.  The tree's free space is the holes and these ranges together:
+ * they lie in no hole and overlap no map nor each other.  Whatever needs the holes exact (an
+ * alloc whose answer one of them could change, an insert that overlaps one without being it)
+ * gives them back first.
+ */
+typedef struct IOVAHolesPending {
+    hwaddr first[IOVA_HOLES_PENDING];
+    hwaddr last[IOVA_HOLES_PENDING]; /* inclusive */
+    hwaddr low;                      /* at or below every first: a bound, kept cheaply */
+    hwaddr high;                     /* at or above every last */
+    uint32_t count;
+    uint32_t evict;                  /* the slot the next iova_holes_pending_swap() takes */
+} IOVAHolesPending;
+
 typedef struct IOVAHoles {
     IOVAArena arena;
     IOVARef root;
+    IOVAHolesPending pending;
 } IOVAHoles;
 
 typedef struct IOVAFitRequest {
@@ -192,6 +215,78 @@ int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size);
 int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last);
 
 /**
+ * iova_holes_defer: keep the freed range [@first, @last] pending instead of giving it to the
+ * holes now, if there is room.
+ *
+ * Returns: whether it went in; when not, the caller gives a range back itself.
+ */
+bool iova_holes_defer(IOVAHoles *holes, hwaddr first, hwaddr last);
+
+/**
+ * iova_holes_pending_swap: with no room left for pending ranges, keep [*@first, *@last]
+ * pending in place of an older one, which is handed back in *@first and *@last for the caller
+ * to give to the holes (iova_holes_give_found()).  Why a swap: the give of the older range then
+ * runs where the new one's would have, its descent beside the reverse trees'.
+ */
+void iova_holes_pending_swap(IOVAHoles *holes, hwaddr *first, hwaddr *last);
+
+/**
+ * iova_holes_pending_find: the slot of the pending range that is exactly [@first, @last].
+ *
+ * Returns: the slot, or -1 when none is.
+ */
+static inline int iova_holes_pending_find(const IOVAHoles *holes, hwaddr first, hwaddr last)
+{
+    const IOVAHolesPending *p = &holes->pending;
+    for (uint32_t i = 0; i < p->count; i++) {
+        if (p->first[i] == first) {
+            return p->last[i] == last ? (int)i : -1; /* disjoint: no other starts there */
+        }
+    }
+    return -1;
+}
+
+/**
+ * iova_holes_pending_drop: forget pending slot @slot, whose range is taken again.
+ */
+void iova_holes_pending_drop(IOVAHoles *holes, int slot);
+
+/**
+ * iova_holes_pending_touch: whether some pending range overlaps [@first, @last].
+ */
+bool iova_holes_pending_touch(const IOVAHoles *holes, hwaddr first, hwaddr last);
+
+/**
+ * iova_holes_pending_may_fit: whether a pending range could change what iova_holes_fit()
+ * answered for @req (@found, and the IOVA @iova when found): one lies in the request's range
+ * and, for the lowest fit, starts below @iova (for the highest, ends above the fit's end), or
+ * nothing fit.  Why that is enough: a pending range can only make a hole reach further, and a
+ * hole that reaches further gives a lower (higher) fit only where the range lies there.
+ */
+bool iova_holes_pending_may_fit(const IOVAHoles *holes, const IOVAFitRequest *req, bool found,
+                                hwaddr iova);
+
+/**
+ * iova_holes_flush: give every pending range back to the holes.
+ *
+ * Returns: IOVA_OK, or IOVA_ERR_OOM with the ranges not given still pending.
+ */
+int iova_holes_flush(IOVAHoles *holes);
+
+/**
+ * iova_holes_take: as iova_holes_take_found() for [@first, @last], its search made here.
+ */
+int iova_holes_take(IOVAHoles *holes, hwaddr first, hwaddr last);
+
+/**
+ * iova_holes_pending_sorted: copy the pending ranges into @first and @last (room for
+ * IOVA_HOLES_PENDING each) in address order, for check().
+ *
+ * Returns: how many there are.
+ */
+size_t iova_holes_pending_sorted(const IOVAHoles *holes, hwaddr *first, hwaddr *last);
+
+/**
  * iova_holes_fit: where a map of @req->size fits, per @req.
  *
  * Returns: true with the IOVA and the way to its hole in @fit, or false if no hole fits.
@@ -206,7 +301,8 @@ void iova_holes_foreach(const IOVAHoles *holes,
 
 /**
  * iova_holes_check: verify the tree itself (order, balance, longest-hole links, holes disjoint
- * and not touching).  Returns 0, or -1 with a message in @err.
+ * and not touching) and the pending ranges' bookkeeping (the caller checks where they lie).
+ * Returns 0, or -1 with a message in @err.
  */
 int iova_holes_check(const IOVAHoles *holes, char *err, size_t errlen);
 

@@ -160,6 +160,29 @@ static bool forward_insert(IOVATree *tree, DMAMap *map)
 }
 
 /*
+ * Take [first, last] from the holes for entry @ref, finding the entry's place in the reverse
+ * trees (@place) meanwhile: the hole tree's descent runs beside the reverse trees', and
+ * nothing is linked before the holes have taken the range.  A range the holes refuse may
+ * still be free, when it overlaps a pending range (iova-holes.h): those go back to the holes
+ * first, and the holes are asked again.
+ */
+static int holes_take_placing(IOVATree *tree, IOVARef ref, hwaddr first, hwaddr last,
+                              IOVAReversePlace *place)
+{
+    IOVAHoleSearch search;
+    iova_holes_take_search(&tree->holes, first, &search);
+    iova_reverse_place(&tree->reverse, &tree->entries, ref, place, &search);
+    int rc = iova_holes_take_found(&tree->holes, &search, first, last);
+    if (rc == IOVA_ERR_OVERLAP && iova_holes_pending_touch(&tree->holes, first, last)) {
+        rc = iova_holes_flush(&tree->holes);
+        if (rc == IOVA_OK) {
+            rc = iova_holes_take(&tree->holes, first, last);
+        }
+    }
+    return rc;
+}
+
+/*
  * Store @map.  @fit, when not NULL, is where iova_holes_fit() placed it (an alloc): the holes
  * then take its range along the fit's own way down, with no second descent.
  */
@@ -191,17 +214,19 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
     IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
     e->map = *map; /* the reverse trees' descents compare it */
     IOVAReversePlace place;
-    int rc = IOVA_OK;
+    int rc = IOVA_OK, pending = -1;
     if (fit) {
         rc = iova_holes_take_fit(&tree->holes, fit, map->size);
         iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, NULL);
     } else if (tree->holes_on) {
-        /* the hole tree's descent runs beside the reverse trees'; nothing is linked before
-         * the holes have taken the range */
-        IOVAHoleSearch search;
-        iova_holes_take_search(&tree->holes, first, &search);
-        iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, &search);
-        rc = iova_holes_take_found(&tree->holes, &search, first, first + map->size);
+        pending = iova_holes_pending_find(&tree->holes, first, first + map->size);
+        if (pending >= 0) {
+            /* a range freed and not yet given back, taken again as it was: nothing for the
+             * holes to do, and it is free, so no map overlaps */
+            iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, NULL);
+        } else {
+            rc = holes_take_placing(tree, ref, first, first + map->size, &place);
+        }
     } else {
         iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, NULL);
     }
@@ -212,6 +237,9 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
     if (!forward_insert(tree, &e->map)) {
         iova_arena_release(&tree->entries, ref);
         return IOVA_ERR_OVERLAP;
+    }
+    if (pending >= 0) {
+        iova_holes_pending_drop(&tree->holes, pending);
     }
     iova_reverse_link(&tree->reverse, &tree->entries, ref, &place);
     return IOVA_OK;
@@ -246,12 +274,22 @@ static void entry_unstore(IOVATree *tree, const DMAMap *map)
 {
     IOVARef ref = ref_of_map(tree, map);
     g_assert(ref != IOVA_REF_NONE); /* the GTree only ever holds the arena's entries */
-    if (tree->holes_on) {
-        /* the hole tree's descent runs beside the reverse trees' (iova_reverse_del()) */
+    hwaddr first = map->iova, last = map->iova + map->size;
+    if (tree->holes_on && !iova_holes_defer(&tree->holes, first, last)) {
+        /*
+         * No room to keep the range pending: an older pending range goes back to the holes
+         * in its place, which may need one element; with none to spare (the caller's
+         * reservation went on something else since, as vhost's rollback of an alloc does),
+         * this range itself, as before there were pending ranges, which the caller's
+         * reasoning covers.  The hole tree's descent runs beside the reverse trees'.
+         */
+        if (iova_arena_spare(&tree->holes.arena)) {
+            iova_holes_pending_swap(&tree->holes, &first, &last);
+        }
         IOVAHoleSearch search;
-        iova_holes_give_search(&tree->holes, map->iova, &search);
+        iova_holes_give_search(&tree->holes, first, &search);
         iova_reverse_del(&tree->reverse, &tree->entries, ref, &search);
-        iova_holes_give_found(&tree->holes, &search, map->iova, map->iova + map->size);
+        iova_holes_give_found(&tree->holes, &search, first, last);
     } else {
         iova_reverse_del(&tree->reverse, &tree->entries, ref, NULL);
     }
@@ -483,7 +521,16 @@ int iova_tree_alloc_map_full(IOVATree *tree, DMAMap *map, hwaddr iova_begin, hwa
             return rc;
         }
     }
-    if (!iova_holes_fit(&tree->holes, &req, &fit)) {
+    bool found = iova_holes_fit(&tree->holes, &req, &fit);
+    if (iova_holes_pending_may_fit(&tree->holes, &req, found, found ? fit.iova : 0)) {
+        /* a range not yet given back may hold a better fit: give them all, and look again */
+        int rc = iova_holes_flush(&tree->holes);
+        if (rc != IOVA_OK) {
+            return rc;
+        }
+        found = iova_holes_fit(&tree->holes, &req, &fit);
+    }
+    if (!found) {
         return IOVA_ERR_NOMEM;
     }
     DMAMap placed = *map;
@@ -772,6 +819,9 @@ typedef struct TileWalk {
     hwaddr cursor;   /* first byte not yet accounted for */
     gboolean done;   /* every byte up to HWADDR_MAX accounted for */
     gboolean bad;
+    /* the pending ranges (iova-holes.h), free space too, in address order */
+    hwaddr pending_first[IOVA_HOLES_PENDING], pending_last[IOVA_HOLES_PENDING];
+    size_t npending, next_pending;
 } TileWalk;
 
 static void tile_advance(TileWalk *w, hwaddr last)
@@ -783,15 +833,20 @@ static void tile_advance(TileWalk *w, hwaddr last)
     }
 }
 
+/* Account for the maps and pending ranges that start at the cursor, one after another. */
 static void tile_maps(TileWalk *w)
 {
-    while (w->node && !w->done) {
-        const DMAMap *m = g_tree_node_key(w->node);
-        if (m->iova != w->cursor) {
+    while (!w->done) {
+        const DMAMap *m = w->node ? g_tree_node_key(w->node) : NULL;
+        if (m && m->iova == w->cursor) {
+            tile_advance(w, m->iova + m->size);
+            w->node = g_tree_node_next(w->node);
+        } else if (w->next_pending < w->npending &&
+                   w->pending_first[w->next_pending] == w->cursor) {
+            tile_advance(w, w->pending_last[w->next_pending++]);
+        } else {
             return;
         }
-        tile_advance(w, m->iova + m->size);
-        w->node = g_tree_node_next(w->node);
     }
 }
 
@@ -872,10 +927,11 @@ int iova_tree_check(const IOVATree *tree, char *err, size_t errlen)
     if (iova_holes_check(&tree->holes, err, errlen) < 0) {
         return -1;
     }
-    TileWalk w = { g_tree_node_first(tree->tree), 0, FALSE, FALSE };
+    TileWalk w = { .node = g_tree_node_first(tree->tree) };
+    w.npending = iova_holes_pending_sorted(&tree->holes, w.pending_first, w.pending_last);
     iova_holes_foreach(&tree->holes, tile_hole, &w);
     tile_maps(&w);
-    if (w.bad || !w.done || w.node) {
+    if (w.bad || !w.done || w.node || w.next_pending != w.npending) {
         snprintf(err, errlen, "hole tree: holes are not the exact complement of the maps "
                  "(near %#" G_GINT64_MODIFIER "x)", w.cursor);
         return -1;

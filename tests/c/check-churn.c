@@ -14,6 +14,11 @@
 #include "qemu/iova-tree.h"
 #include "random-calls.h"
 
+/* Maps removed lately, to insert again (the core may keep their ranges pending). */
+#define RECENT 24
+static DMAMap recent[RECENT];
+static unsigned nrecent;
+
 static void random_step(IOVATree *tree, uint64_t *rng)
 {
     uint64_t kind = next_random(rng) % 10;
@@ -21,13 +26,21 @@ static void random_step(IOVATree *tree, uint64_t *rng)
     DMAMap map = { .perm = IOMMU_RW };
 
     map.iova = next_random(rng) % slots * 16;
-    if (kind < 5) {
+    if (kind < 2 && nrecent > 0) {
+        map = recent[next_random(rng) % (nrecent < RECENT ? nrecent : RECENT)];
+        map.size += next_random(rng) % 4 == 0; /* sometimes a byte past it */
+        iova_tree_insert(tree, &map);
+    } else if (kind < 5) {
         map.translated_addr = next_random(rng) % (slots / 8 + 1) * 16;
         map.size = next_random(rng) % 40;
         map.id = next_random(rng) % 4;
         iova_tree_insert(tree, &map);
     } else if (kind < 8) {
         map.size = next_random(rng) % 64;
+        const DMAMap *hit = iova_tree_find(tree, &map);
+        if (hit) {
+            recent[nrecent++ % RECENT] = *hit; /* (a removal may take more than this one) */
+        }
         iova_tree_remove(tree, map);
     } else {
         map.iova = 0;

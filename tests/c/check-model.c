@@ -21,10 +21,17 @@
 #define MAX_MAPS 48
 #endif
 
+/* How many removed maps the model remembers, to insert again: more than the core keeps
+ * pending (IOVA_HOLES_PENDING), so that some of them have gone back to the holes. */
+#define RECENT 24
+
 typedef struct Model {
     DMAMap maps[MAX_MAPS];
     int n;
     int most; /* the most maps the tree held at once */
+    DMAMap recent[RECENT]; /* maps removed lately */
+    int nrecent;
+    unsigned recent_at;
 } Model;
 
 static bool overlaps(hwaddr a, hwaddr a_last, hwaddr b, hwaddr b_last)
@@ -147,11 +154,38 @@ static void model_remove(Model *m, hwaddr first, hwaddr last, size_t *count)
     *count = 0;
     for (int i = 0; i < m->n;) {
         if (overlaps(m->maps[i].iova, m->maps[i].iova + m->maps[i].size, first, last)) {
+            m->recent[m->recent_at++ % RECENT] = m->maps[i];
+            m->nrecent += m->nrecent < RECENT;
             m->maps[i] = m->maps[--m->n];
             (*count)++;
         } else {
             i++;
         }
+    }
+}
+
+/*
+ * A map removed lately, to insert again (the core may keep its range pending: iova-holes.h):
+ * as it was, or half of it, or reaching a byte past it on either side.
+ */
+static void pick_recent(const Model *m, uint64_t *rng, DMAMap *map)
+{
+    *map = m->recent[next_random(rng) % (uint64_t)m->nrecent];
+    switch (next_random(rng) % 5) {
+    case 0:
+        map->size /= 2;
+        break;
+    case 1:
+        map->size += map->iova + map->size < HWADDR_MAX;
+        break;
+    case 2:
+        if (map->iova > 0 && map->size < HWADDR_MAX) {
+            map->iova--;
+            map->size++;
+        }
+        break;
+    default:
+        break;
     }
 }
 
@@ -171,6 +205,9 @@ static int step(IOVATree *tree, Model *m, uint64_t *rng, long k, bool growing)
         map.translated_addr = next_random(rng) % 3 == 0 ? pick_addr(rng)
                                                          : (next_random(rng) % 4) * 0x100;
         map.id = pick_id(rng);
+        if (m->nrecent > 0 && next_random(rng) % 3 == 0) {
+            pick_recent(m, rng, &map);
+        }
         int expect = IOVA_OK;
         if (map.iova + map.size < map.iova || map.translated_addr + map.size < map.translated_addr) {
             expect = IOVA_ERR_INVALID;
@@ -267,11 +304,11 @@ static int step(IOVATree *tree, Model *m, uint64_t *rng, long k, bool growing)
         }
     } else if (kind < 99) {
         DMAMap all = { .iova = 0, .size = HWADDR_MAX };
-        size_t want = (size_t)m->n;
+        size_t want;
+        model_remove(m, 0, HWADDR_MAX, &want);
         if (iova_tree_remove_count(tree, all) != want) {
             return fail(k, "remove all", iova_tree_nnodes(tree), want);
         }
-        m->n = 0;
     } else {
         iova_tree_clear(tree);
         m->n = 0;
