@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "iova-avl.h"
 
@@ -107,12 +108,21 @@ static void hole_link_beside(IOVAHoles *holes, IOVARef spare, AvlPath *path, int
 }
 
 /* No range pending. */
-static void pending_clear(IOVAHolesPending *p)
+static void pending_empty(IOVAHolesPending *p)
 {
     p->count = 0;
     p->evict = 0;
     p->low = HWADDR_MAX;
     p->high = 0;
+}
+
+/* No range pending, and none taken yet. */
+static void pending_clear(IOVAHolesPending *p)
+{
+    pending_empty(p);
+    /* the free slots' tags are compared too (and masked out): defined, for memcheck */
+    memset(p->tag, 0, sizeof(p->tag));
+    p->by_insert = false;
 }
 
 int iova_holes_init(IOVAHoles *holes)
@@ -336,43 +346,45 @@ int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwa
 /* Put [first, last] in slot @slot and widen the bounds over it. */
 static void pending_set(IOVAHolesPending *p, uint32_t slot, hwaddr first, hwaddr last)
 {
+    p->tag[slot] = iova_holes_tag(first);
     p->first[slot] = first;
     p->last[slot] = last;
     p->low = first < p->low ? first : p->low;
     p->high = last > p->high ? last : p->high;
 }
 
-bool iova_holes_defer(IOVAHoles *holes, hwaddr first, hwaddr last)
+bool iova_holes_defer(IOVAHoles *holes, hwaddr *first, hwaddr *last, bool spare)
 {
     IOVAHolesPending *p = &holes->pending;
-    if (p->count == IOVA_HOLES_PENDING) {
+    if (!p->by_insert) {
+        return true;
+    }
+    if (p->count < IOVA_HOLES_PENDING) {
+        pending_set(p, p->count++, *first, *last);
         return false;
     }
-    pending_set(p, p->count++, first, last);
-    return true;
-}
-
-void iova_holes_pending_swap(IOVAHoles *holes, hwaddr *first, hwaddr *last)
-{
-    IOVAHolesPending *p = &holes->pending;
+    if (!spare) {
+        return true;
+    }
+    /* round the slots in turn: the range that goes back is about the oldest */
     uint32_t slot = p->evict;
     hwaddr old_first = p->first[slot], old_last = p->last[slot];
-
-    /* round the slots in turn: the range evicted is about the oldest */
     p->evict = (slot + 1) % IOVA_HOLES_PENDING;
     pending_set(p, slot, *first, *last);
     *first = old_first;
     *last = old_last;
+    return true;
 }
 
 void iova_holes_pending_drop(IOVAHoles *holes, int slot)
 {
     IOVAHolesPending *p = &holes->pending;
     uint32_t end = --p->count;
+    p->tag[slot] = p->tag[end];
     p->first[slot] = p->first[end];
     p->last[slot] = p->last[end];
     if (p->count == 0) {
-        pending_clear(p);
+        pending_empty(p); /* the bounds tighten again */
     }
 }
 
@@ -601,7 +613,8 @@ static int pending_check(const IOVAHolesPending *p, char *err, size_t errlen)
 {
     bool bad = p->count > IOVA_HOLES_PENDING || p->evict >= IOVA_HOLES_PENDING;
     for (uint32_t i = 0; !bad && i < p->count; i++) {
-        bad = p->first[i] > p->last[i] || p->first[i] < p->low || p->last[i] > p->high;
+        bad = p->first[i] > p->last[i] || p->first[i] < p->low || p->last[i] > p->high ||
+              p->tag[i] != iova_holes_tag(p->first[i]);
     }
     if (bad) {
         snprintf(err, errlen, "hole tree: the pending ranges' count, order or bounds are wrong");

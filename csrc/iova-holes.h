@@ -7,15 +7,20 @@
  * (ranges no map covers), ordered by first address in an augmented AVL tree whose every subtree
  * remembers its longest hole.  "The lowest (or highest) hole in [begin, last] that fits" then
  * descends only into subtrees that can hold the size.  A dense layout has few holes, so this
- * costs memory only where the space is fragmented.  The owner keeps it the exact complement of
- * its maps (iova_holes_take_found() on insert, iova_holes_give_found() on remove) and checks
- * it in check().
+ * costs memory only where the space is fragmented.  The owner keeps it, with the freed ranges
+ * still pending (IOVAHolesPending), the exact complement of its maps (iova_holes_take_found()
+ * on insert, iova_holes_defer() and iova_holes_give_found() on remove) and checks it in
+ * check().
  */
 #ifndef IOVA_HOLES_H
 #define IOVA_HOLES_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "iova-arena.h"
 #include "iova-avl.h"
@@ -41,15 +46,20 @@ typedef struct IOVAHole {
  * instead, neither happens.  The tree's free space is the holes and these ranges together:
  * they lie in no hole and overlap no map nor each other.  Whatever needs the holes exact (an
  * alloc whose answer one of them could change, an insert that overlaps one without being it)
- * gives them back first.
+ * gives them back first.  Only while the tree is filled by insert, not by alloc: an alloc
+ * after a removal usually takes the freed range again, so it would give the range back and
+ * search the holes a second time, where the removal's give costs less.
  */
 typedef struct IOVAHolesPending {
+    uint32_t tag[IOVA_HOLES_PENDING]; /* iova_holes_tag() of each first: one vector compare */
     hwaddr first[IOVA_HOLES_PENDING];
     hwaddr last[IOVA_HOLES_PENDING]; /* inclusive */
     hwaddr low;                      /* at or below every first: a bound, kept cheaply */
     hwaddr high;                     /* at or above every last */
     uint32_t count;
-    uint32_t evict;                  /* the slot the next iova_holes_pending_swap() takes */
+    uint32_t evict;                  /* the slot the next full iova_holes_defer() takes */
+    bool by_insert;                  /* the last range taken was an insert's, not an alloc's:
+                                      * removals may defer (iova_holes_defer()) */
 } IOVAHolesPending;
 
 typedef struct IOVAHoles {
@@ -215,20 +225,56 @@ int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size);
 int iova_holes_give_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwaddr last);
 
 /**
- * iova_holes_defer: keep the freed range [@first, @last] pending instead of giving it to the
- * holes now, if there is room.
- *
- * Returns: whether it went in; when not, the caller gives a range back itself.
+ * iova_holes_taken_by: say what took the last range from the holes: an insert (@by_insert)
+ * or an alloc.  Only after an insert do removals keep their ranges pending.
  */
-bool iova_holes_defer(IOVAHoles *holes, hwaddr first, hwaddr last);
+static inline void iova_holes_taken_by(IOVAHoles *holes, bool by_insert)
+{
+    holes->pending.by_insert = by_insert;
+}
 
 /**
- * iova_holes_pending_swap: with no room left for pending ranges, keep [*@first, *@last]
- * pending in place of an older one, which is handed back in *@first and *@last for the caller
- * to give to the holes (iova_holes_give_found()).  Why a swap: the give of the older range then
- * runs where the new one's would have, its descent beside the reverse trees'.
+ * iova_holes_defer: the range [*@first, *@last] was freed; keep it pending instead of giving it
+ * to the holes now, if the last range taken was an insert's.  With no room left, it takes the
+ * place of an older pending range when @spare says that one may be given back (which may need
+ * one hole element; the caller's reservation covers only its own range's give otherwise).
+ * Why take a place rather than give the new range: the older range's give then runs where the
+ * new one's would have, its descent beside the reverse trees'.
+ *
+ * Returns: whether the caller must give a range back itself (iova_holes_give_found()): then
+ * *@first and *@last are that range, the freed one or the older one.
  */
-void iova_holes_pending_swap(IOVAHoles *holes, hwaddr *first, hwaddr *last);
+bool iova_holes_defer(IOVAHoles *holes, hwaddr *first, hwaddr *last, bool spare);
+
+/* A 32-bit digest of a pending range's first address, for iova_holes_pending_find(). */
+static inline uint32_t iova_holes_tag(hwaddr first)
+{
+    return (uint32_t)first ^ (uint32_t)(first >> 32);
+}
+
+/*
+ * The slots whose tag is @tag, one bit each.  Why tags and a vector compare: every insert on
+ * a tree whose ranges are pending asks, and mostly none matches; sixteen 32-bit compares at
+ * once cost a few instructions where a loop over the slots costs five a slot.
+ */
+static inline uint32_t iova_holes_tag_hits(const IOVAHolesPending *p, uint32_t tag)
+{
+    uint32_t hits = 0;
+#if defined(__SSE2__) && IOVA_HOLES_PENDING == 16
+    __m128i t = _mm_set1_epi32((int)tag);
+    const __m128i *v = (const __m128i *)p->tag;
+    __m128i lo = _mm_packs_epi32(_mm_cmpeq_epi32(_mm_loadu_si128(v), t),
+                                 _mm_cmpeq_epi32(_mm_loadu_si128(v + 1), t));
+    __m128i hi = _mm_packs_epi32(_mm_cmpeq_epi32(_mm_loadu_si128(v + 2), t),
+                                 _mm_cmpeq_epi32(_mm_loadu_si128(v + 3), t));
+    hits = (uint32_t)_mm_movemask_epi8(_mm_packs_epi16(lo, hi));
+#else
+    for (uint32_t i = 0; i < IOVA_HOLES_PENDING; i++) {
+        hits |= (uint32_t)(p->tag[i] == tag) << i;
+    }
+#endif
+    return hits & ((UINT32_C(1) << p->count) - 1);
+}
 
 /**
  * iova_holes_pending_find: the slot of the pending range that is exactly [@first, @last].
@@ -238,9 +284,11 @@ void iova_holes_pending_swap(IOVAHoles *holes, hwaddr *first, hwaddr *last);
 static inline int iova_holes_pending_find(const IOVAHoles *holes, hwaddr first, hwaddr last)
 {
     const IOVAHolesPending *p = &holes->pending;
-    for (uint32_t i = 0; i < p->count; i++) {
+    for (uint32_t hits = iova_holes_tag_hits(p, iova_holes_tag(first)); hits;
+         hits &= hits - 1) {
+        int i = __builtin_ctz(hits);
         if (p->first[i] == first) {
-            return p->last[i] == last ? (int)i : -1; /* disjoint: no other starts there */
+            return p->last[i] == last ? i : -1; /* disjoint: no other starts there */
         }
     }
     return -1;

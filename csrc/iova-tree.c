@@ -216,9 +216,11 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
     IOVAReversePlace place;
     int rc = IOVA_OK, pending = -1;
     if (fit) {
+        iova_holes_taken_by(&tree->holes, false);
         rc = iova_holes_take_fit(&tree->holes, fit, map->size);
         iova_reverse_place(&tree->reverse, &tree->entries, ref, &place, NULL);
     } else if (tree->holes_on) {
+        iova_holes_taken_by(&tree->holes, true);
         pending = iova_holes_pending_find(&tree->holes, first, first + map->size);
         if (pending >= 0) {
             /* a range freed and not yet given back, taken again as it was: nothing for the
@@ -275,17 +277,16 @@ static void entry_unstore(IOVATree *tree, const DMAMap *map)
     IOVARef ref = ref_of_map(tree, map);
     g_assert(ref != IOVA_REF_NONE); /* the GTree only ever holds the arena's entries */
     hwaddr first = map->iova, last = map->iova + map->size;
-    if (tree->holes_on && !iova_holes_defer(&tree->holes, first, last)) {
-        /*
-         * No room to keep the range pending: an older pending range goes back to the holes
-         * in its place, which may need one element; with none to spare (the caller's
-         * reservation went on something else since, as vhost's rollback of an alloc does),
-         * this range itself, as before there were pending ranges, which the caller's
-         * reasoning covers.  The hole tree's descent runs beside the reverse trees'.
-         */
-        if (iova_arena_spare(&tree->holes.arena)) {
-            iova_holes_pending_swap(&tree->holes, &first, &last);
-        }
+    /*
+     * The range may wait (iova_holes_defer()); else it, or an older pending range in its
+     * place, goes back to the holes, with at most the element reserved (an older one only
+     * while an element is to spare: the caller's reservation may have gone on something
+     * else since, as vhost's rollback of an alloc spends it, and the reasoning that covers
+     * this range's give does not cover another's).  The hole tree's descent runs beside the
+     * reverse trees'.
+     */
+    if (tree->holes_on &&
+        iova_holes_defer(&tree->holes, &first, &last, iova_arena_spare(&tree->holes.arena))) {
         IOVAHoleSearch search;
         iova_holes_give_search(&tree->holes, first, &search);
         iova_reverse_del(&tree->reverse, &tree->entries, ref, &search);
