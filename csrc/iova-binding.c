@@ -289,11 +289,15 @@ struct IBTree {
     uint64_t removals;       /* calls that removed maps so far: ib_tree_removals_try() */
 };
 
-IBTree *ib_tree_new(int kind)
+size_t ib_tree_size(void)
 {
-    IBTree *t = ib_memory_room(0) ? g_try_new0(IBTree, 1) : NULL;
-    if (!t) {
-        return NULL;
+    return sizeof(IBTree);
+}
+
+int ib_tree_init(IBTree *t, int kind)
+{
+    if (!ib_memory_room(0)) {
+        return IOVA_ERR_OOM;
     }
     IOVATree *tree = kind == 1 ? gpa_tree_new() : iova_tree_new();
     /* Python's IOVATree promises that no alloc walks every map, the first one included. */
@@ -302,12 +306,22 @@ IBTree *ib_tree_new(int kind)
         tree = NULL;
     }
     if (!tree) {
-        g_free(t);
-        return NULL;
+        return IOVA_ERR_OOM;
     }
     ib_guard_init(&t->guard, tree);
     t->kind = kind;
     t->arena = iova_range_view(tree).arena;
+    t->removals = 0;
+    return IOVA_OK;
+}
+
+IBTree *ib_tree_new(int kind)
+{
+    IBTree *t = ib_memory_room(0) ? g_try_new0(IBTree, 1) : NULL;
+    if (t && ib_tree_init(t, kind) != IOVA_OK) {
+        g_free(t);
+        t = NULL;
+    }
     return t;
 }
 

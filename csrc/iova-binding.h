@@ -6,8 +6,10 @@
  * Why a lock: cffi releases the GIL during every call, so two Python threads can be inside one
  * tree at once; QEMU's IOVATree (and ours) is not thread-safe by itself.  Why a closed flag
  * rather than freeing on close(): a thread may still hold the handle when another closes it;
- * the handle itself lives until Python's finalizer calls ib_tree_free(), so no call can ever
- * see freed memory, and a call on a closed tree returns IB_CLOSED.
+ * the handle itself is memory Python owns (ib_tree_size() bytes, set up by ib_tree_init()),
+ * given back only when no Python object can reach it any more, so no call can ever see freed
+ * memory, and a call on a closed tree returns IB_CLOSED.  Python's finalizer only closes: it
+ * may run while other finalizers of the same garbage can still call the tree.
  *
  * A map crosses as five uint64_t in DMAMap order of the Python type:
  * iova, translated_addr, size, perm, id.
@@ -43,8 +45,15 @@ typedef struct IBTree IBTree;
 
 /* Constructors: kind 0 = IOVATree, 1 = GPATree.  NULL when memory ran out. */
 IBTree *ib_tree_new(int kind);
-/* The finalizer: frees everything, closed or not. */
+/* Frees everything, closed or not (what ib_tree_new() made). */
 void ib_tree_free(IBTree *t);
+/*
+ * The handle in memory of the caller's (ib_tree_size() bytes, zeroed, aligned for a pointer):
+ * IOVA_OK, or IOVA_ERR_OOM with nothing allocated.  ib_tree_close() frees what it made; the
+ * memory itself the caller gives back, when nothing can call the handle any more.
+ */
+size_t ib_tree_size(void);
+int ib_tree_init(IBTree *t, int kind);
 int ib_tree_close(IBTree *t);
 /*
  * fork() support (native.py registers the hooks): before fork() the forking thread takes the

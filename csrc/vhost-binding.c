@@ -12,18 +12,31 @@ struct IBVhost {
     IBGuard guard;
 };
 
-IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size)
+size_t ib_vhost_size(void)
 {
-    IBVhost *v = ib_memory_room(0) ? g_try_new0(IBVhost, 1) : NULL;
-    if (!v) {
-        return NULL;
+    return sizeof(IBVhost);
+}
+
+int ib_vhost_init(IBVhost *v, uint64_t iova_first, uint64_t iova_last, uint64_t page_size)
+{
+    if (!ib_memory_room(0)) {
+        return IOVA_ERR_OOM;
     }
     VhostIOVATree *tree = vhost_iova_tree_new_page_size(iova_first, iova_last, page_size);
     if (!tree) {
-        g_free(v);
-        return NULL;
+        return IOVA_ERR_OOM;
     }
     ib_guard_init(&v->guard, tree);
+    return IOVA_OK;
+}
+
+IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size)
+{
+    IBVhost *v = ib_memory_room(0) ? g_try_new0(IBVhost, 1) : NULL;
+    if (v && ib_vhost_init(v, iova_first, iova_last, page_size) != IOVA_OK) {
+        g_free(v);
+        v = NULL;
+    }
     return v;
 }
 

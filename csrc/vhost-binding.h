@@ -19,6 +19,9 @@ typedef struct IBVhost IBVhost;
 /* NULL when @page_size is not a power of two or memory ran out. */
 IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size);
 void ib_vhost_free(IBVhost *v);
+/* In memory of the caller's, as ib_tree_init() (iova-binding.h); IOVA_ERR_OOM as NULL above. */
+size_t ib_vhost_size(void);
+int ib_vhost_init(IBVhost *v, uint64_t iova_first, uint64_t iova_last, uint64_t page_size);
 int ib_vhost_close(IBVhost *v);
 /* fork() support, as ib_tree_fork_lock() and the rest in iova-binding.h. */
 void ib_vhost_fork_lock(IBVhost *v);

@@ -259,10 +259,11 @@ def test_forks_while_a_thread_drops_and_makes_trees() -> None:
 
 
 def test_a_dropped_tree_is_freed_outside_any_fork() -> None:
-    """The finalizer holds the fork hooks' lock while it frees (white box: the fork itself is
+    """The finalizer holds the fork hooks' lock while it closes (white box: the fork itself is
     the test above, which can only ever be likely to catch a regression)."""
     from iova_native import native
 
     owned = []
-    native._free_outside_fork(lambda handle: owned.append(native._fork_serial._is_owned()), None)
+    native._close_outside_fork(
+        lambda handle: owned.append(native._fork_serial._is_owned()), None, None)
     assert owned == [True]

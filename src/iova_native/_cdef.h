@@ -20,6 +20,8 @@
 typedef struct IBTree IBTree;
 IBTree *ib_tree_new(int kind);
 void ib_tree_free(IBTree *t);
+size_t ib_tree_size(void);
+int ib_tree_init(IBTree *t, int kind);
 int ib_tree_close(IBTree *t);
 void ib_tree_fork_lock(IBTree *t);
 void ib_tree_fork_unlock(IBTree *t);
@@ -95,6 +97,8 @@ typedef struct IBVhost IBVhost;
 /* NULL when @page_size is not a power of two or memory ran out. */
 IBVhost *ib_vhost_new(uint64_t iova_first, uint64_t iova_last, uint64_t page_size);
 void ib_vhost_free(IBVhost *v);
+size_t ib_vhost_size(void);
+int ib_vhost_init(IBVhost *v, uint64_t iova_first, uint64_t iova_last, uint64_t page_size);
 int ib_vhost_close(IBVhost *v);
 void ib_vhost_fork_lock(IBVhost *v);
 void ib_vhost_fork_unlock(IBVhost *v);

@@ -211,7 +211,7 @@ def _pop(pool: list[Any], make: Callable[[], Any]) -> Any:
 class _Native:
     """What every native class shares: the C handle, the buffer pools, listing, closing."""
 
-    __slots__ = ("_h", "_maps_pool", "_segs_pool", "__weakref__")
+    __slots__ = ("_h", "_memory", "_maps_pool", "_segs_pool", "__weakref__")
     _h: Any
     _len_fn: Callable[[Any], int]
     _generation_fn: Callable[[Any], int]
@@ -225,16 +225,26 @@ class _Native:
     _fork_unlock_fn: Callable[[Any], None]
     _fork_child_fn: Callable[[Any, int], int]
 
-    def _setup(self, make: Callable[[], Any], free: Callable[[Any], None]) -> None:
+    def _setup(self, ctype: str, size: int, init: Callable[[Any], int],
+               close: Callable[[Any], int]) -> None:
+        # The handle lives in memory Python owns, freed with the last object that holds it
+        # and never by a finalizer: the collector runs the finalizers of one garbage cycle in
+        # no set order, so the handle's own (which closes the tree) may run before a
+        # ``__del__`` of that cycle that still calls the tree.  That call finds the tree
+        # closed; were the handle freed there, it would read freed memory (or wait for ever
+        # on a "lock" in it).  A tree brought back to life by such a ``__del__`` stays closed.
+        memory = ffi.new("uint64_t[]", (size + 7) // 8)  # zeroed, aligned for a pointer
+        handle = ffi.cast(ctype, memory)
         # GLib's slice allocator has a lock of its own: a fork while another thread is inside
         # it leaves the child's allocator locked for ever.  Every other GLib call on a tree
         # runs under the tree's lock, which the fork hooks take; making a tree and the
-        # finalizer's free run under none, so they exclude the hooks here instead.
+        # finalizer's close run under none, so they exclude the hooks here instead.
         with _fork_serial:
-            handle = make()
-        if handle == ffi.NULL:
+            rc = init(handle)
+        if rc != _OK:
             raise MemoryError(f"iova_native: cannot create a {type(self).__name__}")
-        self._h = ffi.gc(handle, functools.partial(_free_outside_fork, free))
+        self._memory = memory
+        self._h = ffi.gc(handle, functools.partial(_close_outside_fork, close, memory))
         self._maps_pool: list[Any] = []
         self._segs_pool: list[tuple[Any, memoryview, Any, Any]] = []
         _live[id(self)] = self
@@ -514,7 +524,9 @@ class _Tree(_Native, TreeContainer):
 
     def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
         """An empty tree, then every map of ``maps`` inserted, all or nothing."""
-        self._setup(lambda: lib.ib_tree_new(self._kind), lib.ib_tree_free)
+        kind = self._kind
+        self._setup("IBTree *", lib.ib_tree_size(), lambda h: lib.ib_tree_init(h, kind),
+                    lib.ib_tree_close)
         self._cache: Any = self._new_cache()
         # Tokens above the small ints Python keeps a single object of: each one a new object.
         self._next_token = itertools.count(1 << 10).__next__
@@ -1098,7 +1110,8 @@ class VhostIOVATree(_Native, Container):
 
     def __init__(self, iova_first: int, iova_last: int, page_size: int | None = None) -> None:
         first, last, page = T.check_vhost_bounds(iova_first, iova_last, page_size)
-        self._setup(lambda: lib.ib_vhost_new(first, last, page), lib.ib_vhost_free)
+        self._setup("IBVhost *", lib.ib_vhost_size(),
+                    lambda h: lib.ib_vhost_init(h, first, last, page), lib.ib_vhost_close)
         self._iova_first = first
         self._iova_last = last
 
@@ -1326,19 +1339,22 @@ def _replay_allocations(tree: VhostIOVATree, allocated: list[DMAMap], host: list
 _live: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDictionary()
 _lost_at_fork: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDictionary()
 # Two threads forking at once must not lock trees crosswise.  Reentrant: a finalizer may run
-# (and free a tree under it, _free_outside_fork) in the forking thread during _fork_prepare.
+# (and close a tree under it, _close_outside_fork) in the forking thread during _fork_prepare.
 _fork_serial = threading.RLock()
 _fork_locked: list[_Native] = []  # the objects this process's forking thread has locked
 _fork_saved: list[Any] = []  # the forking thread's collector state and signal mask
 
 
-def _free_outside_fork(
-    free: Callable[[Any], None], handle: Any, serial: threading.RLock = _fork_serial
+def _close_outside_fork(
+    close: Callable[[Any], int], memory: Any, handle: Any,
+    serial: threading.RLock = _fork_serial,
 ) -> None:
-    """The finalizer of a handle: ``free`` it while no fork is in progress.  ``serial`` is
-    bound now, so the finalizers that run at interpreter exit still find it."""
+    """The finalizer of a handle: ``close`` it (its C tree freed) while no fork is in
+    progress.  ``memory``, the handle's own, is bound here so that it outlives the call in
+    whatever order the collector lets go of things; ``serial`` is bound now, so that the
+    finalizers that run at interpreter exit still find it."""
     with serial:
-        free(handle)
+        close(handle)
 
 
 def _fork_prepare() -> None:
