@@ -7,7 +7,10 @@
 #include "iova-binding.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -101,20 +104,28 @@ gboolean ib_memory_room(size_t bytes)
 
 void ib_guard_fork_lock(IBGuard *g)
 {
+    if (held_for_fork(g)) {
+        return; /* taken already: a fork hook cut short by an exception and run again */
+    }
     g_mutex_lock(&g->lock);
     g_atomic_pointer_set(&g->fork_owner, g_thread_self());
 }
 
 void ib_guard_fork_unlock(IBGuard *g)
 {
+    if (!held_for_fork(g)) {
+        return; /* never taken (the hook was cut short before it), or given back already */
+    }
     g_atomic_pointer_set(&g->fork_owner, NULL);
     g_mutex_unlock(&g->lock);
 }
 
-gboolean ib_guard_fork_child(IBGuard *g, gboolean locked)
+gboolean ib_guard_fork_child(IBGuard *g)
 {
+    gboolean mine = held_for_fork(g);
+
     g_atomic_pointer_set(&g->fork_owner, NULL);
-    if (locked || g_mutex_trylock(&g->lock)) {
+    if (mine || g_mutex_trylock(&g->lock)) {
         g_mutex_unlock(&g->lock);
         return FALSE;
     }
@@ -122,6 +133,89 @@ gboolean ib_guard_fork_child(IBGuard *g, gboolean locked)
     g->object = NULL;
     g->generation++;
     return TRUE;
+}
+
+struct IBForkSet {
+    IBGuard **guards;      /* the guards ib_fork_set_lock() was given since the last release */
+    size_t count, cap;
+    sigset_t saved;        /* the forking thread's signal mask before ib_fork_set_block() */
+    gboolean saved_valid;
+};
+
+IBForkSet *ib_fork_set_new(void)
+{
+    return g_try_new0(IBForkSet, 1);
+}
+
+void ib_fork_set_free(IBForkSet *s)
+{
+    if (s) {
+        g_free(s->guards);
+        g_free(s);
+    }
+}
+
+int ib_fork_set_reserve(IBForkSet *s, size_t more)
+{
+    size_t n = s->count + more;
+
+    if (n <= s->cap) {
+        return IOVA_OK;
+    }
+    IBGuard **guards = g_try_renew(IBGuard *, s->guards, n);
+    if (!guards) {
+        return IOVA_ERR_OOM;
+    }
+    s->guards = guards;
+    s->cap = n;
+    return IOVA_OK;
+}
+
+void ib_fork_set_lock(IBForkSet *s, void *handle)
+{
+    IBGuard *g = handle;
+
+    if (s->count < s->cap) {
+        s->guards[s->count++] = g; /* first: an unlock of a guard never taken does nothing */
+    }
+    ib_guard_fork_lock(g);
+}
+
+void ib_fork_unlock(void *handle)
+{
+    ib_guard_fork_unlock(handle);
+}
+
+void ib_fork_set_release(IBForkSet *s, int child)
+{
+    for (size_t i = 0; i < s->count; i++) {
+        if (child) {
+            ib_guard_fork_child(s->guards[i]);
+        } else {
+            ib_guard_fork_unlock(s->guards[i]);
+        }
+    }
+    s->count = 0;
+}
+
+void ib_fork_set_block(IBForkSet *s)
+{
+    sigset_t all;
+
+    sigfillset(&all);
+    if (s->saved_valid) {
+        pthread_sigmask(SIG_BLOCK, &all, NULL);
+    } else if (pthread_sigmask(SIG_BLOCK, &all, &s->saved) == 0) {
+        s->saved_valid = TRUE;
+    }
+}
+
+void ib_fork_set_unblock(IBForkSet *s)
+{
+    if (s->saved_valid) {
+        s->saved_valid = FALSE;
+        pthread_sigmask(SIG_SETMASK, &s->saved, NULL);
+    }
 }
 
 void ib_map_out(const DMAMap *m, uint64_t *out)
@@ -288,6 +382,8 @@ struct IBTree {
     const IOVAArena *arena;  /* an IOVATree's entries (their references are the slots) */
     uint64_t removals;       /* calls that removed maps so far: ib_tree_removals_try() */
 };
+/* ib_fork_set_lock() takes a tree for its guard. */
+_Static_assert(offsetof(IBTree, guard) == 0, "an IBTree begins with its guard");
 
 size_t ib_tree_size(void)
 {
@@ -345,9 +441,9 @@ void ib_tree_fork_unlock(IBTree *t)
     ib_guard_fork_unlock(&t->guard);
 }
 
-int ib_tree_fork_child(IBTree *t, int locked)
+int ib_tree_fork_child(IBTree *t)
 {
-    return ib_guard_fork_child(&t->guard, locked);
+    return ib_guard_fork_child(&t->guard);
 }
 
 int ib_tree_close(IBTree *t)

@@ -58,13 +58,38 @@ int ib_tree_close(IBTree *t);
 /*
  * fork() support (native.py registers the hooks): before fork() the forking thread takes the
  * lock of every live tree, waiting for calls in flight to finish; after it, the parent gives
- * them back, and so does the child for those it took (@locked).  A tree whose lock the child
+ * them back, and so does the child for those this thread took.  A tree whose lock the child
  * finds held by a thread that does not exist there (its contents may be half-changed) is lost:
- * ib_tree_fork_child() closes it without freeing it and answers 1.
+ * ib_tree_fork_child() closes it without freeing it and answers 1.  Each may be called again
+ * (iova-guard.h): a hook that an exception cut short is run again.
  */
 void ib_tree_fork_lock(IBTree *t);
 void ib_tree_fork_unlock(IBTree *t);
-int ib_tree_fork_child(IBTree *t, int locked);
+int ib_tree_fork_child(IBTree *t);
+
+/*
+ * The fork hooks' record, for the part of their work that no Python code may be left to do:
+ * Python code (the hooks themselves) can be cut short at any call by an exception that a
+ * signal handler raises, and CPython then goes on with the fork.  ib_fork_set_lock() notes
+ * the tree (IBTree or IBVhost: both begin with their guard) before it takes the lock, and
+ * ib_fork_set_release() gives back every lock noted, in the parent or (@child) in the child:
+ * native.py calls it from its Python hooks and again from hooks that are C functions, which
+ * nothing interrupts.  ib_fork_set_block() blocks every signal of the forking thread, saving
+ * its mask once; ib_fork_set_unblock() restores it (from a C hook too, so that a signal that
+ * came meanwhile runs its Python handler only once os.fork() has returned, in the caller).
+ * One set serves one forking thread at a time (native.py's _fork_serial).
+ */
+typedef struct IBForkSet IBForkSet;
+IBForkSet *ib_fork_set_new(void);
+void ib_fork_set_free(IBForkSet *s);
+/* Room to note @more trees more: IOVA_OK or IOVA_ERR_OOM (a tree not noted is still locked). */
+int ib_fork_set_reserve(IBForkSet *s, size_t more);
+void ib_fork_set_lock(IBForkSet *s, void *handle);
+void ib_fork_set_release(IBForkSet *s, int child);
+/* ib_guard_fork_unlock() of one tree, noted or not (an IBTree or IBVhost). */
+void ib_fork_unlock(void *handle);
+void ib_fork_set_block(IBForkSet *s);
+void ib_fork_set_unblock(IBForkSet *s);
 int ib_tree_closed(IBTree *t);
 int ib_tree_clear(IBTree *t);
 /* Number of maps, or IB_CLOSED. */

@@ -64,7 +64,10 @@ gboolean ib_memory_room(size_t bytes);
 
 /**
  * ib_guard_fork_lock: take the lock before fork(), waiting for a call in flight to finish.
- * ib_guard_fork_unlock gives it back (in the parent, or in the child that took it).
+ * ib_guard_fork_unlock gives it back (in the parent, or in the child that took it).  Both
+ * may be called again: taking a lock this thread holds for fork(), or giving back one it
+ * does not, does nothing (a fork hook cut short by an exception is run again, and the hooks
+ * after it give back whatever was taken).
  * Meanwhile the thread that took it goes in without locking (ib_guard_enter() and the
  * others): Python code runs in it while it holds the locks (a finalizer the garbage
  * collector calls, a signal handler, another fork hook), and a call of that code on the
@@ -74,14 +77,14 @@ void ib_guard_fork_lock(IBGuard *g);
 void ib_guard_fork_unlock(IBGuard *g);
 
 /**
- * ib_guard_fork_child: in a child after fork(): give the lock back when @locked (this thread
- * took it before forking).  Otherwise the lock may be held by a thread that does not exist in
+ * ib_guard_fork_child: in a child after fork(): give the lock back when this thread took it
+ * before forking.  Otherwise the lock may be held by a thread that does not exist in
  * the child, inside a change it will never finish: the guard is then closed without freeing
  * the object (it may be half-changed; the child leaks its copy) and a fresh lock is made.
  *
  * Returns: TRUE when the object was lost that way.
  */
-gboolean ib_guard_fork_child(IBGuard *g, gboolean locked);
+gboolean ib_guard_fork_child(IBGuard *g);
 
 /**
  * ib_map_out: @m as five words: iova, translated_addr, size, perm, id.

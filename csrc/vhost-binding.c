@@ -4,6 +4,8 @@
  */
 #include "vhost-binding.h"
 
+#include <stddef.h>
+
 #include "iova-binding.h"
 #include "iova-guard.h"
 #include "vhost-iova-tree.h"
@@ -11,6 +13,8 @@
 struct IBVhost {
     IBGuard guard;
 };
+/* ib_fork_set_lock() takes a tree for its guard. */
+_Static_assert(offsetof(IBVhost, guard) == 0, "an IBVhost begins with its guard");
 
 size_t ib_vhost_size(void)
 {
@@ -60,9 +64,9 @@ void ib_vhost_fork_unlock(IBVhost *v)
     ib_guard_fork_unlock(&v->guard);
 }
 
-int ib_vhost_fork_child(IBVhost *v, int locked)
+int ib_vhost_fork_child(IBVhost *v)
 {
-    return ib_guard_fork_child(&v->guard, locked);
+    return ib_guard_fork_child(&v->guard);
 }
 
 int ib_vhost_close(IBVhost *v)

@@ -26,7 +26,7 @@ int ib_vhost_close(IBVhost *v);
 /* fork() support, as ib_tree_fork_lock() and the rest in iova-binding.h. */
 void ib_vhost_fork_lock(IBVhost *v);
 void ib_vhost_fork_unlock(IBVhost *v);
-int ib_vhost_fork_child(IBVhost *v, int locked);
+int ib_vhost_fork_child(IBVhost *v);
 int ib_vhost_closed(IBVhost *v);
 int ib_vhost_clear(IBVhost *v);
 /* Host-only plus guest maps, or IB_CLOSED. */

@@ -19,18 +19,18 @@ back after it, in the parent and in the child: every tree is usable in the child
 as they were between two calls.  A tree the hooks did not lock (created by another thread in the
 instant before the fork) and that the child finds locked is *lost*: its contents may be
 half-changed, so the child treats it as closed (``ValueError`` naming the cause) and never reads
-or frees it; ``close()`` works.  Meanwhile the garbage collector is off and the forking
-thread's signals are blocked: a finalizer or a signal handler calling a tree the hooks hold
-would wait for itself (``_fork_prepare``).
+or frees it; ``close()`` works.  Meanwhile the forking thread's signals are blocked, and a
+finalizer or a signal handler that runs in it anyway and calls a tree the hooks hold goes in
+without locking (``_fork_prepare``).  The hooks are Python code that such a handler's exception
+can cut short at any call: each is run to its end again, and C hooks registered after them
+give back every lock whatever happened (``_FORK_SET``).
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import itertools
 import os
-import signal
 import sys
 import threading
 import weakref
@@ -145,14 +145,6 @@ def _removed_buffer() -> Any:
     return ffi.new("uint64_t[]", _REMOVED_INLINE)
 
 
-def _reset_after_fork() -> None:
-    for tree in list(_TREES.values()):
-        tree._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
 _N = TypeVar("_N", bound="_Native")
 _T = TypeVar("_T", bound="_Tree")
 
@@ -221,9 +213,7 @@ class _Native:
     _close_fn: Callable[[Any], int]
     _check_fn: Callable[..., int]
     _clear_fn: Callable[[Any], int]
-    _fork_lock_fn: Callable[[Any], None]
-    _fork_unlock_fn: Callable[[Any], None]
-    _fork_child_fn: Callable[[Any, int], int]
+    _fork_child_fn: Callable[[Any], int]
 
     def _setup(self, ctype: str, size: int, init: Callable[[Any], int],
                close: Callable[[Any], int]) -> None:
@@ -518,8 +508,6 @@ class _Tree(_Native, TreeContainer):
     _close_fn = staticmethod(lib.ib_tree_close)
     _check_fn = staticmethod(lib.ib_tree_check)
     _clear_fn = staticmethod(lib.ib_tree_clear)
-    _fork_lock_fn = staticmethod(lib.ib_tree_fork_lock)
-    _fork_unlock_fn = staticmethod(lib.ib_tree_fork_unlock)
     _fork_child_fn = staticmethod(lib.ib_tree_fork_child)
 
     def __init__(self, maps: Iterable[DMAMap] = ()) -> None:
@@ -539,10 +527,11 @@ class _Tree(_Native, TreeContainer):
 
     def _after_fork(self) -> None:
         """In a forked child: the operations the parent's other threads had under way are
-        gone, halfway through."""
-        self._active = []
+        gone, halfway through.  ``_active`` is emptied last: an exception that cuts this short
+        (it is run again, _run_to_end) must not leave the cache trusted and stale."""
         self._cache = self._new_cache()
         self._seq = self._next_token()
+        self._active = []
 
     def __iter__(self) -> Iterator[DMAMap]:
         return self._iterate((), self._kind)
@@ -1104,8 +1093,6 @@ class VhostIOVATree(_Native, Container):
     _close_fn = staticmethod(lib.ib_vhost_close)
     _check_fn = staticmethod(lib.ib_vhost_check)
     _clear_fn = staticmethod(lib.ib_vhost_clear)
-    _fork_lock_fn = staticmethod(lib.ib_vhost_fork_lock)
-    _fork_unlock_fn = staticmethod(lib.ib_vhost_fork_unlock)
     _fork_child_fn = staticmethod(lib.ib_vhost_fork_child)
 
     def __init__(self, iova_first: int, iova_last: int, page_size: int | None = None) -> None:
@@ -1341,8 +1328,13 @@ _lost_at_fork: weakref.WeakValueDictionary[int, _Native] = weakref.WeakValueDict
 # Two threads forking at once must not lock trees crosswise.  Reentrant: a finalizer may run
 # (and close a tree under it, _close_outside_fork) in the forking thread during _fork_prepare.
 _fork_serial = threading.RLock()
-_fork_locked: list[_Native] = []  # the objects this process's forking thread has locked
-_fork_saved: list[Any] = []  # the forking thread's collector state and signal mask
+# The objects the forking thread has noted for locking (kept alive until their locks are
+# given back), and the same in C (``IBForkSet``, iova-binding.h): the C hooks below give those
+# locks back whatever exception cut the Python hooks short.
+_fork_locked: list[_Native] = []
+_FORK_SET = ffi.gc(lib.ib_fork_set_new(), lib.ib_fork_set_free)
+if _FORK_SET == ffi.NULL:
+    raise MemoryError("iova_native: cannot create the fork hooks' record")
 
 
 def _close_outside_fork(
@@ -1357,68 +1349,101 @@ def _close_outside_fork(
         close(handle)
 
 
+def _run_to_end(steps: Callable[[], None], tries: int = 64) -> None:
+    """Run ``steps`` to its end, although an exception a signal handler raises (a
+    KeyboardInterrupt) may cut it short at any call: each step of the fork hooks may be run
+    again, so they are, and the first such exception is raised once they are done (CPython
+    reports what a fork hook raises and goes on with the fork).  Written without a loop: a
+    loop's jump back is a place where a handler runs too, outside any ``try``."""
+    try:
+        steps()
+    except BaseException:
+        if tries:
+            try:
+                _run_to_end(steps, tries - 1)
+            except BaseException:  # the first exception is the one to report
+                pass
+        raise
+
+
 def _fork_prepare() -> None:
     """Before fork(): lock every live object.  Each lock call releases the GIL while it waits,
     so other threads can finish their calls (and create objects, picked up by the next pass).
 
-    Python code that ran in this thread while the hooks hold objects' locks, and called one
-    of them, would wait for itself: a finalizer the garbage collector runs at an allocation
-    (a ``__del__`` that unmaps a buffer), or a signal handler.  So the collector is off and
-    this thread's signals are blocked from here until the hooks after the fork give the
-    locks back (a signal already caught runs its handler at the first call below, before
-    any lock is taken; the others wait in the kernel)."""
-    _fork_serial.acquire()
-    _fork_saved[:] = [gc.isenabled(), _block_signals()]
-    gc.disable()
-    taken: set[int] = set()
+    Python code that runs in this thread meanwhile (a finalizer the garbage collector runs at
+    an allocation, a signal handler) and calls an object the hooks hold goes in without
+    locking (``IBGuard.fork_owner``).  This thread's signals are blocked until the C hooks
+    after the fork unblock them: a signal that comes meanwhile runs its handler once
+    ``os.fork()`` has returned, in its caller."""
+    _run_to_end(_fork_prepare_steps)
+
+
+def _fork_prepare_steps() -> None:
+    if not _fork_serial._is_owned():  # type: ignore[attr-defined]
+        _fork_serial.acquire()  # given back by a C hook after the fork (see below)
+    lib.ib_fork_set_block(_FORK_SET)
+    again = list(_fork_locked)  # run again after an exception: whatever it left unlocked
+    lib.ib_fork_set_reserve(_FORK_SET, len(again))
+    for obj in again:
+        lib.ib_fork_set_lock(_FORK_SET, obj._h)
+    taken = {id(obj) for obj in _fork_locked}
     while True:
         fresh = [obj for key, obj in list(_live.items()) if key not in taken]
         if not fresh:
             return
+        lib.ib_fork_set_reserve(_FORK_SET, len(fresh))
         for obj in fresh:
-            obj._fork_lock_fn(obj._h)
+            _fork_locked.append(obj)  # first: what is noted stays alive until given back
             taken.add(id(obj))  # unique: _fork_locked keeps the object alive
-            _fork_locked.append(obj)
+            lib.ib_fork_set_lock(_FORK_SET, obj._h)  # noted in C, then locked
 
 
 def _fork_parent() -> None:
-    for obj in _fork_locked:
-        obj._fork_unlock_fn(obj._h)
+    _run_to_end(_fork_parent_steps)
+
+
+def _fork_parent_steps() -> None:
+    lib.ib_fork_set_release(_FORK_SET, 0)  # before the objects may go (the C hook's again)
+    for obj in _fork_locked:  # any the record had no room for
+        lib.ib_fork_unlock(obj._h)
     _fork_locked.clear()
-    _fork_restore()
 
 
 def _fork_child() -> None:
-    locked = {id(obj) for obj in _fork_locked}
+    _run_to_end(_fork_child_steps)
+
+
+def _fork_child_steps() -> None:
+    lib.ib_fork_set_release(_FORK_SET, 1)
     for key, obj in list(_live.items()):
-        if obj._fork_child_fn(obj._h, key in locked):
+        if obj._fork_child_fn(obj._h):
             _lost_at_fork[key] = obj
     _fork_locked.clear()
-    _fork_restore()
-
-
-def _block_signals() -> Any:
-    """Block every signal in this thread; the mask before, or None where there is none."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-
-
-def _fork_restore() -> None:
-    """After fork(), once every lock is given back: the collector and the signal mask as
-    _fork_prepare found them, then the hooks' own lock."""
-    enabled, mask = _fork_saved
-    _fork_saved.clear()
-    if enabled:
-        gc.enable()
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    _fork_serial.release()
+    for tree in list(_TREES.values()):
+        tree._after_fork()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; the lambdas find the functions by name
+    # In the child, before any Python hook: the hooks' own lock afresh (another thread may
+    # have held it, if an exception cut the before hook short), since a finalizer that the
+    # hooks' own work sets off takes it.  (The child's pending signals are cleared by CPython,
+    # and no other thread exists there: nothing interrupts its hooks.)
+    os.register_at_fork(after_in_child=_fork_serial._at_fork_reinit)  # type: ignore[attr-defined]
     os.register_at_fork(
         before=lambda: _fork_prepare(),
         after_in_parent=lambda: _fork_parent(),
         after_in_child=lambda: _fork_child(),
+    )
+    # C functions, which no signal handler interrupts, do what must happen whatever cut the
+    # Python hooks short (after hooks run in the order registered, so these run last): give
+    # back every lock noted, then the hooks' own lock, then the signals.  Should the before
+    # hook not have taken _fork_serial, release() raises, and CPython reports it and goes on.
+    os.register_at_fork(
+        after_in_parent=functools.partial(lib.ib_fork_set_release, _FORK_SET, 0),
+        after_in_child=functools.partial(lib.ib_fork_set_release, _FORK_SET, 1),
+    )
+    os.register_at_fork(after_in_parent=_fork_serial.release)
+    os.register_at_fork(
+        after_in_parent=functools.partial(lib.ib_fork_set_unblock, _FORK_SET),
+        after_in_child=functools.partial(lib.ib_fork_set_unblock, _FORK_SET),
     )
