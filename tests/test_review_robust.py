@@ -233,3 +233,35 @@ def test_fork_hooks_cut_short_by_a_signal_handler_leave_nothing_held() -> None:
     # hooks' lock and copies every tree; and the forking thread's signals are unblocked.
     assert (helpers_stuck, other_stuck, after, blocked) == (0, False, [True, "used"], 0), (
         result.stdout)
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="needs fork()")
+def test_threads_forking_at_once_each_get_their_signals_back() -> None:
+    """The hooks save the forking thread's signal mask in one record, which _fork_serial keeps
+    to one forking thread: the mask is restored before that lock is given back, or a second
+    thread forking in between would find the record taken and never get its mask back."""
+    result = run("""
+        import os, signal, threading
+        from iova_native import native, DMAMap
+
+        trees = [native.IOVATree([DMAMap(i * 0x1000, 0, 0xfff) for i in range(50)])
+                 for _ in range(20)]
+        masks = {}
+
+        def forker(name):
+            for _ in range(150):
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            masks[name] = len(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+        threads = [threading.Thread(target=forker, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        print(repr([sorted(masks.items()), [t.is_alive() for t in threads]]))
+    """, timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert eval(result.stdout) == [[(0, 0), (1, 0), (2, 0)], [False] * 3], result.stdout  # noqa: S307

@@ -1436,14 +1436,15 @@ if hasattr(os, "register_at_fork"):  # POSIX; the lambdas find the functions by 
     )
     # C functions, which no signal handler interrupts, do what must happen whatever cut the
     # Python hooks short (after hooks run in the order registered, so these run last): give
-    # back every lock noted, then the hooks' own lock, then the signals.  Should the before
-    # hook not have taken _fork_serial, release() raises, and CPython reports it and goes on.
+    # back every lock noted, restore the signals, then give back the hooks' own lock, which
+    # keeps the record (and its saved mask) to one forking thread until then.  Should the
+    # before hook not have taken _fork_serial, release() raises; CPython reports it and goes on.
     os.register_at_fork(
         after_in_parent=functools.partial(lib.ib_fork_set_release, _FORK_SET, 0),
         after_in_child=functools.partial(lib.ib_fork_set_release, _FORK_SET, 1),
     )
-    os.register_at_fork(after_in_parent=_fork_serial.release)
     os.register_at_fork(
         after_in_parent=functools.partial(lib.ib_fork_set_unblock, _FORK_SET),
         after_in_child=functools.partial(lib.ib_fork_set_unblock, _FORK_SET),
     )
+    os.register_at_fork(after_in_parent=_fork_serial.release)
