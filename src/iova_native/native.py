@@ -224,7 +224,10 @@ class _Native:
         # closed; were the handle freed there, it would read freed memory (or wait for ever
         # on a "lock" in it).  A tree brought back to life by such a ``__del__`` stays closed.
         memory = ffi.new("uint64_t[]", (size + 7) // 8)  # zeroed, aligned for a pointer
-        handle = ffi.cast(ctype, memory)
+        # The finalizer before the C tree: an exception a signal handler raises anywhere
+        # below leaves nothing unfreed (closing a handle never set up, all zeros, does nothing).
+        handle = ffi.gc(ffi.cast(ctype, memory),
+                        functools.partial(_close_outside_fork, close, memory))
         # GLib's slice allocator has a lock of its own: a fork while another thread is inside
         # it leaves the child's allocator locked for ever.  Every other GLib call on a tree
         # runs under the tree's lock, which the fork hooks take; making a tree and the
@@ -234,7 +237,7 @@ class _Native:
         if rc != _OK:
             raise MemoryError(f"iova_native: cannot create a {type(self).__name__}")
         self._memory = memory
-        self._h = ffi.gc(handle, functools.partial(_close_outside_fork, close, memory))
+        self._h = handle
         self._maps_pool: list[Any] = []
         self._segs_pool: list[tuple[Any, memoryview, Any, Any]] = []
         _live[id(self)] = self
