@@ -321,3 +321,52 @@ def test_vhost_in_tries_the_guest_tree_when_the_iova_is_no_int(backend: Any) -> 
     assert forged(host, 1, Decimal(host.translated_addr)) in tree
     assert forged(guest, 1, Decimal(guest.translated_addr)) not in tree  # the GPA is its key
     assert forged(host, 0, Decimal(host.iova)) not in tree  # the IOVA is its key
+
+
+# --------------------------------------------------------------------------- reprs not Python
+
+
+class _LastFlipped(reference.IOVATree):
+    """A planted disagreement: the last answer of a batch is off by one, and ``find`` takes
+    anything ``int()`` converts."""
+
+    def to_translated_many(self, values: Any, missing: Any = None) -> Any:
+        answers = super().to_translated_many(values, missing)
+        answers[-1] ^= 1
+        return answers
+
+    def find(self, iova: Any, size: Any = 0) -> Any:
+        return super().find(int(iova), size)
+
+
+class _OldSequence:
+    """A sequence by ``__getitem__`` alone, with the default repr (``<... object at 0x...>``)."""
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+
+    def __getitem__(self, i: int) -> int:
+        return self.values[i]
+
+
+class _WithInt:
+    """A number by ``__int__`` alone, with the default repr."""
+
+    def __int__(self) -> int:
+        return 0x10
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda t: t.to_translated_many(_OldSequence([1, 2, 3])), id="sequence"),
+        pytest.param(lambda t: t.to_translated_many({1: 0, 2: 0}.keys()), id="dict-keys"),
+        pytest.param(lambda t: t.find(_WithInt()), id="object"),
+    ],
+)
+def test_reproducer_runs_when_an_argument_has_no_python_repr(call: Any) -> None:
+    """An argument whose repr is not Python (``<... object at 0x...>``) was written as that
+    repr: the reproducer raised SyntaxError when run, and ``dict_keys([...])`` NameError."""
+    tree = differential.IOVATree([DMAMap(0, 0x1000, 0xFFF)], left=_LastFlipped)
+    err = _diverge(lambda: call(tree))
+    assert _reproduces(err, _LastFlipped(), reference.IOVATree())

@@ -28,8 +28,9 @@ would.  When they do not, it raises :class:`iova_native.DivergenceError` with
   operations that raise (on both sides alike) are wrapped in ``try``/``except``.  Arguments are
   written as what was passed: a buffer with its format, byte order, step (``a[::2]``) and
   read-only flag, a one-shot iterator that raised as one that raises the same exception, a
-  ``DMAMap`` forged with ``tuple.__new__`` as that forgery, and an object of another module
-  (``Decimal``, ``strategies.OnlyInt``) with its import.
+  ``DMAMap`` forged with ``tuple.__new__`` as that forgery, an object of another module
+  (``Decimal``, ``strategies.OnlyInt``) with its import, and one whose repr is not Python
+  pickled (or as a list of its items), with a comment saying so.
 
 When the divergent call is a batch form with more than :data:`BATCH_SHRINK_TO` addresses, its
 batch is cut too: to the addresses where the answers part (or that an error names) with two
@@ -60,6 +61,7 @@ results of a reproducer.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import itertools
 import math
@@ -647,11 +649,60 @@ def _render(value: Any, imports: set[str]) -> str:
             return f"numpy.array({items}, dtype={_render_dtype(value.dtype)}){_layout_suffix(step)}"
     if isinstance(value, int):  # another int subclass
         return f"{int(value):#x}"
-    text = repr(value)  # a user's own object: its repr is the best we can do
-    where = _importable(type(value))
-    if where is not None and text.startswith(f"{where[1]}("):  # Decimal('1.5'), OnlyInt(0x10)
-        imports.add(f"from {where[0]} import {where[1]}")
-    return text
+    return _render_other(value, imports)
+
+
+def _render_other(value: Any, imports: set[str]) -> str:
+    """An object of a type the renderer does not know, as Python that runs: its repr when that
+    is Python (with the import its class needs), else the object pickled, else a list of its
+    items, else an ``_Opaque`` stand-in; the reproducer says, in a comment, which."""
+    text, cls = repr(value), type(value)
+    where = _importable(cls)
+    if where is not None and text.startswith(f"{where[1]}(") and _parses(text):
+        imports.add(f"from {where[0]} import {where[1]}")  # Decimal('1.5'), OnlyInt(0x10)
+        return text
+    if cls.__module__ == "builtins" and getattr(builtins, cls.__qualname__, None) is cls:
+        if _parses(text):  # a set, a dict, a complex
+            return text
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    try:  # the object itself, when its class can be imported where the reproducer runs
+        data = pickle.dumps(value) if where is not None else None
+    except Exception:  # not picklable
+        data = None
+    if data is not None:
+        imports.update(("import pickle", f"# {shown} is written pickled: its repr is not Python"))
+        return f"pickle.loads({data!r})"
+    try:
+        items = None if iter(value) is value else list(value)
+    except Exception:  # no items to list
+        items = None
+    if items is not None:
+        imports.add(f"# {shown} is written as a list of its items: its repr is not Python")
+        return _render(items, imports)
+    imports.add(_OPAQUE)
+    imports.add(f"# {shown} is written as _Opaque(...): its repr is not Python")
+    return f"_Opaque({text!r})"
+
+
+def _parses(text: str) -> bool:
+    try:
+        compile(text, "<repr>", "eval")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+#: The stand-in a reproducer defines for an object whose repr is not Python.
+_OPAQUE = (
+    "class _Opaque:\n"
+    '    """Stands for an object whose repr is not Python: no number, no items."""\n'
+    "\n"
+    "    def __init__(self, text):\n"
+    "        self.text = text\n"
+    "\n"
+    "    def __repr__(self):\n"
+    "        return self.text\n"
+)
 
 
 #: The helper a reproducer defines when a call's one-shot iterator raised after its values.
@@ -1247,7 +1298,7 @@ def _same_call_key(index: int, op: Operation) -> Any:
 
 def _header(imports: set[str]) -> list[str]:
     """The lines before ``reproduce()``: its imports and helpers, then two blank lines."""
-    lines: list[str] = []
+    lines = sorted(line for line in imports if line.startswith("import "))
     if "numpy" in imports:
         lines.append("import numpy")
     if "array" in imports:
@@ -1256,8 +1307,12 @@ def _header(imports: set[str]) -> list[str]:
     if names:
         lines.append(f"from iova_native import {', '.join(names)}")
     lines += sorted(line for line in imports if line.startswith("from "))
-    if _THEN_RAISE in imports:
-        lines += ["", "", *_THEN_RAISE.splitlines()]
+    notes = sorted(line for line in imports if line.startswith("# "))
+    if notes:
+        lines += [""] * bool(lines) + notes
+    for helper in (_THEN_RAISE, _OPAQUE):
+        if helper in imports:
+            lines += ["", "", *helper.splitlines()]
     return [*lines, "", ""] if lines else []
 
 
