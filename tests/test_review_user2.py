@@ -370,3 +370,20 @@ def test_reproducer_runs_when_an_argument_has_no_python_repr(call: Any) -> None:
     tree = differential.IOVATree([DMAMap(0, 0x1000, 0xFFF)], left=_LastFlipped)
     err = _diverge(lambda: call(tree))
     assert _reproduces(err, _LastFlipped(), reference.IOVATree())
+
+
+class _BadRepr:
+    """A number by ``__int__`` alone whose repr raises."""
+
+    def __int__(self) -> int:
+        return 0x10
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_divergence_on_an_argument_whose_repr_raises_is_reported() -> None:
+    """Rendering the call raised the repr's RuntimeError in place of the DivergenceError."""
+    tree = differential.IOVATree([DMAMap(0, 0x1000, 0xFFF)], left=_LastFlipped)
+    err = _diverge(lambda: tree.find(_BadRepr()))
+    assert _reproduces(err, _LastFlipped(), reference.IOVATree())

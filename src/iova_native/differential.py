@@ -656,7 +656,11 @@ def _render_other(value: Any, imports: set[str]) -> str:
     """An object of a type the renderer does not know, as Python that runs: its repr when that
     is Python (with the import its class needs), else the object pickled, else a list of its
     items, else an ``_Opaque`` stand-in; the reproducer says, in a comment, which."""
-    text, cls = repr(value), type(value)
+    cls = type(value)
+    try:
+        text = repr(value)
+    except Exception:  # a repr that raises: a divergence must still be reported
+        text = f"<{cls.__qualname__} object whose repr raised>"
     where = _importable(cls)
     if where is not None and text.startswith(f"{where[1]}(") and _parses(text):
         imports.add(f"from {where[0]} import {where[1]}")  # Decimal('1.5'), OnlyInt(0x10)
