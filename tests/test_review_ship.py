@@ -5,6 +5,7 @@ wheel, the pages' examples): each test failed before its fix."""
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
 import subprocess
@@ -281,3 +282,17 @@ def test_a_gzipped_op_stream_is_read_as_a_gzipped_trace_is(tmp_path: Path) -> No
     cut.write_bytes(gzip.compress(ops.read_bytes()[:1000]))
     result = iova_native("replay", "--no-progress", str(cut))
     assert result.returncode == 2 and b"records" in result.stderr, result.stderr
+
+
+def test_a_closed_stdout_is_one_line_and_status_2() -> None:
+    """Started with stdout closed (``>&-``), ``convert -o -`` raised AttributeError out of
+    ``None.isatty()`` with a traceback, and ``replay``, ``demo`` and ``config`` printed their
+    output nowhere and exited 0; every command now says so and exits 2, as ``> /dev/full``."""
+    for args in (["convert", "-o", "-", str(TRACE)], ["replay", str(TRACE)], ["demo"],
+                 ["config", "--includedir"]):
+        result = subprocess.run([sys.executable, "-m", "iova_native", *args],
+                                stderr=subprocess.PIPE, cwd="/", timeout=120, check=False,
+                                preexec_fn=lambda: os.close(1))
+        lines = result.stderr.decode().splitlines()
+        assert result.returncode == 2 and lines == [
+            "iova-native: cannot write the output: stdout is closed"], (args, lines)

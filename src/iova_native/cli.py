@@ -689,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
+    if sys.stdout is None:  # started with stdout closed (`>&-`): every command writes to it
+        print("iova-native: cannot write the output: stdout is closed", file=sys.stderr)
+        return 2
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
