@@ -296,3 +296,15 @@ def test_a_closed_stdout_is_one_line_and_status_2() -> None:
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 2 and lines == [
             "iova-native: cannot write the output: stdout is closed"], (args, lines)
+
+
+def test_a_closed_stdin_is_one_line_and_status_2() -> None:
+    """``replay -`` started with stdin closed (``<&-``) raised AttributeError out of
+    ``None.buffer`` with a traceback; ``replay`` and ``convert`` now say so in one line."""
+    for args in (["replay", "-"], ["convert", "-o", "/dev/null", "-"]):
+        result = subprocess.run([sys.executable, "-m", "iova_native", *args, "--no-progress"],
+                                capture_output=True, cwd="/", timeout=120, check=False,
+                                preexec_fn=lambda: os.close(0))
+        lines = result.stderr.decode().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "stdin is closed" in lines[0], \
+            (args, lines)

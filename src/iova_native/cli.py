@@ -176,6 +176,8 @@ def _load(source: str | None, args: argparse.Namespace, err: IO[str]) -> Any:
 
     if source == "":  # Path("") is the current folder: say what was given instead
         raise UsageError("an empty file name (give a trace file, or '-' for stdin)")
+    if source == "-" and sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise UsageError("cannot read <stdin>: stdin is closed")
     if source not in (None, "-"):
         path = Path(str(source))
         magic, zipped = b"", False
