@@ -1703,8 +1703,9 @@ static void vs_fresh_end(VsRun *r)
         }
     }
     for (uint64_t i = 0; i < l->n; i++) {
-        if (f->held[i] != i && r->side->insert(r->tree, &l->maps[i]) != IOVA_OK) {
-            die("insert of a layout map again", IOVA_ERR_OVERLAP);
+        int rc = f->held[i] != i ? r->side->insert(r->tree, &l->maps[i]) : IOVA_OK;
+        if (rc != IOVA_OK) {
+            die("insert of a layout map again", rc);
         }
     }
     free(f->held);
