@@ -904,6 +904,10 @@ class IOVATreeComparison(_TreeRules):
     translated_slots: int = SLOTS
 
     maps = Bundle("maps")
+    #: Maps removed by ``remove_known``, to be inserted again (as they were, or a little longer
+    #: or shorter): the native core's freed-range log (design.md, "Freed ranges wait") takes
+    #: an exact re-insert back and gives its ranges to the holes first for the rest.
+    removed = Bundle("removed")
 
     def _new_tree(self) -> Any:
         return differential.IOVATree(**self._sides())
@@ -1061,9 +1065,18 @@ class IOVATreeComparison(_TreeRules):
     def remove(self, iova: int, size: int) -> None:
         _attempt(self.tree.remove, iova, size)
 
-    @rule(src=consumes(maps))
-    def remove_known(self, src: DMAMap) -> None:
+    @rule(target=removed, src=consumes(maps))
+    def remove_known(self, src: DMAMap) -> DMAMap:
         _attempt(self.tree.remove, src.iova, src.size)
+        return src
+
+    @rule(target=maps, src=consumes(removed), grow=st.sampled_from((0, 0, 1, PAGE, -1)))
+    def insert_removed_again(self, src: DMAMap, grow: int) -> Any:
+        """A removed map inserted again, as it was or ``grow`` bytes longer (shorter)."""
+        size = src.size + grow
+        if not 0 <= size <= MAX_U64 - max(src.iova, src.translated_addr):
+            size = src.size
+        return self._insert(src.replace(size=size))
 
     @rule(
         addrs=st.lists(addresses(), max_size=6),
