@@ -34,8 +34,17 @@ done
 
 # QEMU's tree as an object with renamed symbols; prints the extra arguments for the bench.
 qemu_object() {
-    [ -f "$QEMU_DIR/util/iova-tree.c" ] && [ -f "$QEMU_DIR/seed-id.patch" ] &&
-        command -v patch >/dev/null && command -v objcopy >/dev/null || return 0
+    local missing= cmd
+    [ -f "$QEMU_DIR/util/iova-tree.c" ] || missing="$QEMU_DIR/util/iova-tree.c"
+    [ -n "$missing" ] || [ -f "$QEMU_DIR/seed-id.patch" ] || missing="$QEMU_DIR/seed-id.patch"
+    for cmd in patch objcopy; do
+        [ -n "$missing" ] || command -v "$cmd" >/dev/null || missing="the $cmd command"
+    done
+    if [ -n "$missing" ]; then
+        # Said, not silent: a bench without the column must not pass for one with it.
+        echo "build-tools: iova-bench without QEMU's column: no $missing (IOVA_QEMU_DIR)" >&2
+        return 0
+    fi
     local obj=$OUT/qemu-iova-tree.o tmp
     if [ ! -f "$obj" ] || [ -n "$(find "$QEMU_DIR" "${BASH_SOURCE[0]}" -newer "$obj" \
         -print -quit)" ]; then
