@@ -632,9 +632,24 @@ int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed)
      * in IOVA order, so each one after the first has a hole just below it (the range the one
      * before freed, or the gap between the two) and grows it: one element is all they need.
      * (Reserving one a map mapped 32 bytes a map more to remove them, 32 MB for 1M maps.)
+     * That holds only while the space between them is holes and their ranges go to the
+     * holes: a pending range there (iova-holes.h), or one of them kept pending, leaves the
+     * next with no hole below it, and its give would need an element of its own.  So with
+     * several maps to remove, the pending ranges go back first if one lies in the range
+     * (before anything changes: should memory run out, nothing is removed), and none of
+     * theirs waits.
      */
+    bool holes_several = tree->holes_on && count > 1;
+    bool by_insert = tree->holes.pending.by_insert;
+    if (holes_several && iova_holes_pending_touch(&tree->holes, first, last) &&
+        iova_holes_flush(&tree->holes) != IOVA_OK) {
+        return IOVA_ERR_OOM;
+    }
     if (iova_tree_reserve(tree, 1) < 0) {
         return IOVA_ERR_OOM;
+    }
+    if (holes_several) {
+        iova_holes_taken_by(&tree->holes, false); /* their ranges go to the holes */
     }
     /*
      * The node found first is the lowest overlap; after a removal the tree may have moved
@@ -644,6 +659,9 @@ int iova_tree_remove_checked(IOVATree *tree, DMAMap map, size_t *removed)
     while (hit) {
         tree_unstore(tree, hit);
         hit = ++*removed < count ? lowest_overlap(tree, first, last) : NULL;
+    }
+    if (holes_several) {
+        iova_holes_taken_by(&tree->holes, by_insert);
     }
     return IOVA_OK;
 }
