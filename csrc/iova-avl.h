@@ -237,6 +237,26 @@ AVL_INLINE bool avl_update(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
     return avl_update_at(arena, ops, n, avl_elem(arena, ops, n));
 }
 
+/*
+ * As avl_update_at() where only the best link may have changed, with the second summary too
+ * when @with_sum: the height is right already (set while it grew, else as it was).  Fewer
+ * loads than a full recompute, and no key16 of @n's own unless @with_sum.
+ */
+AVL_INLINE void avl_update_best(const IOVAArena *arena, const AvlOps *ops, IOVARef n, char *e,
+                                bool with_sum)
+{
+    if (with_sum) {
+        avl_update_at(arena, ops, n, e);
+        return;
+    }
+    IOVARef *l = avl_links_of(ops, e);
+    IOVARef best = n;
+    const char *best_e = e;
+    avl_fold_best(arena, ops, avl_child(arena, ops, l[AVL_LEFT]), &best, &best_e);
+    avl_fold_best(arena, ops, avl_child(arena, ops, l[AVL_RIGHT]), &best, &best_e);
+    l[AVL_BEST] = best;
+}
+
 /* Turn @n's child on side @dir into the subtree's root; returns the new root. */
 AVL_INLINE IOVARef avl_rotate(const IOVAArena *arena, const AvlOps *ops, IOVARef n, int dir)
 {
@@ -469,24 +489,30 @@ AVL_INLINE bool avl_fold_in(const IOVAArena *arena, const AvlOps *ops, char *pe,
  * One level of an insert's way up while the heights grow: @p (at @pe), whose child on side
  * @dir grew to height *@grown, the subtree having gained @n (at @ne, key16 @key).  When @p
  * leans two levels it is rotated (avl_insert_rebalance(), which restores its old height:
- * *@growing becomes false) and the subtree's new root is returned; otherwise its height is
- * set, *@grown and *@growing say what it is and whether it grew, and IOVA_REF_NONE is
- * returned.
+ * *@growing becomes false) and the subtree's new root is returned; otherwise *@growing says
+ * whether it grew (then by one, to *@grown, its height set) and IOVA_REF_NONE is returned.
  */
 AVL_INLINE IOVARef avl_grow_level(const IOVAArena *arena, const AvlOps *ops, IOVARef p,
                                   char *pe, int dir, IOVARef n, const char *ne, uint16_t key,
                                   int *grown, bool *growing)
 {
+    /*
+     * The child was at most one lower than @p before it grew, so it is now at most as high
+     * as @p: lower, and @p stays as it was, with no sibling to read; as high, and the
+     * sibling says whether @p grows by one or leans two levels.
+     */
+    uint8_t *hp = avl_height_of(ops, pe);
+    if (*grown < *hp) {
+        *growing = false;
+        return IOVA_REF_NONE;
+    }
     int sibling = avl_height(arena, ops, avl_links_of(ops, pe)[!dir]);
     if (*grown - sibling > 1) {
         *growing = false;
         return avl_insert_rebalance(arena, ops, p, pe, n, ne, key);
     }
-    uint8_t *hp = avl_height_of(ops, pe);
-    uint8_t height = (uint8_t)(1 + (*grown > sibling ? *grown : sibling));
-    *growing = *hp != height;
-    *hp = height;
-    *grown = height;
+    *hp = (uint8_t)(*grown + 1);
+    *grown += 1;
     return IOVA_REF_NONE;
 }
 
@@ -751,7 +777,11 @@ AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
  * and above, a subtree gained @n but x's change reaches its summary only where x was its
  * best or gave @old_key (avl_lost_summary()); elsewhere the best stays, since it beat x
  * and x beat @n, and so does the second summary.  Where x's change does reach, the summary
- * is recomputed from the children, which the walk has brought up to date below.
+ * is recomputed from the children, which the walk has brought up to date below.  The
+ * second summary is not reached at all when x's new key16 or @n's is still @old_key (a
+ * split off a hole mostly leaves the hole's most aligned address to one of its two parts):
+ * every subtree above x holds both, so one of its elements still gives @old_key and none
+ * gives better.  Then only the ancestors x was the best of are recomputed.
  *
  * Returns: the new root.
  */
@@ -762,18 +792,46 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
     char *ne = avl_elem(arena, ops, n);
     uint16_t key = avl_link_leaf(arena, ops, n, ne, path);
     IOVARef x = path->node[at];
+    /* whether x or @n still gives @old_key, which no subtree above x can then lose */
+    bool key_lost = ops->key16 &&
+                    avl_fold16(ops, ops->key16(avl_elem(arena, ops, x)), key) != old_key;
 
     bool growing = true;
     int grown = 1; /* the height of the child on the path: at first, the new leaf */
-    for (int i = path->depth - 1; i >= 0; i--) {
+    int i = path->depth - 1;
+    /* Below x, as after any insert (avl_insert_retrace()), up to the first level unchanged. */
+    for (; i > at; i--) {
         IOVARef p = path->node[i];
         char *pe = avl_elem(arena, ops, p);
-        bool holds_x = i <= at;
-        bool reached = holds_x && avl_lost_summary(ops, pe, x, old_key);
-        if (holds_x && !growing && !reached) {
+        bool changed = false;
+        if (growing) {
+            IOVARef sub = avl_grow_level(arena, ops, p, pe, path->dir[i], n, ne, key, &grown,
+                                         &growing);
+            if (sub != IOVA_REF_NONE) {
+                root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
+                continue;
+            }
+            changed = growing;
+        }
+        changed |= avl_fold_in(arena, ops, pe, n, ne, key);
+        if (!changed) {
+            i = at; /* the subtrees up to x are as they were: on to x */
+            break;
+        }
+    }
+    /*
+     * x and above: @n changes no summary here (see above), x's change only those it reaches;
+     * the heights, while they grow.  The tests are joined with & and |: each level is one
+     * branch on whether anything is left to do.
+     */
+    for (; i >= 0; i--) {
+        IOVARef p = path->node[i];
+        char *pe = avl_elem(arena, ops, p);
+        bool reached = (avl_links_of(ops, pe)[AVL_BEST] == x) |
+                       (key_lost & (avl_sum16_of(ops, pe) == old_key));
+        if (!(growing | reached)) {
             break; /* nothing above can change either */
         }
-        bool changed = false;
         if (growing) {
             IOVARef sub = avl_grow_level(arena, ops, p, pe, path->dir[i], n, ne, key, &grown,
                                          &growing);
@@ -784,18 +842,9 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
                 root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
                 continue;
             }
-            changed = growing;
         }
         if (reached) {
-            avl_update_at(arena, ops, p, pe);
-            continue;
-        }
-        if (holds_x) {
-            continue; /* @n cannot change this summary (see above) */
-        }
-        changed |= avl_fold_in(arena, ops, pe, n, ne, key);
-        if (!changed) {
-            i = at + 1; /* the subtrees up to x are as they were: on to x */
+            avl_update_best(arena, ops, p, pe, key_lost);
         }
     }
     return root;

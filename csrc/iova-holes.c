@@ -88,21 +88,25 @@ static IOVARef hole_search_last(const IOVAHoleSearch *s, int dir, int *at)
 }
 
 /*
- * Link @spare, the part split off the hole at the end of @path on side @side (AVL_RIGHT: the
+ * Link @spare, the part split off the hole at @path->node[@at] on side @side (AVL_RIGHT: the
  * part above it), in that hole's neighbour slot on that side: one step to @side, then to the
- * other side to the end.  The hole has shrunk already, its key16 having been @old_cap: one
- * walk back up refreshes what its shrinking and the new part change (avl_insert_worse()).
+ * other side to the end.  With @tail, @path goes on past the hole to its neighbour slot on
+ * the right already (a take's floor search: see hole_take_at()), and that side needs no walk.
+ * The hole has shrunk already, its key16 having been @old_cap: one walk back up refreshes
+ * what its shrinking and the new part change (avl_insert_worse()).
  */
-static void hole_link_beside(IOVAHoles *holes, IOVARef spare, AvlPath *path, int side,
-                             uint16_t old_cap)
+static void hole_link_beside(IOVAHoles *holes, IOVARef spare, AvlPath *path, int at, int side,
+                             bool tail, uint16_t old_cap)
 {
     const IOVAArena *arena = &holes->arena;
-    int at = path->depth - 1;
-    path->dir[at] = (AvlDir)side;
-    for (IOVARef n = hole_at(arena, path->node[at])->link[side];
-         n != IOVA_REF_NONE; n = hole_at(arena, n)->link[!side]) {
-        path->node[path->depth] = n;
-        path->dir[path->depth++] = (AvlDir)!side;
+    if (!tail || side != AVL_RIGHT) {
+        path->depth = at + 1;
+        path->dir[at] = (AvlDir)side;
+        for (IOVARef n = hole_at(arena, path->node[at])->link[side];
+             n != IOVA_REF_NONE; n = hole_at(arena, n)->link[!side]) {
+            path->node[path->depth] = n;
+            path->dir[path->depth++] = (AvlDir)!side;
+        }
     }
     holes->root = avl_insert_worse(arena, &hole_ops, holes->root, spare, path, at, old_cap);
 }
@@ -205,12 +209,16 @@ void iova_holes_destroy(IOVAHoles *holes)
  * A hole that only shrinks or grows keeps its place in the order (holes are disjoint), so it
  * is changed where it stands and only the summaries on its path are recomputed: a map
  * inserted inside a hole costs one descent and at most one AVL insert (when it splits the
- * hole in two), instead of an unlink and two inserts.  @path ends at the hole, which holds
- * [first, last].
+ * hole in two), instead of an unlink and two inserts.  @path->node[@at] is the hole, which
+ * holds [first, last].  With @tail, the path goes on past it as far as the floor search of
+ * @first went: one step right, then left to the end, which is the way to the hole's
+ * neighbour slot above it (every hole of its right subtree starts above @first); without,
+ * it ends at the hole.
  */
-static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr last)
+static int hole_take_at(IOVAHoles *holes, AvlPath *path, int at, bool tail, hwaddr first,
+                        hwaddr last)
 {
-    IOVARef ref = path->node[path->depth - 1];
+    IOVARef ref = path->node[at];
     IOVAHole *h = hole_at(&holes->arena, ref);
     bool keep_below = first > h->first;
     bool keep_above = last < h->last;
@@ -239,8 +247,11 @@ static int hole_take_at(IOVAHoles *holes, AvlPath *path, hwaddr first, hwaddr la
             part->last = first - 1;
             h->first = last + 1;
         }
-        hole_link_beside(holes, spare, path, side, old_cap);
-    } else if (keep_below) {
+        hole_link_beside(holes, spare, path, at, side, tail, old_cap);
+        return IOVA_OK;
+    }
+    path->depth = at + 1;
+    if (keep_below) {
         h->last = first - 1;
         avl_refresh_worse(&holes->arena, &hole_ops, path->node, path->depth, old_cap);
     } else if (keep_above) {
@@ -268,13 +279,13 @@ int iova_holes_take_found(IOVAHoles *holes, IOVAHoleSearch *s, hwaddr first, hwa
     if (floor == IOVA_REF_NONE || hole_at(&holes->arena, floor)->last < last) {
         return IOVA_ERR_OVERLAP;
     }
-    s->path.depth = at + 1;
-    return hole_take_at(holes, &s->path, first, last);
+    return hole_take_at(holes, &s->path, at, true, first, last);
 }
 
 int iova_holes_take_fit(IOVAHoles *holes, IOVAHoleFit *fit, hwaddr size)
 {
-    return hole_take_at(holes, &fit->path, fit->iova, fit->iova + size);
+    return hole_take_at(holes, &fit->path, fit->path.depth - 1, false, fit->iova,
+                        fit->iova + size);
 }
 
 /*

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iova_native import MAX_U64, DMAMap, IOVAError, OverlapError, Perm, differential
+from iova_native import MAX_U64, DMAMap, IOVAError, NoSpaceError, OverlapError, Perm, differential
 
 try:
     importlib.import_module("iova_native.native")
@@ -167,3 +167,31 @@ def test_overlap_error_names_the_lowest_map_hit_when_the_holes_answer_the_overla
             vhost.map_alloc_gpa(0x20FFF, 0x11000)
         assert caught.value.existing == first
         vhost.check()
+
+
+@pytest.mark.parametrize("offset", [0, 0x10000, -0xFF000, 0xFF000],
+                         ids=["through it", "beside it", "the hole's low end", "its high end"])
+def test_a_split_through_the_only_aligned_address_lowers_the_subtrees_alignment(
+        offset: int) -> None:
+    """A map inserted inside a hole splits it, and the walk up skips the hole tree's
+    alignment summary (each subtree's largest k such that one of its holes holds a multiple
+    of 2**k) where one of the two parts still holds the hole's most aligned address.  Here
+    the map covers that address (offset 0: the hole's only multiple of 2**22, where every
+    other hole but the two outer ones holds one of 2**19 at most), so the summaries above it
+    must drop: ``check()`` recomputes them, and an alloc aligned to 2**22 must not pick it.
+    Beside it the split leaves the address free; at the hole's ends the map only shrinks it."""
+    from iova_native import native
+
+    step = 1 << 20
+    tree = native.IOVATree(DMAMap(step * i, 0, 0xFFF) for i in range(1, 65) if i != 36)
+    tree.check()
+    tree.insert(DMAMap(step * 36 + offset, 0, 0xFFF))
+    tree.check()
+    # every other multiple of 2**22 in the range lies in a map
+    if offset == 0:
+        with pytest.raises(NoSpaceError):
+            tree.alloc(0xFFF, iova_begin=step, iova_last=step * 64, align=1 << 22)
+    else:
+        assert tree.alloc(0xFFF, iova_begin=step, iova_last=step * 64,
+                          align=1 << 22).iova == step * 36
+    tree.check()
