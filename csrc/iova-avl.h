@@ -517,6 +517,30 @@ AVL_INLINE IOVARef avl_grow_level(const IOVAArena *arena, const AvlOps *ops, IOV
 }
 
 /*
+ * One level of the walk up after an insert, at @path's level @i: grow or rebalance it while
+ * the subtree below grew, fold the new element @n in.  Returns whether the walk goes on
+ * (a rotation, or something changed at this level); @root follows a rotation at the root.
+ */
+AVL_INLINE bool avl_insert_step(const IOVAArena *arena, const AvlOps *ops, IOVARef *root,
+                                const AvlPath *path, int i, IOVARef n, const char *ne,
+                                uint16_t key, int *grown, bool *growing)
+{
+    IOVARef p = path->node[i];
+    char *pe = avl_elem(arena, ops, p);
+    bool changed = false;
+    if (*growing) {
+        IOVARef sub = avl_grow_level(arena, ops, p, pe, path->dir[i], n, ne, key, grown,
+                                     growing);
+        if (sub != IOVA_REF_NONE) {
+            *root = avl_relink(arena, ops, *root, path->node, path->dir, i, sub);
+            return true;
+        }
+        changed = *growing;
+    }
+    return avl_fold_in(arena, ops, pe, n, ne, key) || changed;
+}
+
+/*
  * The way back up after leaf @n (at @ne) was linked at the end of @path.  Every ancestor's
  * subtree gained exactly @n, so its summary is the old one folded with @n's: one comparison
  * against the stored best instead of recomputing from both children.  Heights are recomputed
@@ -533,20 +557,7 @@ AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops,
     int grown = 1; /* the height of the child on the path: at first, the new leaf */
 
     for (int i = path->depth - 1; i >= 0; i--) {
-        IOVARef p = path->node[i];
-        char *pe = avl_elem(arena, ops, p);
-        bool changed = false;
-        if (growing) {
-            IOVARef sub = avl_grow_level(arena, ops, p, pe, path->dir[i], n, ne, key, &grown,
-                                         &growing);
-            if (sub != IOVA_REF_NONE) {
-                root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
-                continue;
-            }
-            changed = growing;
-        }
-        changed |= avl_fold_in(arena, ops, pe, n, ne, key);
-        if (!changed) {
+        if (!avl_insert_step(arena, ops, &root, path, i, n, ne, key, &grown, &growing)) {
             break;
         }
     }
@@ -801,20 +812,7 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
     int i = path->depth - 1;
     /* Below x, as after any insert (avl_insert_retrace()), up to the first level unchanged. */
     for (; i > at; i--) {
-        IOVARef p = path->node[i];
-        char *pe = avl_elem(arena, ops, p);
-        bool changed = false;
-        if (growing) {
-            IOVARef sub = avl_grow_level(arena, ops, p, pe, path->dir[i], n, ne, key, &grown,
-                                         &growing);
-            if (sub != IOVA_REF_NONE) {
-                root = avl_relink(arena, ops, root, path->node, path->dir, i, sub);
-                continue;
-            }
-            changed = growing;
-        }
-        changed |= avl_fold_in(arena, ops, pe, n, ne, key);
-        if (!changed) {
+        if (!avl_insert_step(arena, ops, &root, path, i, n, ne, key, &grown, &growing)) {
             i = at; /* the subtrees up to x are as they were: on to x */
             break;
         }
