@@ -160,6 +160,16 @@ static bool forward_insert(IOVATree *tree, DMAMap *map)
 }
 
 /*
+ * The answer of an insert of [first, last] that ran out of memory: IOVA_ERR_OVERLAP where a
+ * stored map overlaps the range, as with memory to spare (a caller told to retry an insert
+ * that can never go in would retry forever), else IOVA_ERR_OOM.
+ */
+static int oom_or_overlap(const IOVATree *tree, hwaddr first, hwaddr last)
+{
+    return lowest_overlap(tree, first, last) ? IOVA_ERR_OVERLAP : IOVA_ERR_OOM;
+}
+
+/*
  * Take [first, last] from the holes for entry @ref, finding the entry's place in the reverse
  * trees (@place) meanwhile: the hole tree's descent runs beside the reverse trees', and
  * nothing is linked before the holes have taken the range.  A range the holes refuse may
@@ -207,9 +217,7 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
     }
     IOVARef ref = iova_arena_alloc(&tree->entries);
     if (ref == IOVA_REF_NONE) {
-        /* an overlap is still the answer it always was, out of memory or not */
-        return !tree->holes_on && lowest_overlap(tree, first, first + map->size)
-                   ? IOVA_ERR_OVERLAP : IOVA_ERR_OOM;
+        return oom_or_overlap(tree, first, first + map->size);
     }
     IOVAEntry *e = iova_arena_ptr(&tree->entries, ref);
     e->map = *map; /* the reverse trees' descents compare it */
@@ -234,7 +242,7 @@ static int tree_store(IOVATree *tree, const DMAMap *map, IOVAHoleFit *fit)
     }
     if (rc != IOVA_OK) {
         iova_arena_release(&tree->entries, ref);
-        return rc;
+        return rc == IOVA_ERR_OOM ? oom_or_overlap(tree, first, first + map->size) : rc;
     }
     if (!forward_insert(tree, &e->map)) {
         iova_arena_release(&tree->entries, ref);

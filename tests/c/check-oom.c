@@ -6,7 +6,8 @@
  * without.  Each call on A is made again with the 1st, 2nd, ... allocation of the call failing
  * (or, with "sticky", that one and every one after it) until it makes none that fails.  After
  * a call that answered IOVA_ERR_OOM, A must hold exactly B's maps (nothing changed) and pass
- * check(); once A's call went through, B makes it too and both must answer alike, hold the
+ * check(), and an insert of a map that overlaps a stored one must answer IOVA_ERR_OVERLAP,
+ * memory or not; once A's call went through, B makes it too and both must answer alike, hold the
  * same maps and agree on reverse look-ups.  Linked with -Wl,--wrap for the five (our objects
  * only: GLib keeps its own allocator); built with a small IOVA_ARENA_SHIFT, a new arena block
  * is needed every few elements.
@@ -189,6 +190,11 @@ int main(int argc, char **argv)
                 break; /* no allocation failed, or the call got by without it */
             }
             ooms++;
+            if (c.kind == CALL_INSERT && iova_tree_find(b, &c.map)) {
+                printf("call %ld (insert, allocation %ld failing): IOVA_ERR_OOM for a map that "
+                       "overlaps a stored one\n", k, f);
+                return 1;
+            }
             if (!same_maps(a, b) || removed_a != 0) {
                 printf("call %ld (kind %d, allocation %ld failing): IOVA_ERR_OOM, but the maps "
                        "changed (%zu removed)\n", k, c.kind, f, removed_a);
