@@ -192,29 +192,42 @@ AVL_INLINE char *avl_child(const IOVAArena *arena, const AvlOps *ops, IOVARef c)
     return c == IOVA_REF_NONE ? NULL : avl_elem(arena, ops, c);
 }
 
+/* What avl_update_parts() found changed: bits of its answer. */
+enum { AVL_CHANGED_HEIGHT = 1, AVL_CHANGED_BEST = 2, AVL_CHANGED_SUM = 4 };
+
 /*
- * Recompute the height and summaries of @n (element @e) from its children.  Returns whether
- * any of them changed: the ancestors of an unchanged subtree need nothing.
+ * Recompute the height of @n (element @e) from its children, and of its two summaries the
+ * best link when @best and the second summary when @sum; a summary not asked for keeps its
+ * stored value.  Why parts: after an update, a summary the changed element did not give
+ * still holds (it was the best of a subtree that still has it), and its recompute is the
+ * costly part: the best link's takes a look at each child's best element, one cache line
+ * each.  Returns what changed (AVL_CHANGED_*): the ancestors of an unchanged subtree need
+ * nothing, and those of a subtree whose second summary held need nothing for that summary.
  */
-AVL_INLINE bool avl_update_at(const IOVAArena *arena, const AvlOps *ops, IOVARef n, char *e)
+AVL_INLINE unsigned avl_update_parts(const IOVAArena *arena, const AvlOps *ops, IOVARef n,
+                                     char *e, bool best, bool sum)
 {
     IOVARef *l = avl_links_of(ops, e);
     const char *le = avl_child(arena, ops, l[AVL_LEFT]);
     const char *re = avl_child(arena, ops, l[AVL_RIGHT]);
     int hl = le ? *avl_height_of(ops, le) : 0, hr = re ? *avl_height_of(ops, re) : 0;
     uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
-    IOVARef best = n;
-    const char *best_e = e;
-    avl_fold_best(arena, ops, le, &best, &best_e);
-    avl_fold_best(arena, ops, re, &best, &best_e);
-    uint16_t sum = 0;
-    if (ops->key16) {
-        sum = ops->key16(e);
+    IOVARef best_ref = l[AVL_BEST];
+    if (best) {
+        const char *best_e = e;
+        best_ref = n;
+        avl_fold_best(arena, ops, le, &best_ref, &best_e);
+        avl_fold_best(arena, ops, re, &best_ref, &best_e);
+    }
+    bool with_sum = ops->key16 && sum;
+    uint16_t total = 0;
+    if (with_sum) {
+        total = ops->key16(e);
         if (le) {
-            sum = avl_fold16(ops, sum, avl_sum16_of(ops, le));
+            total = avl_fold16(ops, total, avl_sum16_of(ops, le));
         }
         if (re) {
-            sum = avl_fold16(ops, sum, avl_sum16_of(ops, re));
+            total = avl_fold16(ops, total, avl_sum16_of(ops, re));
         }
     }
     /*
@@ -222,39 +235,29 @@ AVL_INLINE bool avl_update_at(const IOVAArena *arena, const AvlOps *ops, IOVARef
      * alias anything, and any load after it would be made again.
      */
     uint8_t *hp = avl_height_of(ops, e);
-    bool changed = *hp != height || l[AVL_BEST] != best ||
-                   (ops->key16 && avl_sum16_of(ops, e) != sum);
-    l[AVL_BEST] = best;
-    if (ops->key16) {
-        avl_set_sum16_of(ops, e, sum);
+    unsigned changed = (*hp != height ? AVL_CHANGED_HEIGHT : 0u) |
+                       (l[AVL_BEST] != best_ref ? AVL_CHANGED_BEST : 0u) |
+                       (with_sum && avl_sum16_of(ops, e) != total ? AVL_CHANGED_SUM : 0u);
+    l[AVL_BEST] = best_ref;
+    if (with_sum) {
+        avl_set_sum16_of(ops, e, total);
     }
     *hp = height;
     return changed;
 }
 
+/*
+ * Recompute the height and summaries of @n (element @e) from its children.  Returns whether
+ * any of them changed.
+ */
+AVL_INLINE bool avl_update_at(const IOVAArena *arena, const AvlOps *ops, IOVARef n, char *e)
+{
+    return avl_update_parts(arena, ops, n, e, true, true) != 0;
+}
+
 AVL_INLINE bool avl_update(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
 {
     return avl_update_at(arena, ops, n, avl_elem(arena, ops, n));
-}
-
-/*
- * As avl_update_at() where only the best link may have changed, with the second summary too
- * when @with_sum: the height is right already (set while it grew, else as it was).  Fewer
- * loads than a full recompute, and no key16 of @n's own unless @with_sum.
- */
-AVL_INLINE void avl_update_best(const IOVAArena *arena, const AvlOps *ops, IOVARef n, char *e,
-                                bool with_sum)
-{
-    if (with_sum) {
-        avl_update_at(arena, ops, n, e);
-        return;
-    }
-    IOVARef *l = avl_links_of(ops, e);
-    IOVARef best = n;
-    const char *best_e = e;
-    avl_fold_best(arena, ops, avl_child(arena, ops, l[AVL_LEFT]), &best, &best_e);
-    avl_fold_best(arena, ops, avl_child(arena, ops, l[AVL_RIGHT]), &best, &best_e);
-    l[AVL_BEST] = best;
 }
 
 /* Turn @n's child on side @dir into the subtree's root; returns the new root. */
@@ -463,23 +466,42 @@ AVL_INLINE uint16_t avl_link_leaf(const IOVAArena *arena, const AvlOps *ops, IOV
 }
 
 /*
- * Fold element @n (at @ne, key16 @key), new in the subtree of @pe, into that subtree's
- * summary; returns whether it changed.
+ * Which of its two summaries an element that joined a subtree (or grew in place) may still
+ * change, on the walk up from it.  A summary it left as it was at one level stays so at
+ * every level above: each subtree there holds the element that beat it, or gave a second
+ * summary at least as good.  So the walk stops comparing for that summary, and stops at
+ * the first level where neither is open and no height grows.
+ */
+typedef struct AvlOpen {
+    bool best;
+    bool sum;
+} AvlOpen;
+
+/*
+ * Fold element @n (at @ne, key16 @key), new in the subtree of @pe, into the summaries of
+ * that subtree that @open says it may still change, closing those it leaves unchanged;
+ * returns whether any changed.
  */
 AVL_INLINE bool avl_fold_in(const IOVAArena *arena, const AvlOps *ops, char *pe, IOVARef n,
-                            const char *ne, uint16_t key)
+                            const char *ne, uint16_t key, AvlOpen *open)
 {
     IOVARef *l = avl_links_of(ops, pe);
     bool changed = false;
-    if (ops->better(ne, avl_elem(arena, ops, l[AVL_BEST]))) {
-        l[AVL_BEST] = n;
-        changed = true;
+    if (open->best) {
+        if (ops->better(ne, avl_elem(arena, ops, l[AVL_BEST]))) {
+            l[AVL_BEST] = n;
+            changed = true;
+        } else {
+            open->best = false;
+        }
     }
-    if (ops->key16) {
+    if (ops->key16 && open->sum) {
         uint16_t sum = avl_sum16_of(ops, pe), folded = avl_fold16(ops, sum, key);
         if (folded != sum) {
             avl_set_sum16_of(ops, pe, folded);
             changed = true;
+        } else {
+            open->sum = false;
         }
     }
     return changed;
@@ -518,12 +540,13 @@ AVL_INLINE IOVARef avl_grow_level(const IOVAArena *arena, const AvlOps *ops, IOV
 
 /*
  * One level of the walk up after an insert, at @path's level @i: grow or rebalance it while
- * the subtree below grew, fold the new element @n in.  Returns whether the walk goes on
- * (a rotation, or something changed at this level); @root follows a rotation at the root.
+ * the subtree below grew, fold the new element @n into the summaries @open names.  Returns
+ * whether the walk goes on (a rotation, or something changed at this level); @root follows
+ * a rotation at the root.
  */
 AVL_INLINE bool avl_insert_step(const IOVAArena *arena, const AvlOps *ops, IOVARef *root,
                                 const AvlPath *path, int i, IOVARef n, const char *ne,
-                                uint16_t key, int *grown, bool *growing)
+                                uint16_t key, int *grown, bool *growing, AvlOpen *open)
 {
     IOVARef p = path->node[i];
     char *pe = avl_elem(arena, ops, p);
@@ -537,17 +560,18 @@ AVL_INLINE bool avl_insert_step(const IOVAArena *arena, const AvlOps *ops, IOVAR
         }
         changed = *growing;
     }
-    return avl_fold_in(arena, ops, pe, n, ne, key) || changed;
+    return avl_fold_in(arena, ops, pe, n, ne, key, open) || changed;
 }
 
 /*
  * The way back up after leaf @n (at @ne) was linked at the end of @path.  Every ancestor's
  * subtree gained exactly @n, so its summary is the old one folded with @n's: one comparison
- * against the stored best instead of recomputing from both children.  Heights are recomputed
- * only while they grow, and from the sibling's alone: the child on the path is the subtree
- * that just grew, whose height the level below computed.  A rotation restores the subtree's
- * old height (an AVL insert needs at most one), and above it only the summaries can change.
- * The walk stops at the first ancestor where nothing changed: nothing above it can.
+ * against the stored best instead of recomputing from both children, and none once a level
+ * kept its best (AvlOpen).  Heights are recomputed only while they grow, and from the
+ * sibling's alone: the child on the path is the subtree that just grew, whose height the
+ * level below computed.  A rotation restores the subtree's old height (an AVL insert needs
+ * at most one), and above it only the summaries can change.  The walk stops at the first
+ * ancestor where nothing changed: nothing above it can.
  */
 AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
                                       IOVARef n, const char *ne, const AvlPath *path)
@@ -555,9 +579,11 @@ AVL_INLINE IOVARef avl_insert_retrace(const IOVAArena *arena, const AvlOps *ops,
     uint16_t key = ops->key16 ? ops->key16(ne) : 0;
     bool growing = true;
     int grown = 1; /* the height of the child on the path: at first, the new leaf */
+    AvlOpen open = { .best = true, .sum = true };
 
     for (int i = path->depth - 1; i >= 0; i--) {
-        if (!avl_insert_step(arena, ops, &root, path, i, n, ne, key, &grown, &growing)) {
+        if (!avl_insert_step(arena, ops, &root, path, i, n, ne, key, &grown, &growing,
+                             &open)) {
             break;
         }
     }
@@ -604,15 +630,19 @@ AVL_INLINE IOVARef avl_insert(const IOVAArena *arena, const AvlOps *ops, IOVARef
 }
 
 /*
- * Whether the summary of @p, whose subtree lost element @gone, may have changed: only when
- * @gone was its best or gave its minimum (or maximum).  Otherwise the stored summary still
- * holds, whatever else moved below.
+ * Whether @p's best link names @gone, an element that left its subtree or changed in place
+ * for the worse: only then may the best have changed.  Otherwise it still holds, whatever
+ * else moved below.
  */
-AVL_INLINE bool avl_lost_summary(const AvlOps *ops, const char *pe, IOVARef gone,
-                                 uint16_t gone_key)
+AVL_INLINE bool avl_lost_best(const AvlOps *ops, const char *pe, IOVARef gone)
 {
-    return avl_links_of(ops, pe)[AVL_BEST] == gone ||
-           (ops->key16 && avl_sum16_of(ops, pe) == gone_key);
+    return avl_links_of(ops, pe)[AVL_BEST] == gone;
+}
+
+/* The same for the second summary, @gone_key being what @gone gave (before its change). */
+AVL_INLINE bool avl_lost_sum(const AvlOps *ops, const char *pe, uint16_t gone_key)
+{
+    return ops->key16 && avl_sum16_of(ops, pe) == gone_key;
 }
 
 /*
@@ -620,9 +650,10 @@ AVL_INLINE bool avl_lost_summary(const AvlOps *ops, const char *pe, IOVARef gone
  * parent of the node that took the removed element's place; @at is @n's place on it.  Below
  * @at the subtrees lost @moved (the successor that moved up into @at), above it they lost
  * @n, and @at itself is a new node there, recomputed in full.  Elsewhere the heights are
- * recomputed from the children, but the summary only where the lost element was part of it
- * (avl_lost_summary()).  Above @at the walk stops at the first subtree that comes out
- * unchanged.
+ * recomputed from the children, and of the summaries only those the lost element was part
+ * of (avl_lost_best(), avl_lost_sum()): above a level whose second summary came out as it
+ * was, none is recomputed, since some element of that subtree still gives @n's key.  Above
+ * @at the walk stops at the first subtree that comes out unchanged.
  */
 AVL_INLINE IOVARef avl_remove_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
                                       IOVARef *path, const AvlDir *dirs, int depth, int at,
@@ -639,11 +670,15 @@ AVL_INLINE IOVARef avl_remove_retrace(const IOVAArena *arena, const AvlOps *ops,
         int hl = avl_height(arena, ops, l[AVL_LEFT]), hr = avl_height(arena, ops, l[AVL_RIGHT]);
         bool changed;
         IOVARef sub = p;
+        IOVARef gone = i > at ? moved : n;
+        uint16_t gone_key = i > at ? moved_key : n_key;
         if (hl - hr > 1 || hr - hl > 1) {
             sub = avl_rebalance(arena, ops, p, &changed);
-        } else if (i == at || avl_lost_summary(ops, pe, i > at ? moved : n,
-                                                i > at ? moved_key : n_key)) {
+        } else if (i == at) {
             changed = avl_update_at(arena, ops, p, pe);
+        } else if (avl_lost_best(ops, pe, gone) || avl_lost_sum(ops, pe, gone_key)) {
+            changed = avl_update_parts(arena, ops, p, pe, avl_lost_best(ops, pe, gone),
+                                       avl_lost_sum(ops, pe, gone_key)) != 0;
         } else {
             uint8_t *hp = avl_height_of(ops, pe);
             uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
@@ -728,9 +763,11 @@ AVL_INLINE IOVARef avl_remove_at(const IOVAArena *arena, const AvlOps *ops, IOVA
  * before, and its key16 is no better for the summary than @old_key (no lower for a minimum,
  * no higher for a maximum).  Recompute the summaries from it up, with no rotation.
  *
- * An ancestor's summary can change only if the element was its best or gave its summary
- * @old_key; the first ancestor for which neither holds ends the walk, since the element can
- * be neither for any subtree above it either.
+ * An ancestor's best can change only if it names the element, its second summary only if
+ * that is @old_key, and each is recomputed only then.  Each test fails for good once it has
+ * failed at one level: a subtree whose best beats the element has that best in every subtree
+ * above, and one whose second summary beats @old_key (or still equals it after the change)
+ * has the element giving it in every subtree above.  The walk ends where both have failed.
  */
 AVL_INLINE void avl_refresh_worse(const IOVAArena *arena, const AvlOps *ops,
                                   const IOVARef *path, int depth, uint16_t old_key)
@@ -740,21 +777,26 @@ AVL_INLINE void avl_refresh_worse(const IOVAArena *arena, const AvlOps *ops,
         return;
     }
     IOVARef x = path[depth - 1];
-    avl_update(arena, ops, x);
+    unsigned parts = avl_update_parts(arena, ops, x, avl_elem(arena, ops, x), true, true);
+    AvlOpen open = { .best = true, .sum = (parts & AVL_CHANGED_SUM) != 0 };
     for (int i = depth - 2; i >= 0; i--) {
         char *pe = avl_elem(arena, ops, path[i]);
-        if (!avl_lost_summary(ops, pe, x, old_key)) {
+        open.best &= avl_lost_best(ops, pe, x);
+        open.sum &= avl_lost_sum(ops, pe, old_key);
+        if (!(open.best | open.sum)) {
             break;
         }
-        avl_update_at(arena, ops, path[i], pe);
+        parts = avl_update_parts(arena, ops, path[i], pe, open.best, open.sum);
+        open.sum &= (parts & AVL_CHANGED_SUM) != 0;
     }
 }
 
 /**
  * avl_refresh_better: as avl_refresh_worse(), for an element that changed only for the
- * better (a hole grew).  Each ancestor folds the element into its summary, as after an
- * insert; the walk goes on while that changed something or the element is the ancestor's
- * best (a best link that names it stays the same, but the subtrees above may now prefer it).
+ * better (a hole grew).  Each ancestor folds the element into the summaries it may still
+ * change, as after an insert (AvlOpen); the best stays open where it names the element (the
+ * link stays the same, but the subtrees above may now prefer it).  The walk ends where
+ * neither is open.
  */
 AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
                                    const IOVARef *path, int depth)
@@ -767,10 +809,13 @@ AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
     char *xe = avl_elem(arena, ops, x);
     avl_update_at(arena, ops, x, xe);
     uint16_t key = ops->key16 ? ops->key16(xe) : 0;
+    AvlOpen open = { .best = true, .sum = true };
     for (int i = depth - 2; i >= 0; i--) {
         char *pe = avl_elem(arena, ops, path[i]);
         bool named = avl_links_of(ops, pe)[AVL_BEST] == x;
-        if (!avl_fold_in(arena, ops, pe, x, xe, key) && !named) {
+        avl_fold_in(arena, ops, pe, x, xe, key, &open);
+        open.best |= named;
+        if (!(open.best | open.sum)) {
             return;
         }
     }
@@ -786,9 +831,10 @@ AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
  *
  * Why it can: below x the subtrees gained @n and nothing else, as after any insert.  At x
  * and above, a subtree gained @n but x's change reaches its summary only where x was its
- * best or gave @old_key (avl_lost_summary()); elsewhere the best stays, since it beat x
- * and x beat @n, and so does the second summary.  Where x's change does reach, the summary
- * is recomputed from the children, which the walk has brought up to date below.  The
+ * best or gave @old_key (avl_lost_best(), avl_lost_sum()); elsewhere the best stays, since
+ * it beat x and x beat @n, and so does the second summary.  Where x's change does reach a
+ * summary, that one is recomputed from the children, which the walk has brought up to date
+ * below.  The
  * second summary is not reached at all when x's new key16 or @n's is still @old_key (a
  * split off a hole mostly leaves the hole's most aligned address to one of its two parts):
  * every subtree above x holds both, so one of its elements still gives @old_key and none
@@ -803,30 +849,37 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
     char *ne = avl_elem(arena, ops, n);
     uint16_t key = avl_link_leaf(arena, ops, n, ne, path);
     IOVARef x = path->node[at];
-    /* whether x or @n still gives @old_key, which no subtree above x can then lose */
-    bool key_lost = ops->key16 &&
+    /*
+     * Whether a subtree above x may lose @old_key: not when x or @n still gives it, nor above
+     * a level whose second summary beats it or comes out as it was (see avl_refresh_worse()).
+     */
+    bool sum_open = ops->key16 &&
                     avl_fold16(ops, ops->key16(avl_elem(arena, ops, x)), key) != old_key;
 
     bool growing = true;
     int grown = 1; /* the height of the child on the path: at first, the new leaf */
     int i = path->depth - 1;
+    AvlOpen open = { .best = true, .sum = true };
     /* Below x, as after any insert (avl_insert_retrace()), up to the first level unchanged. */
     for (; i > at; i--) {
-        if (!avl_insert_step(arena, ops, &root, path, i, n, ne, key, &grown, &growing)) {
+        if (!avl_insert_step(arena, ops, &root, path, i, n, ne, key, &grown, &growing,
+                             &open)) {
             i = at; /* the subtrees up to x are as they were: on to x */
             break;
         }
     }
     /*
-     * x and above: @n changes no summary here (see above), x's change only those it reaches;
-     * the heights, while they grow.  The tests are joined with & and |: each level is one
-     * branch on whether anything is left to do.
+     * x and above: @n changes no summary here (see above), x's change only those it reaches,
+     * and only the parts it reaches are recomputed; the heights, while they grow.  The tests
+     * are joined with & and |: each level is one branch on whether anything is left to do.
      */
+    bool best_open = true;
     for (; i >= 0; i--) {
         IOVARef p = path->node[i];
         char *pe = avl_elem(arena, ops, p);
-        bool reached = (avl_links_of(ops, pe)[AVL_BEST] == x) |
-                       (key_lost & (avl_sum16_of(ops, pe) == old_key));
+        best_open &= avl_lost_best(ops, pe, x);
+        sum_open &= avl_lost_sum(ops, pe, old_key);
+        bool reached = best_open | sum_open;
         if (!(growing | reached)) {
             break; /* nothing above can change either */
         }
@@ -842,7 +895,8 @@ AVL_INLINE IOVARef avl_insert_worse(const IOVAArena *arena, const AvlOps *ops, I
             }
         }
         if (reached) {
-            avl_update_best(arena, ops, p, pe, key_lost);
+            unsigned parts = avl_update_parts(arena, ops, p, pe, best_open, sum_open);
+            sum_open &= (parts & AVL_CHANGED_SUM) != 0;
         }
     }
     return root;

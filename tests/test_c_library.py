@@ -265,6 +265,22 @@ def test_every_invariant_holds_after_every_call_of_a_random_churn(
 
 
 @pytest.mark.parametrize("holes", [False, True], ids=["holes at the first alloc", "holes kept"])
+def test_every_invariant_holds_when_each_call_changes_what_gives_the_summaries(
+        tmp_path: Path, project_library: Path, holes: bool) -> None:
+    """tests/c/check-extremes.c: on a tree of 3,000 maps, allocations from the hole at 0 (the
+    only one of alignment 64) and from the top of the longest hole, maps reaching furthest in
+    the translated space and a map at IOVA 0, each taken out again newest first: every call
+    changes the element that gives a summary to each subtree on its way to the root, so the
+    walks up run long, and one that stops a level too soon (or recomputes the wrong summary)
+    leaves a stale one that check(), after every call, finds."""
+    binary = build_on_project(tmp_path, "check-extremes", [C_TESTS / "check-extremes.c"],
+                              project_library, [])
+    for seed in range(1, 3):
+        out = run(binary, "3000", str(seed), *(["holes"] if holes else []))
+        assert out.startswith("ok ") and int(out.split()[1]) > 2500, out
+
+
+@pytest.mark.parametrize("holes", [False, True], ids=["holes at the first alloc", "holes kept"])
 def test_every_answer_matches_a_brute_force_model_at_the_edges_of_the_space(
         tmp_path: Path, project_library: Path, holes: bool) -> None:
     """tests/c/check-model.c: maps at 0 and ending at 2**64-1, sizes up to 2**64-1, ids that
