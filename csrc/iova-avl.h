@@ -566,8 +566,8 @@ AVL_INLINE bool avl_insert_step(const IOVAArena *arena, const AvlOps *ops, IOVAR
 /*
  * The way back up after leaf @n (at @ne) was linked at the end of @path.  Every ancestor's
  * subtree gained exactly @n, so its summary is the old one folded with @n's: one comparison
- * against the stored best instead of recomputing from both children, and none once a level
- * kept its best (AvlOpen).  Heights are recomputed only while they grow, and from the
+ * against the stored best instead of recomputing from both children, and for each summary
+ * none once a level kept it (AvlOpen).  Heights are recomputed only while they grow, and from the
  * sibling's alone: the child on the path is the subtree that just grew, whose height the
  * level below computed.  A rotation restores the subtree's old height (an AVL insert needs
  * at most one), and above it only the summaries can change.  The walk stops at the first
@@ -650,10 +650,9 @@ AVL_INLINE bool avl_lost_sum(const AvlOps *ops, const char *pe, uint16_t gone_ke
  * parent of the node that took the removed element's place; @at is @n's place on it.  Below
  * @at the subtrees lost @moved (the successor that moved up into @at), above it they lost
  * @n, and @at itself is a new node there, recomputed in full.  Elsewhere the heights are
- * recomputed from the children, and of the summaries only those the lost element was part
- * of (avl_lost_best(), avl_lost_sum()): above a level whose second summary came out as it
- * was, none is recomputed, since some element of that subtree still gives @n's key.  Above
- * @at the walk stops at the first subtree that comes out unchanged.
+ * recomputed from the children, and of the summaries only those the lost element (@moved
+ * below @at, @n above) was part of (avl_lost_best(), avl_lost_sum()), each tested at each
+ * level.  Above @at the walk stops at the first subtree that comes out unchanged.
  */
 AVL_INLINE IOVARef avl_remove_retrace(const IOVAArena *arena, const AvlOps *ops, IOVARef root,
                                       IOVARef *path, const AvlDir *dirs, int depth, int at,
