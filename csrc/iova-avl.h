@@ -260,6 +260,16 @@ AVL_INLINE bool avl_update(const IOVAArena *arena, const AvlOps *ops, IOVARef n)
     return avl_update_at(arena, ops, n, avl_elem(arena, ops, n));
 }
 
+/* Set @n's height (element @e) from its children's, @hl and @hr; returns whether it changed. */
+AVL_INLINE bool avl_set_height(const AvlOps *ops, char *e, int hl, int hr)
+{
+    uint8_t *hp = avl_height_of(ops, e);
+    uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
+    bool changed = *hp != height;
+    *hp = height;
+    return changed;
+}
+
 /* Turn @n's child on side @dir into the subtree's root; returns the new root. */
 AVL_INLINE IOVARef avl_rotate(const IOVAArena *arena, const AvlOps *ops, IOVARef n, int dir)
 {
@@ -567,9 +577,9 @@ AVL_INLINE bool avl_insert_step(const IOVAArena *arena, const AvlOps *ops, IOVAR
  * The way back up after leaf @n (at @ne) was linked at the end of @path.  Every ancestor's
  * subtree gained exactly @n, so its summary is the old one folded with @n's: one comparison
  * against the stored best instead of recomputing from both children, and for each summary
- * none once a level kept it (AvlOpen).  Heights are recomputed only while they grow, and from the
- * sibling's alone: the child on the path is the subtree that just grew, whose height the
- * level below computed.  A rotation restores the subtree's old height (an AVL insert needs
+ * none once a level kept it (AvlOpen).  Heights are recomputed only while they grow, and
+ * from the sibling's alone: the child on the path is the subtree that just grew, whose
+ * height the level below computed.  A rotation restores the subtree's old height (an AVL insert needs
  * at most one), and above it only the summaries can change.  The walk stops at the first
  * ancestor where nothing changed: nothing above it can.
  */
@@ -669,20 +679,17 @@ AVL_INLINE IOVARef avl_remove_retrace(const IOVAArena *arena, const AvlOps *ops,
         int hl = avl_height(arena, ops, l[AVL_LEFT]), hr = avl_height(arena, ops, l[AVL_RIGHT]);
         bool changed;
         IOVARef sub = p;
-        IOVARef gone = i > at ? moved : n;
-        uint16_t gone_key = i > at ? moved_key : n_key;
         if (hl - hr > 1 || hr - hl > 1) {
             sub = avl_rebalance(arena, ops, p, &changed);
         } else if (i == at) {
             changed = avl_update_at(arena, ops, p, pe);
-        } else if (avl_lost_best(ops, pe, gone) || avl_lost_sum(ops, pe, gone_key)) {
-            changed = avl_update_parts(arena, ops, p, pe, avl_lost_best(ops, pe, gone),
-                                       avl_lost_sum(ops, pe, gone_key)) != 0;
         } else {
-            uint8_t *hp = avl_height_of(ops, pe);
-            uint8_t height = (uint8_t)(1 + (hl > hr ? hl : hr));
-            changed = *hp != height;
-            *hp = height;
+            bool lost_best = avl_lost_best(ops, pe, i > at ? moved : n);
+            bool lost_sum = avl_lost_sum(ops, pe, i > at ? moved_key : n_key);
+            /* lost neither: only the height can have changed */
+            changed = lost_best || lost_sum
+                          ? avl_update_parts(arena, ops, p, pe, lost_best, lost_sum) != 0
+                          : avl_set_height(ops, pe, hl, hr);
         }
         if (sub != p) {
             root = avl_relink(arena, ops, root, path, dirs, i, sub);
@@ -833,11 +840,10 @@ AVL_INLINE void avl_refresh_better(const IOVAArena *arena, const AvlOps *ops,
  * best or gave @old_key (avl_lost_best(), avl_lost_sum()); elsewhere the best stays, since
  * it beat x and x beat @n, and so does the second summary.  Where x's change does reach a
  * summary, that one is recomputed from the children, which the walk has brought up to date
- * below.  The
- * second summary is not reached at all when x's new key16 or @n's is still @old_key (a
- * split off a hole mostly leaves the hole's most aligned address to one of its two parts):
- * every subtree above x holds both, so one of its elements still gives @old_key and none
- * gives better.  Then only the ancestors x was the best of are recomputed.
+ * below.  The second summary is not reached at all when x's new key16 or @n's is still
+ * @old_key (a split off a hole mostly leaves the hole's most aligned address to one of its
+ * two parts): every subtree above x holds both, so one of its elements still gives @old_key
+ * and none gives better.  Then only the ancestors x was the best of are recomputed.
  *
  * Returns: the new root.
  */
