@@ -50,9 +50,21 @@ _Static_assert(sizeof(IOVAEntry) == 64, "an entry is one cache line");
 _Static_assert(offsetof(IOVAEntry, map) == 0 && offsetof(IOVAEntry, h_addr) == sizeof(DMAMap),
                "the map is first, and the bookkeeping lies outside it");
 
+/*
+ * The id tree waits for a second id.  While every stored map has the same id (a tree whose
+ * maps all keep id 0, as every map of QEMU's callers without the seed patch and of the
+ * vIOMMUs does), the id tree would hold the maps in the reverse tree's order, with the same
+ * heights and best links: it is not kept then (its root stays IOVA_REF_NONE), and a look-up
+ * in that id's group walks the reverse tree, one in another id's group finds nothing.  The
+ * first map stored with another id gives the id tree the reverse tree's shape, a copy of
+ * each entry's links (O(n) once, nothing allocated); from then on both trees are kept, until
+ * the tree is empty again.
+ */
 typedef struct IOVAReverse {
     IOVARef by_addr_root;
-    IOVARef by_id_root;
+    IOVARef by_id_root; /* IOVA_REF_NONE while !ids_differ */
+    bool ids_differ;    /* the id tree is kept: two maps stored had different ids */
+    uint64_t one_id;    /* while !ids_differ and a map is stored: the id every map has */
 } IOVAReverse;
 
 /* The ways down both trees to a new entry's place (iova_reverse_place()). */
@@ -60,6 +72,11 @@ typedef struct IOVAReversePlace {
     AvlPath addr;
     AvlPath id;
 } IOVAReversePlace;
+
+/**
+ * iova_reverse_init: make @rev two empty trees (the id tree not kept).
+ */
+void iova_reverse_init(IOVAReverse *rev);
 
 /**
  * iova_reverse_place: the first half of linking entry @ref into both trees: find where it
@@ -152,14 +169,16 @@ void iova_reverse_sweep_init(IOVAReverseSweep *sweep, const IOVAReverse *rev,
 IOVARef iova_reverse_sweep_find(IOVAReverseSweep *sweep, hwaddr addr);
 
 /**
- * iova_reverse_check: verify both trees and that each links exactly @expected entries.
+ * iova_reverse_check: verify both trees and that each links exactly @expected entries; while
+ * the id tree is not kept, that it has no root and that every map has the one id instead.
  * Returns 0, or -1 with a message in @err.
  */
 int iova_reverse_check(const IOVAReverse *rev, const IOVAArena *arena, size_t expected,
                        char *err, size_t errlen);
 
 /**
- * iova_reverse_contains: whether entry @ref is linked in both trees (found by its keys).
+ * iova_reverse_contains: whether entry @ref is linked in both trees (found by its keys); in
+ * the reverse tree alone while the id tree is not kept.
  */
 bool iova_reverse_contains(const IOVAReverse *rev, const IOVAArena *arena, IOVARef ref);
 

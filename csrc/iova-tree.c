@@ -96,6 +96,7 @@ static IOVATree *tree_new(gboolean by_translated)
     tree->by_translated = by_translated;
     tree->tree = new_gtree(tree);
     iova_arena_init(&tree->entries, sizeof(IOVAEntry));
+    iova_reverse_init(&tree->reverse);
     return tree;
 }
 
@@ -814,7 +815,7 @@ void iova_tree_clear(IOVATree *tree)
     g_tree_destroy(tree->tree);
     tree->tree = new_gtree(tree);
     iova_arena_reset(&tree->entries);
-    tree->reverse.by_addr_root = tree->reverse.by_id_root = IOVA_REF_NONE;
+    iova_reverse_init(&tree->reverse);
     if (tree->holes_on) {
         iova_holes_destroy(&tree->holes);
         tree->holes_on = FALSE; /* the next alloc starts them again, from an empty tree */

@@ -285,7 +285,8 @@ def test_every_answer_matches_a_brute_force_model_at_the_edges_of_the_space(
         tmp_path: Path, project_library: Path, holes: bool) -> None:
     """tests/c/check-model.c: maps at 0 and ending at 2**64-1, sizes up to 2**64-1, ids that
     differ only in high bits, many maps aliasing one translated range, removals reaching the
-    top, allocations with every alignment and both policies, a tree emptied and refilled: each
+    top, allocations with every alignment and both policies, a tree emptied and refilled, runs
+    that store maps of one id only (no id tree kept, then the reverse tree copied into it): each
     return code, overlapped map, removal count, allocated IOVA and look-up held to an array of
     the maps, and check() after every call, on a small tree and on one of a few thousand."""
     small = build_on_project(tmp_path, "check-model", [C_TESTS / "check-model.c"],

@@ -195,3 +195,75 @@ def test_a_split_through_the_only_aligned_address_lowers_the_subtrees_alignment(
         assert tree.alloc(0xFFF, iova_begin=step, iova_last=step * 64,
                           align=1 << 22).iova == step * 36
     tree.check()
+
+
+def test_the_id_tree_waits_for_a_second_id_and_answers_as_the_reference() -> None:
+    """While every stored map has one id the core keeps no id tree (iova-reverse.h): a look-up
+    with that id walks the reverse tree, one with another id finds nothing.  The first map of
+    another id copies the reverse tree's shape into the id tree (here at 3,000 maps, then
+    again at every refill), and an emptied tree waits again.  Every kind of look-up with an
+    id, native against the reference, in each state; ``check()`` verifies the state."""
+    import random
+
+    from iova_native import native, reference
+
+    rng = random.Random(17)
+    trees = [native.IOVATree(), reference.IOVATree()]
+    translated = [rng.randrange(64) * 0x800 for _ in range(16)]  # aliases: 16 ranges shared
+
+    def answer(tree: Any, call: str, *args: Any) -> Any:
+        try:
+            return getattr(tree, call)(*args)
+        except IOVAError as exc:  # translate() over a gap: both sides alike
+            return type(exc), getattr(exc, "address", None)
+
+    def same(call: str, *args: Any) -> None:
+        answers = [answer(t, call, *args) for t in trees]
+        assert answers[0] == answers[1], (call, args, answers)
+
+    def compare(ids: tuple[int, ...]) -> None:
+        for t in trees:
+            t.check()
+        same("__eq__", trees[1])
+        for _ in range(300):
+            taddr, size = rng.choice(translated) + rng.randrange(0x1000), rng.randrange(0x2000)
+            for id_ in (None, *ids):
+                same("find_iova", taddr, size, id_)
+                same("find_iova_all", taddr, size, id_)
+            same("translate", taddr, 0x1800, rng.choice(ids))
+        needles = [rng.choice(translated) + rng.randrange(0x1000) for _ in range(200)]
+        for id_ in ids:
+            same("to_iova_many", needles, id_, 0)
+
+    def fill(count: int, id_: int) -> None:
+        stored = 0
+        while stored < count:
+            m = DMAMap(rng.randrange(1 << 40) << 12, rng.choice(translated), 0xFFF, Perm.RW, id_)
+            outcome = set()
+            for t in trees:
+                try:
+                    t.insert(m)
+                    outcome.add("stored")
+                except OverlapError:
+                    outcome.add("overlap")
+            assert len(outcome) == 1
+            stored += outcome == {"stored"}
+
+    for t in trees:
+        t.alloc(0xFFF)  # the holes, as every Python tree keeps them, beside the reverse trees
+    fill(3000, 0)
+    compare((0, 1, 1 << 63))          # one id: no id tree
+    fill(1, 1 << 63)                  # another id: the reverse tree copied
+    compare((0, 1, 1 << 63))
+    fill(200, 1)
+    compare((0, 1, 1 << 63))
+    for t in trees:                   # emptied by removal, not clear(): the id tree waits again
+        assert t.remove(0, MAX_U64) == 3202
+    fill(500, 5)
+    compare((0, 5))
+    fill(1, 0)
+    compare((0, 5))
+    for t in trees:
+        t.clear()
+    fill(300, MAX_U64)
+    compare((0, MAX_U64))

@@ -1520,10 +1520,11 @@ static uint64_t *distinct_random_pages(uint64_t n)
 /*
  * random: n 4 KiB maps at random page-aligned IOVAs and random HVAs below 2^48, each map with
  * a hole beside it; dense: n 4 KiB maps at IOVAs 0, 4K, 8K, ... (the only hole at the top),
- * HVAs shuffled.  Distinct GPA-like ids.  The layout comes from a fixed seed, so that a
- * memory probe in a child builds the same maps.
+ * HVAs shuffled.  Distinct GPA-like ids, unless @one_id: every map's id 0 (QEMU's callers
+ * without the seed patch, the vIOMMUs), where the project's tree keeps no id tree.  The
+ * layout comes from a fixed seed, so that a memory probe in a child builds the same maps.
  */
-static void vs_layout(VsLayout *l, uint64_t n, bool random_layout)
+static void vs_layout(VsLayout *l, uint64_t n, bool random_layout, bool one_id)
 {
     uint64_t seed = rng_state;
     rng_state = random_layout ? UINT64_C(0x5eed17) : UINT64_C(0xde05e17);
@@ -1561,6 +1562,9 @@ static void vs_layout(VsLayout *l, uint64_t n, bool random_layout)
                                      .size = MAP_SIZE, .id = GPA_BASE + (n + i) * PAGE,
                                      .perm = IOMMU_RW };
         }
+    }
+    for (uint64_t i = 0; one_id && i < n + l->nspares; i++) {
+        (i < n ? &l->maps[i] : &l->spares[i - n])->id = 0;
     }
     uint64_t count = query_count(n);
     l->mask = count - 1;
@@ -1860,16 +1864,20 @@ static void vs_measure(const Options *o, Table *t, int s, const Side *side, void
 
 static void bench_vs_qemu(const Options *o)
 {
-    static Table tables[2] = {
+    static Table tables[3] = {
         { .key = "vs-random", .unit = "ns/op",
           .title = "Random layout: 4 KiB maps at random IOVAs and HVAs below 2^48" },
         { .key = "vs-dense", .unit = "ns/op",
           .title = "Dense layout: 4 KiB maps at IOVAs 0, 4K, 8K, ..., shuffled HVAs" },
+        { .key = "vs-random-one-id", .unit = "ns/op",
+          .title = "Random layout, every map's id 0 (QEMU's callers without the seed patch, "
+                   "the vIOMMUs): the project keeps no id tree" },
     };
-    for (int k = 0; k < 2; k++) {
+    enum { NTABLES = sizeof(tables) / sizeof(tables[0]) };
+    for (int k = 0; k < NTABLES; k++) {
         for (int s = 0; s < o->nsizes; s++) {
             VsLayout l = { 0 };
-            vs_layout(&l, o->sizes[s], k == 0);
+            vs_layout(&l, o->sizes[s], k != 1, k == 2);
             void *ours = vs_build(&side_ours, &l);
 #ifdef IOVA_BENCH_QEMU
             void *qemu = vs_build(&side_qemu, &l);
@@ -1933,7 +1941,7 @@ static void bench_vs_qemu(const Options *o)
         { "find, project / QEMU", "find", "find (QEMU)" },
         { "find_iova, project / QEMU", "find_iova (with id)", "find_iova (with id) (QEMU)" },
     };
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < NTABLES; k++) {
         print_table(&tables[k]);
         if (HAVE_QEMU) {
             print_ratios(&tables[k], ratios, (int)(sizeof(ratios) / sizeof(ratios[0])));
@@ -2135,7 +2143,7 @@ static double mem_build(int kind, uint64_t n)
         vhost_build(&b, n, &bytes);
     } else {
         VsLayout l = { 0 };
-        vs_layout(&l, n, kind == 4 || kind == 6 || kind == 8);
+        vs_layout(&l, n, kind == 4 || kind == 6 || kind == 8, false);
 #ifdef IOVA_BENCH_QEMU
         const Side *side = kind == 6 || kind == 7 ? &side_qemu : &side_ours;
 #else
