@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 from array import array
+from collections.abc import Callable
+from types import ModuleType
 
 import pytest
 
@@ -182,3 +184,36 @@ def test_large_batches_equal_single_lookups_and_report_the_first_miss_in_input_o
     assert err.value.address == next(a for a in iovas if tree.find(a) is None)
     with pytest.raises(InvalidMapError):
         tree.to_iova_many([*hvas, -1])
+
+
+def test_a_translation_gap_is_worded_alike_by_both_backends() -> None:
+    """A TranslationError names the kind of address that fell in a gap, the same way in both
+    backends: the native one said "no map covers address ..." for every kind, where the
+    reference says "translated address", "IOVA" or "GPA"."""
+    from iova_native import Perm, reference
+
+    def calls(module: ModuleType) -> list[Callable[[], object]]:
+        iova_tree, gpa_tree = module.IOVATree(), module.GPATree()
+        vhost = module.VhostIOVATree(0, (1 << 40) - 1)
+        iova_tree.insert(DMAMap(0x10000, 0x1000, 0xFFF, Perm.RW, 0))
+        gpa_tree.insert(DMAMap(0x10000, 0x1000, 0xFFF, Perm.RW, 0))
+        vhost.map_alloc(0xFFF, 0x7000_0000)
+        vhost.map_alloc_gpa(0xFFF, 0x8000)
+        return [
+            lambda: iova_tree.translate(0x1800, 0x1000),
+            lambda: iova_tree.translate(0x1800, 0x100, 7),
+            lambda: iova_tree.to_iova_many([0x1000, 0x5000]),
+            lambda: iova_tree.to_translated_many([0x10000, 0x5000]),
+            lambda: gpa_tree.to_iova_many([0x1000, 0x5000]),
+            lambda: vhost.translate(0x7000_0800, 0x1000),
+            lambda: vhost.translate(0x7000_0000, 0x2000, gpa=0x8000),
+            lambda: vhost.to_iova_many([0x7000_0000, 0x5000]),
+            lambda: vhost.gpa_to_iova_many([0x8000, 0x5000]),
+        ]
+
+    for i, (ours, theirs) in enumerate(zip(calls(native), calls(reference))):
+        with pytest.raises(TranslationError) as got:
+            ours()
+        with pytest.raises(TranslationError) as want:
+            theirs()
+        assert (str(got.value), got.value.address) == (str(want.value), want.value.address), i

@@ -391,7 +391,9 @@ class _Native:
             return None
         self._fail(rc)
 
-    def _translate(self, call: Callable[..., int], args: tuple[Any, ...]) -> list[tuple[int, int]]:
+    def _translate(self, call: Callable[..., int], args: tuple[Any, ...],
+                   noun: str = "translated address") -> list[tuple[int, int]]:
+        """``call``'s segments; ``noun`` names the address kind a gap is reported in."""
         pool = self._segs_pool
         bufs = _pop(pool, _segments_buffer)
         segs, view, count, fault = bufs
@@ -413,11 +415,14 @@ class _Native:
         if words is not None:
             return list(zip(words[0::2], words[1::2]))
         if rc == _ERR_TRANSLATION:
-            raise TranslationError(f"no map covers address {address:#x}", address)
+            raise TranslationError(f"no map covers {noun} {address:#x}", address)
         self._fail(rc)
 
-    def _batch(self, call: Callable[..., int], values: Any, missing: Any) -> U64Array:
-        """``call(src, n, out, has_missing, missing, miss)`` over a whole input at once."""
+    def _batch(self, call: Callable[..., int], values: Any, missing: Any,
+               noun: str = "translated address") -> U64Array:
+        """``call(src, n, out, has_missing, missing, miss)`` over a whole input at once;
+        ``noun`` names the kind of the input's addresses in a TranslationError, as the
+        reference does."""
         if missing is not None and (type(missing) is not int or not 0 <= missing <= MAX_U64):
             self._check_open()
             missing = T.check_missing(missing)
@@ -446,7 +451,7 @@ class _Native:
             return out
         if rc == _CLOSED:
             self._raise_closed()
-        raise TranslationError(f"no map covers address {address:#x}", address)
+        raise TranslationError(f"no map covers {noun} {address:#x}", address)
 
 
 class _Tree(_Native, TreeContainer):
@@ -1035,7 +1040,7 @@ class IOVATree(_Tree):
         def call(src: Any, n: int, out: Any, has_missing: int, fill: int, miss: Any) -> int:
             return int(lib.ib_tree_to_translated_many(h, src, n, out, has_missing, fill, miss))
 
-        return self._batch(call, iovas, missing)
+        return self._batch(call, iovas, missing, "IOVA")
 
     def to_iova_many(
         self, translated_addrs: Any, id: int | None = None, missing: int | None = None
@@ -1081,7 +1086,7 @@ class GPATree(_Tree):
         def call(src: Any, n: int, out: Any, has_missing: int, fill: int, miss: Any) -> int:
             return int(lib.ib_tree_to_iova_many(h, src, n, out, 0, 0, has_missing, fill, miss))
 
-        return self._batch(call, translated_addrs, missing)
+        return self._batch(call, translated_addrs, missing, "GPA")
 
 
 class VhostIOVATree(_Native, Container):
@@ -1244,7 +1249,7 @@ class VhostIOVATree(_Native, Container):
                 if gpa is None:
                     return self._translate(lib.ib_vhost_translate, (hva, length, 0))
                 if type(gpa) is int and 0 <= hva <= MAX_U64 and hva + length <= MAX_U64 + 1:
-                    return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
+                    return self._translate(lib.ib_vhost_translate, (gpa, length, 1), "GPA")
             except (*_ARG_ERRORS, InvalidMapError):
                 pass
         self._check_open()
@@ -1252,7 +1257,7 @@ class VhostIOVATree(_Native, Container):
         if gpa is None:
             return self._translate(lib.ib_vhost_translate, (hva, length, 0))
         gpa = T.check_length(gpa, length, "gpa")[0]
-        return self._translate(lib.ib_vhost_translate, (gpa, length, 1))
+        return self._translate(lib.ib_vhost_translate, (gpa, length, 1), "GPA")
 
     def to_iova_many(self, hvas: Any, missing: int | None = None) -> U64Array:
         """For each HVA, the IOVA through the host-only map covering it."""
@@ -1260,7 +1265,7 @@ class VhostIOVATree(_Native, Container):
 
     def gpa_to_iova_many(self, gpas: Any, missing: int | None = None) -> U64Array:
         """For each GPA, the IOVA through the guest map covering it."""
-        return self._batch(self._batch_call(1), gpas, missing)
+        return self._batch(self._batch_call(1), gpas, missing, "GPA")
 
     def _batch_call(self, gpa: int) -> Callable[..., int]:
         h = self._h
