@@ -217,3 +217,37 @@ def test_a_translation_gap_is_worded_alike_by_both_backends() -> None:
         with pytest.raises(TranslationError) as want:
             theirs()
         assert (str(got.value), got.value.address) == (str(want.value), want.value.address), i
+
+
+def test_no_space_and_overlap_errors_are_worded_alike_by_both_backends() -> None:
+    """NoSpaceError and OverlapError read the same from both backends: the native one said
+    only "no free IOVA range fits" (the reference names the size, the alignment and the
+    range), and "overlaps the stored" for the reference's "overlaps stored"; the reference's
+    map_alloc_gpa named the IOVA it had given back, the native one the GPA range."""
+    from iova_native import IOVAError, NoSpaceError, OverlapError, Perm, reference
+
+    def calls(module: ModuleType) -> list[Callable[[], object]]:
+        tree = module.IOVATree([DMAMap(0, 0, 0xFFF, Perm.RW, 0)])
+        gpas = module.GPATree([DMAMap(0x1000, 0x5000, 0xFFF, Perm.RW, 0)])
+        vhost = module.VhostIOVATree(0, 0xFFFFF, 4096)
+        vhost.map_alloc_gpa(0xFFF, 0x5000)
+        return [
+            lambda: tree.alloc(0x10, iova_last=0xFFF),
+            lambda: tree.alloc(0x10, iova_begin=0x10, iova_last=0x20, align=0x100),
+            lambda: tree.alloc(0x10, iova_last=0xFFF, policy="last"),
+            lambda: tree.insert(DMAMap(0x800, 0x9000, 0x10, Perm.RW, 0)),
+            lambda: tree.update([DMAMap(0x100000, 0, 0), DMAMap(0x10, 0, 0)]),
+            lambda: gpas.insert(DMAMap(0x9000, 0x5800, 0x10, Perm.RW, 0)),
+            lambda: vhost.map_alloc(0x100000, 0x7000_0000),
+            lambda: vhost.map_alloc_gpa(0x100000, 0x20000),
+            lambda: vhost.map_alloc_gpa(0xFFF, 0x5000),
+        ]
+
+    for i, (ours, theirs) in enumerate(zip(calls(native), calls(reference))):
+        with pytest.raises((NoSpaceError, OverlapError)) as got:
+            ours()
+        with pytest.raises(IOVAError) as want:
+            theirs()
+        assert type(got.value) is type(want.value), i
+        assert str(got.value) == str(want.value), i
+        assert getattr(got.value, "existing", None) == getattr(want.value, "existing", None), i

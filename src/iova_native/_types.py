@@ -138,6 +138,14 @@ class DivergenceError(AssertionError):
         return type(self), (_message(self), *fields), self.__dict__
 
 
+def no_space(size: int, iova_begin: int, iova_last: int, align: int) -> NoSpaceError:
+    """The NoSpaceError of an alloc that found no room: worded once, for every backend."""
+    return NoSpaceError(
+        f"no free IOVA range of size {size:#x} aligned to {align:#x} in "
+        f"[{iova_begin:#x}, {iova_last:#x}]"
+    )
+
+
 def _message(exc: BaseException) -> Any:
     """The message an error of this module was made with (its only ``arg``)."""
     return exc.args[0] if exc.args else ""

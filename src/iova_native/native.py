@@ -696,7 +696,7 @@ class _Tree(_Native, TreeContainer):
         existing = self._find_key(map[self._kind], map[2])
         if existing is None:  # removed since by another thread: the insert may fit now
             return self.insert(map)
-        raise OverlapError(f"{map!r} overlaps the stored {existing!r}", existing)
+        raise OverlapError(f"{map!r} overlaps stored {existing!r}", existing)
 
     def _remove_key(self, iova: int, size: int = 0) -> int:
         """Remove every map overlapping ``[iova, iova + size]``; return how many."""
@@ -1009,6 +1009,8 @@ class IOVATree(_Tree):
             if r >= 0:
                 pool.append(top)
                 return _make((r, translated_addr, size, perm, id))
+            if r == _ERR_NOMEM:  # the arguments passed the type checks above: ints
+                raise T.no_space(size, iova_begin, iova_last, align)
             if r != _ERR_INVALID:
                 m = self._allocated(r, top, translated_addr, size, perm, id)
                 pool.append(top)
@@ -1019,6 +1021,8 @@ class IOVATree(_Tree):
         top = _fill_buffer()
         r = _ib_alloc_key(self._h, size, translated_addr, perm, id, iova_begin, iova_last,
                           align, _POLICIES[policy], top)
+        if r == _ERR_NOMEM:
+            raise T.no_space(size, iova_begin, iova_last, align)
         return self._allocated(r, top, translated_addr, size, perm, id)
 
     def _allocated(self, r: int, top: Any, taddr: int, size: int, perm: Perm,
@@ -1191,6 +1195,8 @@ class VhostIOVATree(_Native, Container):
         if rc == _ERR_OVERLAP:
             existing = answer
             raise OverlapError(f"GPA range {taddr:#x}+{size:#x} overlaps {existing!r}", existing)
+        if rc == _ERR_NOMEM:
+            raise T.no_space(size, self._iova_first, self._iova_last, 1)
         self._fail(rc)
 
     def map_alloc(self, size: int, hva: int, perm: Perm = Perm.RW) -> DMAMap:

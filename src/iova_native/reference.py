@@ -28,7 +28,6 @@ from ._types import (
     MAX_U64,
     DMAMap,
     IOVAError,
-    NoSpaceError,
     OverlapError,
     Perm,
     TranslationError,
@@ -43,6 +42,7 @@ from ._types import (
     check_sized,
     check_u64_list,
     check_vhost_bounds,
+    no_space,
 )
 from .api import Segment, U64Array, U64Input
 
@@ -497,10 +497,7 @@ class IOVATree(_TreeBase):
         self._check_open()  # an argument's __index__ may have closed it
         iova = self._place(size, iova_begin, iova_last, align, policy)
         if iova is None:
-            raise NoSpaceError(
-                f"no free IOVA range of size {size:#x} aligned to {align:#x} in "
-                f"[{iova_begin:#x}, {iova_last:#x}]"
-            )
+            raise no_space(size, iova_begin, iova_last, align)
         m = DMAMap(iova, translated_addr, size, perm, id)
         self._store.add(m)
         return m
@@ -806,9 +803,11 @@ class VhostIOVATree(Container):
             a = self._allocate(size, perm)
             m = DMAMap(a.iova, gpa, size, perm, gpa)
             self._gpa.insert(m)
-        except OverlapError:
+        except OverlapError as exc:
             self._alloc.remove(a.iova, a.size)  # roll back: nothing leaks (contract, deviation 5)
-            raise
+            # named by its GPA range: the IOVA it was given is given back
+            raise OverlapError(f"GPA range {gpa:#x}+{size:#x} overlaps {exc.existing!r}",
+                               existing=exc.existing) from None
         except IOVAError:  # NoSpaceError: refused before anything changed
             raise
         except BaseException:  # it may have come between the steps
