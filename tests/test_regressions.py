@@ -7,6 +7,7 @@ import gc
 from array import array
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -251,3 +252,27 @@ def test_no_space_and_overlap_errors_are_worded_alike_by_both_backends() -> None
         assert type(got.value) is type(want.value), i
         assert str(got.value) == str(want.value), i
         assert getattr(got.value, "existing", None) == getattr(want.value, "existing", None), i
+
+
+@pytest.mark.parametrize("state", [
+    (4096, 0xFFFF, [DMAMap(0x1000, 0, 0xFFF)], [], []),
+    (4096, 0xFFFF, [], [DMAMap(0x1000, 9, 0xFFF)], []),
+    (4096, 0xFFFF, [DMAMap(0x10000, 0, 0xFFF)], [DMAMap(0x10000, 9, 0xFFF)], []),
+    (4096, 0xFFFF, [DMAMap(0x1000, 0, 0xFFF)], [], [DMAMap(0x1000, 0x5000, 0xFFF, id=9)]),
+    (4096, 0xFFFF, [DMAMap(0x1000, 0, 0xFFF), DMAMap(0x2000, 0, 0xFFF)], [],
+     [DMAMap(0x1000, 0x5000, 0xFFF, id=0x5000), DMAMap(0x2000, 0x5000, 0xFFF, id=0x5000)]),
+], ids=["allocation without a map", "map without an allocation", "above iova_last",
+        "guest id not its GPA", "GPA range twice"])
+def test_a_bad_vhost_state_is_refused_in_the_same_words_by_both_backends(state: Any) -> None:
+    """Unpickling a VhostIOVATree from a state no tree can hold raises ValueError from both
+    backends, and now with the same message: the native one said only "maps and allocations
+    do not match" where the reference names the map or allocation at fault."""
+    from iova_native import reference
+
+    messages = []
+    for module in (native, reference):
+        rebuild, args = module.VhostIOVATree(0, 0xFFFF, 4096).__reduce__()[:2]
+        with pytest.raises(ValueError) as info:
+            rebuild(*args[:-1], state)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]

@@ -1142,8 +1142,15 @@ class VhostIOVATree(_Native, Container):
         tree = cls(first, last, 1)  # @first is already the effective first IOVA
         try:
             _replay_allocations(tree, allocated, host, guest)
-        except IOVAError as exc:  # an allocation past iova_last, a GPA range taken twice
+        except (IOVAError, ValueError) as exc:  # a state no VhostIOVATree holds
             tree.close()
+            # The reference's checks say what is wrong with it, in the words both backends
+            # use; the replay's own message is left only should the reference take it.
+            from . import reference
+
+            reference.VhostIOVATree._from_state(state).close()
+            if isinstance(exc, ValueError):
+                raise
             raise ValueError(f"VhostIOVATree state: {exc}") from None
         except BaseException:
             tree.close()
