@@ -138,6 +138,17 @@ class DivergenceError(AssertionError):
         return type(self), (_message(self), *fields), self.__dict__
 
 
+def overlap(map: DMAMap, existing: DMAMap | None) -> OverlapError:
+    """The OverlapError of an insert of ``map`` refused for ``existing``: worded once."""
+    return OverlapError(f"{map!r} overlaps stored {existing!r}", existing)
+
+
+def gpa_overlap(gpa: int, size: int, existing: DMAMap | None) -> OverlapError:
+    """The OverlapError of a VhostIOVATree.map_alloc_gpa() whose GPA range is taken (the
+    IOVA it was given is given back, so the range names it): worded once."""
+    return OverlapError(f"GPA range {gpa:#x}+{size:#x} overlaps {existing!r}", existing)
+
+
 def no_space(size: int, iova_begin: int, iova_last: int, align: int) -> NoSpaceError:
     """The NoSpaceError of an alloc that found no room: worded once, for every backend."""
     return NoSpaceError(

@@ -47,7 +47,6 @@ from ._types import (
     InvalidMapError,
     IOVAError,
     NoSpaceError,
-    OverlapError,
     Perm,
     TranslationError,
 )
@@ -696,7 +695,7 @@ class _Tree(_Native, TreeContainer):
         existing = self._find_key(map[self._kind], map[2])
         if existing is None:  # removed since by another thread: the insert may fit now
             return self.insert(map)
-        raise OverlapError(f"{map!r} overlaps stored {existing!r}", existing)
+        raise T.overlap(map, existing)
 
     def _remove_key(self, iova: int, size: int = 0) -> int:
         """Remove every map overlapping ``[iova, iova + size]``; return how many."""
@@ -1201,7 +1200,7 @@ class VhostIOVATree(_Native, Container):
             return answer
         if rc == _ERR_OVERLAP:
             existing = answer
-            raise OverlapError(f"GPA range {taddr:#x}+{size:#x} overlaps {existing!r}", existing)
+            raise T.gpa_overlap(taddr, size, existing)
         if rc == _ERR_NOMEM:
             raise T.no_space(size, self._iova_first, self._iova_last, 1)
         self._fail(rc)

@@ -42,7 +42,9 @@ from ._types import (
     check_sized,
     check_u64_list,
     check_vhost_bounds,
+    gpa_overlap,
     no_space,
+    overlap,
 )
 from .api import Segment, U64Array, U64Input
 
@@ -318,7 +320,7 @@ class _TreeBase(TreeContainer):
         store = self._store
         existing = store.find(store.first(m), store.last(m))
         if existing is not None:
-            raise OverlapError(f"{m!r} overlaps stored {existing!r}", existing=existing)
+            raise overlap(m, existing)
         store.add(m)
         return m
 
@@ -805,9 +807,7 @@ class VhostIOVATree(Container):
             self._gpa.insert(m)
         except OverlapError as exc:
             self._alloc.remove(a.iova, a.size)  # roll back: nothing leaks (contract, deviation 5)
-            # named by its GPA range: the IOVA it was given is given back
-            raise OverlapError(f"GPA range {gpa:#x}+{size:#x} overlaps {exc.existing!r}",
-                               existing=exc.existing) from None
+            raise gpa_overlap(gpa, size, exc.existing) from None
         except IOVAError:  # NoSpaceError: refused before anything changed
             raise
         except BaseException:  # it may have come between the steps
