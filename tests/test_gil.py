@@ -35,7 +35,8 @@ CDEF = Path(native.__file__).with_name("_cdef.h")
 TRY_FUNCTIONS = {
     "ib_tree_find_entry_try", "ib_tree_find_entry_at_try", "ib_tree_find_iova_entry_try",
     "ib_tree_find_iova_entry_at_try", "ib_tree_find_iova_id_entry_try",
-    "ib_tree_insert_map_try", "ib_tree_remove_at_try", "ib_tree_remove_entries_try",
+    "ib_tree_insert_map_try", "ib_tree_insert_obj_try", "ib_tree_remove_at_try",
+    "ib_tree_remove_entries_try",
     "ib_tree_removals_try", "ib_tree_find_map_try", "ib_tree_alloc_key_try",
     "ib_tree_alloc_first_key_try", "ib_spin_try",
 }
@@ -117,6 +118,7 @@ def sample_tree(cls: Any) -> Any:
                 DMAMap(0x3000, 0x20000, 0x1FFF, Perm.RO, 8)])
 
 
+SPARE_MAP = DMAMap(0x9000, 0x90000, 0xFFF)  # held here, so its id() stays its address
 TRY_CALLS: list[tuple[str, Callable[[Any], int]]] = [
     ("find_entry", lambda h: lib.ib_tree_find_entry_try(h, 0x1000, 4)),
     ("find_entry_at", lambda h: lib.ib_tree_find_entry_at_try(h, 0x1000)),
@@ -124,6 +126,7 @@ TRY_CALLS: list[tuple[str, Callable[[Any], int]]] = [
     ("find_iova_entry_at", lambda h: lib.ib_tree_find_iova_entry_at_try(h, 0x10000)),
     ("find_iova_id_entry", lambda h: lib.ib_tree_find_iova_id_entry_try(h, 0x10000, 0, 7)),
     ("insert_map", lambda h: lib.ib_tree_insert_map_try(h, 0x9000, 0x90000, 0xFFF, 3, 0)),
+    ("insert_obj", lambda h: lib.ib_tree_insert_obj_try(h, id(SPARE_MAP))),
     ("remove_at", lambda h: lib.ib_tree_remove_at_try(h, 0x3000)),
     ("remove_entries", lambda h: lib.ib_tree_remove_entries_try(h, 0, 0x4000, ffi.NULL, 0)),
     ("removals", lambda h: lib.ib_tree_removals_try(h)),

@@ -276,3 +276,25 @@ def test_a_bad_vhost_state_is_refused_in_the_same_words_by_both_backends(state: 
             rebuild(*args[:-1], state)
         messages.append(str(info.value))
     assert messages[0] == messages[1]
+
+
+def test_an_int_subclass_field_is_stored_as_a_plain_int_on_every_python() -> None:
+    """On Python 3.9, ``operator.index()`` hands an int subclass back as it is (3.10 and later
+    give a plain int), so a ``DMAMap`` built from ``True`` or an int subclass kept that object:
+    the reference's stored map then held a ``bool`` where the native one read back an int.
+    Found by tests/test_binding_conversions.py under 3.9 (scripts/test.d/50-package.sh)."""
+    from iova_native import Perm, reference
+    from iova_native._types import check_u64
+
+    class Int(int):
+        def __repr__(self) -> str:
+            return "Int"
+
+    assert type(check_u64(True, "iova")) is int and type(check_u64(Int(5), "iova")) is int
+    m = DMAMap(True, Int(0x10000), Int(0xFFF), Perm.RW, False)
+    assert [type(f) for f in m] == [int, int, int, Perm, int]
+    assert m == DMAMap(1, 0x10000, 0xFFF, Perm.RW, 0)
+    for backend in (native, reference):
+        tree = backend.IOVATree()
+        tree.insert(tuple.__new__(DMAMap, (Int(0x1000), True, Int(0xFFF), 3, Int(7))))
+        assert [type(f) for f in tree.maps()[0]] == [int, int, int, Perm, int]

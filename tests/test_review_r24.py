@@ -241,8 +241,8 @@ def test_an_update_interrupted_right_after_an_insert_changes_nothing(
     tree = getattr(native if backend == "native" else reference, cls)([B])
     maps = [DMAMap(0x10_0000 * i, 0x1000_0000 * i, 0xFFF) for i in range(1, 6)]
     if backend == "native":
-        monkeypatch.setattr(native, "_ib_insert_map_try",
-                            interrupt_after(native._ib_insert_map_try, 3))
+        monkeypatch.setattr(native, "_ib_insert_obj_try",
+                            interrupt_after(native._ib_insert_obj_try, 3))
     else:
         monkeypatch.setattr(reference._SortedMaps, "add",
                             interrupt_after(reference._SortedMaps.add, 3))

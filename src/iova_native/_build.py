@@ -108,7 +108,7 @@ check_glib_version()
 ffibuilder.set_source(
     "iova_native._core",
     '#include "iova-map.h"\n#include "iova-binding.h"\n#include "vhost-binding.h"\n'
-    '#include "iova-cffi.h"\n',
+    '#include "iova-cffi.h"\n#include "iova-pymap.h"\n',
     sources=SOURCES,
     include_dirs=[CSRC] + [flag[2:] for flag in _cflags if flag.startswith("-I")],
     extra_compile_args=extension_compile_args() + [f for f in _cflags if not f.startswith("-I")],

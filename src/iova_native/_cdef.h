@@ -71,6 +71,7 @@ int ib_tree_insert_map(IBTree *t, uint64_t iova, uint64_t translated_addr, uint6
 int64_t ib_tree_remove_at(IBTree *t, uint64_t key);
 int ib_tree_insert_map_try(IBTree *t, uint64_t iova, uint64_t translated_addr, uint64_t size,
                            uint64_t perm, uint64_t id);
+int ib_tree_insert_obj_try(IBTree *t, uintptr_t map);
 int64_t ib_tree_remove_at_try(IBTree *t, uint64_t key);
 int64_t ib_tree_remove_entries(IBTree *t, uint64_t key, uint64_t size, uint64_t *entries,
                                size_t cap);

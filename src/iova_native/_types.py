@@ -10,7 +10,8 @@ NumPy floats and bools all have.
 
 How a scalar becomes an int (:func:`check_u64`, the one conversion every scalar goes through):
 
-* an ``int`` (``bool`` included: ``True`` is 1, as everywhere in Python) is taken as it is;
+* an ``int`` (``bool`` included: ``True`` is 1, as everywhere in Python) is taken as its value,
+  a plain ``int`` (an int subclass too, on every Python version);
 * ``float``, ``str``, ``bytes`` and ``None`` raise ``TypeError``;
 * anything else must have ``__index__`` (``operator.index``): NumPy integers do; NumPy floats
   and ``numpy.bool_``, ``Decimal``, ``Fraction`` and objects with only ``__int__`` do not, and
@@ -170,9 +171,13 @@ def _index(value: Any, name: str, kind: str) -> int:
     a float, a str, bytes, None or anything without it."""
     if not (isinstance(value, (float, str, bytes)) or value is None):
         try:
-            return operator.index(value)
+            index = operator.index(value)
         except TypeError:
             pass
+        else:
+            # 3.9 hands an int subclass (a bool) back as it is, where 3.10 and later give a
+            # plain int: the plain int, on every version.
+            return index if type(index) is int else int.__index__(index)
     raise TypeError(f"{name} must be {kind}, not {type(value).__name__}")
 
 

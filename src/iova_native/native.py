@@ -113,7 +113,8 @@ _ib_find_iova_entry = lib.ib_tree_find_iova_entry_try
 _ib_find_iova_entry_at = lib.ib_tree_find_iova_entry_at_try
 _ib_find_iova_id_entry = lib.ib_tree_find_iova_id_entry_try
 _ib_insert_map = lib.ib_tree_insert_map
-_ib_insert_map_try = lib.ib_tree_insert_map_try
+_ib_insert_obj_try = lib.ib_tree_insert_obj_try
+_address = id  # CPython's id() is the object's address
 _ib_remove_entries = lib.ib_tree_remove_entries
 _ib_remove_entries_try = lib.ib_tree_remove_entries_try
 _ib_remove_at = lib.ib_tree_remove_at
@@ -660,24 +661,15 @@ class _Tree(_Native, TreeContainer):
     def insert(self, map: DMAMap) -> None:
         """Store ``map``; OverlapError (``.existing``, the lowest map hit) if its range is taken."""
         if type(map) is DMAMap:
-            try:
-                iova, taddr, size, perm, id = map
-            except ValueError:
-                pass  # forged, of the wrong length: check_map says so
-            else:
-                # Only exact ints go straight to C (cffi would take anything with __int__).
-                if (type(perm) is Perm and type(iova) is int and type(taddr) is int
-                        and type(size) is int and type(id) is int):
-                    try:
-                        rc = _ib_insert_map_try(self._h, iova, taddr, size, perm, id)
-                    except OverflowError:
-                        rc = _ERR_INVALID
-                    if rc == _OK:
-                        return
-                    if rc == _ERR_OVERLAP:
-                        return self._overlap(map)
-                    if rc != _ERR_INVALID and rc != _BUSY:
-                        self._fail(rc)
+            # One word crosses: the map's address, whose fields C reads from the tuple itself
+            # (csrc/iova-pymap.h).  A field C cannot store as it is gives IOVA_ERR_INVALID.
+            rc = _ib_insert_obj_try(self._h, _address(map))
+            if rc == _OK:
+                return
+            if rc == _ERR_OVERLAP:
+                return self._overlap(T.check_map(map))
+            if rc != _ERR_INVALID and rc != _BUSY:
+                self._fail(rc)
         # Not a plain DMAMap of plain fields, or C found it invalid: rebuilding it through
         # the constructor raises what the reference raises, or normalises it.  (Or another
         # call held the tree: this call waits for it.)
