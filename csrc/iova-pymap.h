@@ -10,37 +10,42 @@
  *
  * The address is CPython's id() of a map the caller holds for the whole call, so the object
  * outlives the read.  A DMAMap is a tuple of ints, both immutable, so what is read is what
- * the caller passed, whatever other threads do.  The fields are read under the GIL
- * (PyGILState_Ensure(): the _try wrapper keeps it, see iova-cffi.h, and should it not, this
- * takes it back), and the tree's lock is taken only after it is let go.
+ * the caller passed, whatever other threads do.  The read calls nothing that can raise,
+ * allocate or run Python code, so it needs no thread state: it is right whether the _try
+ * wrapper kept the GIL (iova-cffi.h) or a cffi release let it go, and in a subinterpreter,
+ * where PyGILState_Ensure() (which an earlier version called) waits for ever for the main
+ * interpreter's GIL.
  */
 #ifndef IOVA_PYMAP_H
 #define IOVA_PYMAP_H
 
-#include <limits.h>
 #include <stdint.h>
 
 /*
- * The value of the int @field, or UINT64_MAX with OverflowError set when it is negative or
- * above 2**64-1.  Where a long has 64 bits, PyLong_AsUnsignedLong(): it shifts the int's
- * digits in, where PyLong_AsUnsignedLongLong() converts any value above 2**30 through a byte
- * array (94 instructions a field on 3.11, callgrind).
+ * The int @field's value into *@value when it is in 0..2**63-1.  PyLong_AsLongLongAndOverflow()
+ * answers an int's value, or says it does not fit, without setting an exception, and reads
+ * an int subclass's value without calling anything of it.  A field at or above 2**63 (an
+ * IOVA or an HVA in the top half of the space, an id there) is left to the slow path too:
+ * telling it from one above 2**64-1 takes a call that raises.
  */
-static uint64_t ib_pymap_u64(PyObject *field)
+static int ib_pymap_u63(PyObject *field, uint64_t *value)
 {
-#if ULONG_MAX == UINT64_MAX
-    return PyLong_AsUnsignedLong(field);
-#else
-    return PyLong_AsUnsignedLongLong(field);
-#endif
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(field, &overflow);
+
+    if (overflow || v < 0) {
+        return 0;
+    }
+    *value = (uint64_t)v;
+    return 1;
 }
 
 /*
  * Whether @obj, a DMAMap by the caller's test of its type, has five int fields in
- * 0..2**64-1, which are then in @fields (the insert checks them further, the perm and the
+ * 0..2**63-1, which are then in @fields (the insert checks them further, the perm and the
  * ranges, as any insert does).  Anything else (a tuple forged to another length, a field of
- * another type or out of range) is left to the checks of Python's slow path, which word the
- * error.
+ * another type, out of range, or in the top half) is left to the checks of Python's slow
+ * path, which store it or word the error.
  */
 static int ib_pymap_fields(PyObject *obj, uint64_t fields[5])
 {
@@ -48,15 +53,9 @@ static int ib_pymap_fields(PyObject *obj, uint64_t fields[5])
         return 0;
     }
     for (Py_ssize_t i = 0; i < 5; i++) {
-        PyObject *field = PyTuple_GetItem(obj, i);
+        PyObject *field = PyTuple_GetItem(obj, i); /* i is in range: it cannot fail */
 
-        if (!field || !PyLong_Check(field)) {
-            PyErr_Clear();
-            return 0;
-        }
-        fields[i] = ib_pymap_u64(field);
-        if (fields[i] == UINT64_MAX && PyErr_Occurred()) {
-            PyErr_Clear(); /* negative, or above 2**64-1 */
+        if (!PyLong_Check(field) || !ib_pymap_u63(field, &fields[i])) {
             return 0;
         }
     }
@@ -65,17 +64,15 @@ static int ib_pymap_fields(PyObject *obj, uint64_t fields[5])
 
 /*
  * ib_tree_insert_map_try() of the DMAMap at @map (its id()): IOVA_OK, an IOVA_ERR_* code,
- * IB_BUSY or IB_CLOSED, as that call answers, or IOVA_ERR_INVALID for a map whose fields are
- * not plain (see ib_pymap_fields()), which Python's checks then reject or normalise.
+ * IB_BUSY or IB_CLOSED, as that call answers, or IOVA_ERR_INVALID for a map whose fields C
+ * does not read (see ib_pymap_fields()), which Python's checks then store, reject or
+ * normalise.
  */
 static int ib_tree_insert_obj_try(IBTree *t, uintptr_t map)
 {
     uint64_t fields[5];
-    PyGILState_STATE gil = PyGILState_Ensure();
-    int plain = ib_pymap_fields((PyObject *)map, fields);
 
-    PyGILState_Release(gil);
-    if (!plain) {
+    if (!ib_pymap_fields((PyObject *)map, fields)) {
         return IOVA_ERR_INVALID;
     }
     return ib_tree_insert_map_try(t, fields[0], fields[1], fields[2], fields[3], fields[4]);

@@ -298,3 +298,50 @@ def test_an_int_subclass_field_is_stored_as_a_plain_int_on_every_python() -> Non
         tree = backend.IOVATree()
         tree.insert(tuple.__new__(DMAMap, (Int(0x1000), True, Int(0xFFF), 3, Int(7))))
         assert [type(f) for f in tree.maps()[0]] == [int, int, int, Perm, int]
+
+
+SUBINTERPRETER_INSERTS = r"""
+import sys
+try:
+    import _xxsubinterpreters as interpreters
+except ImportError:
+    import _interpreters as interpreters
+code = '''
+from iova_native import DMAMap, native
+tree = native.IOVATree()
+for i in range(64):
+    tree.insert(DMAMap(i * 0x1000, 0x7F0000000000 + i * 0x1000, 0xFFF, id=i))
+tree.insert(DMAMap(1 << 63, 0, 0xFFF))  # a field in the top half: the slow path
+assert len(tree) == 65 and tree.find(0x5000).id == 5
+tree.check()
+'''
+import iova_native.native  # loaded in the main interpreter first, as an embedder would
+interp = interpreters.create()
+try:
+    interpreters.run_string(interp, code)
+except Exception as e:  # a Python whose subinterpreters refuse cffi's single-phase module
+    if "ImportError" not in repr(e) and "subinterpreter" not in str(e):
+        raise
+    print("SKIP:", e)
+    sys.exit(0)
+print("inserted in a subinterpreter")
+"""
+
+
+def test_an_insert_in_a_subinterpreter_does_not_hang() -> None:
+    """The first version of the one-word insert (csrc/iova-pymap.h) took the GIL with
+    PyGILState_Ensure(), which in a subinterpreter waits for ever for the main interpreter's:
+    the first insert there hung the process.  The read needs no thread state now."""
+    import subprocess
+    import sys
+
+    try:
+        import _xxsubinterpreters  # noqa: F401
+    except ImportError:
+        pytest.importorskip("_interpreters", reason="this Python has no subinterpreter module")
+    done = subprocess.run([sys.executable, "-c", SUBINTERPRETER_INSERTS], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    if done.stdout.startswith("SKIP:"):
+        pytest.skip(done.stdout.strip())
+    assert "inserted in a subinterpreter" in done.stdout
