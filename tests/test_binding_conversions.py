@@ -81,7 +81,7 @@ def test_insert_of_any_dmamap_ends_as_the_reference_s(kind: str, label: str, m: 
     mine, theirs = getattr(native, kind)(base), getattr(reference, kind)(base)
     assert outcome(mine, m) == outcome(theirs, m), label
     mine.check()
-    # C cleared every error it met reading the fields: the next call is not disturbed.
+    # No exception is left pending by the read of the fields: the next call is not disturbed.
     assert sys.exc_info() == (None, None, None)
     assert mine.find(0x100 * PAGE) == base[0]
 
