@@ -662,7 +662,8 @@ class _Tree(_Native, TreeContainer):
         """Store ``map``; OverlapError (``.existing``, the lowest map hit) if its range is taken."""
         if type(map) is DMAMap:
             # One word crosses: the map's address, whose fields C reads from the tuple itself
-            # (csrc/iova-pymap.h).  A field C cannot store as it is gives IOVA_ERR_INVALID.
+            # (csrc/iova-pymap.h).  A field C does not read there (not an int in 0..2**63-1)
+            # gives IOVA_ERR_INVALID, as does an invalid map.
             rc = _ib_insert_obj_try(self._h, _address(map))
             if rc == _OK:
                 return
@@ -670,9 +671,10 @@ class _Tree(_Native, TreeContainer):
                 return self._overlap(T.check_map(map))
             if rc != _ERR_INVALID and rc != _BUSY:
                 self._fail(rc)
-        # Not a plain DMAMap of plain fields, or C found it invalid: rebuilding it through
-        # the constructor raises what the reference raises, or normalises it.  (Or another
-        # call held the tree: this call waits for it.)
+        # Not a DMAMap, a field C did not read, or C found the map invalid: rebuilding it
+        # through the constructor raises what the reference raises, or normalises it, and a
+        # field in the top half of the space is stored from here.  (Or another call held the
+        # tree: this call waits for it.)
         self._check_open()
         map = T.check_map(map)
         rc = _ib_insert_map(self._h, *tuple.__iter__(map))
